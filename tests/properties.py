@@ -1,0 +1,88 @@
+"""Property checks shared by the tests of every autoregressive model: exact normalisation by
+enumeration, samples against exp(log_prob) by a chi-square test, and the autoregressive
+property read off gradients of the logits."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+from scipy import stats
+
+
+def all_images(shape, levels: int) -> torch.Tensor:
+    """Every image of ``shape`` (C, H, W) with ``levels`` values per subpixel, in [0, 1]."""
+    d = int(np.prod(shape))
+    grid = torch.tensor(list(itertools.product(range(levels), repeat=d)), dtype=torch.float32)
+    return (grid / (levels - 1)).reshape(-1, *shape)
+
+
+def image_index(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Position of each image in the enumeration of :func:`all_images`."""
+    k = (x.reshape(x.shape[0], -1) * (levels - 1)).round().long()
+    weights = levels ** torch.arange(k.shape[1] - 1, -1, -1)
+    return (k * weights).sum(1)
+
+
+def log_probs_of_all(model, y: int | None = None) -> torch.Tensor:
+    x = all_images(model.image_shape, model.levels).to(model.device)
+    labels = None if y is None else torch.full((x.shape[0],), y, dtype=torch.long, device=model.device)
+    with torch.no_grad():
+        return torch.cat([model.log_prob(xb, None if labels is None else labels[i : i + 1024])
+                          for i, xb in zip(range(0, len(x), 1024), x.split(1024))]).double()
+
+
+def assert_normalised(model, y: int | None = None, atol: float = 1e-4) -> None:
+    total = torch.logsumexp(log_probs_of_all(model, y), 0).exp().item()
+    assert abs(total - 1.0) < atol, f"sum of p(x) over every image is {total:.6f}, not 1"
+
+
+def assert_samples_match(model, n: int = 20000, y: int | None = None, seed: int = 0, min_p: float = 1e-3) -> None:
+    """Chi-square test of ``model.sample`` frequencies against exp(log_prob)."""
+    p = log_probs_of_all(model, y).exp().cpu().numpy()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        xs = model.sample(n, y=None if y is None else torch.full((n,), y, dtype=torch.long))
+    assert xs.shape == (n, *model.image_shape)
+    levels = model.levels
+    on_grid = (xs * (levels - 1) - (xs * (levels - 1)).round()).abs().max().item()
+    assert on_grid < 1e-5, "samples are not on the level grid k / (L - 1)"
+    counts = np.bincount(image_index(xs.cpu(), levels).numpy(), minlength=len(p))
+    expected = p / p.sum() * n
+    # Pool the rare images into one bin so that every expected count is at least 5.
+    order = np.argsort(expected)
+    rare = order[np.cumsum(expected[order]) < 5.0]
+    rare = order[: len(rare) + 1] if len(rare) else rare
+    keep = np.setdiff1d(np.arange(len(p)), rare)
+    obs = np.append(counts[keep], counts[rare].sum()) if len(rare) else counts[keep]
+    exp = np.append(expected[keep], expected[rare].sum()) if len(rare) else expected[keep]
+    pvalue = stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue
+    assert pvalue > min_p, f"samples do not follow exp(log_prob): chi-square p-value {pvalue:.2e}"
+
+
+def dependencies(model, x: torch.Tensor | None = None, y=None) -> torch.Tensor:
+    """dep[i, j] is True when the logits of subpixel i (flattened C, H, W index) have a
+    non-zero gradient with respect to the input subpixel j."""
+    if x is None:
+        x = torch.rand(2, *model.image_shape)
+    x = x.clone().to(model.device).requires_grad_(True)
+    out = model.logits(x, y)
+    n, d = x.shape[0], x[0].numel()
+    out = out.reshape(n, -1, d) if model.levels > 2 else out.reshape(n, 1, d)
+    dep = torch.zeros(d, d, dtype=torch.bool)
+    for i in range(d):
+        (g,) = torch.autograd.grad(out[:, :, i].sum(), x, retain_graph=True)
+        dep[i] = g.reshape(n, d).abs().sum(0).cpu() != 0
+    return dep
+
+
+def assert_autoregressive(model, order: torch.Tensor | None = None, y=None) -> torch.Tensor:
+    """No conditional sees its own subpixel or a later one; returns the dependency matrix."""
+    order = model.order() if order is None else order
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    dep = dependencies(model, y=y)
+    future = rank[None, :] >= rank[:, None]
+    bad = (dep & future).nonzero()
+    assert len(bad) == 0, f"subpixel {bad[0, 0].item()} depends on subpixel {bad[0, 1].item()} at or after it"
+    return dep
