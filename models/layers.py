@@ -82,3 +82,18 @@ def inverse_cdf(logits: torch.Tensor, u: torch.Tensor, levels: int) -> torch.Ten
         return (u < torch.sigmoid(logits.float())).long()
     cdf = torch.softmax(logits.float(), dim=-1).cumsum(-1)
     return (cdf < u[:, None]).sum(-1).clamp_(max=levels - 1)
+
+
+def raster_conv_mask(in_channels: int, out_channels: int, kernel_size: tuple[int, int], colors: int, mask_type: str) -> torch.Tensor:
+    """PixelCNN mask (out, in, kh, kw) for a convolution centred on the pixel it predicts:
+    every row above, the pixels to the left on the centre row, and at the centre itself only
+    earlier colour groups (mask "A", the first layer) or earlier-or-same groups (mask "B")."""
+    if mask_type not in ("A", "B"):
+        raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
+    kh, kw = kernel_size
+    mask = torch.zeros(out_channels, in_channels, kh, kw)
+    ch, cw = kh // 2, kw // 2
+    mask[:, :, :ch, :] = 1
+    mask[:, :, ch, :cw] = 1
+    mask[:, :, ch, cw] = channel_mask(in_channels, out_channels, colors, include_same=mask_type == "B")
+    return mask
