@@ -1,0 +1,13 @@
+"""The one exception type the CLI turns into a one-line message and a non-zero exit code."""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad preset, missing data, corrupt checkpoint, ...).
+
+    The message is one line that says what is wrong and what to do; ``exit_code`` is 2 for
+    invalid input and 1 for a run that failed."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
