@@ -1,0 +1,141 @@
+"""MADE: Masked Autoencoder for Distribution Estimation (Germain et al., 2015).
+
+An MLP whose weights are masked so that output d only sees inputs earlier in an ordering.
+Every unit k gets a number m(k): inputs are numbered 1..D by their place in the ordering,
+hidden units draw m(k) uniformly from [min m of the layer below, D - 1], a hidden weight
+k' <- k is kept when m(k') >= m(k), and an output weight d <- k when m(d) > m(k). Masks are
+buffers applied as ``F.linear(x, mask * W, b)``, so masked weights never receive gradient.
+
+With ``num_masks`` K > 1 the model trains order/connectivity-agnostically, one mask set per
+step in turn, and ``log_prob`` is the ensemble over the K sets, log (1/K sum_k p_k(x)): a
+mixture of K exact autoregressive models, itself normalised and exact. Sampling draws a
+mask set per image, then generates in D passes.
+
+``levels`` 2: one Bernoulli logit per subpixel. ``levels`` L > 2: L logits per subpixel
+(a categorical), colour channels included; the inputs are the values k/(L-1).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import register
+from models.base import AutoregressiveModel
+from models.layers import discrete_log_prob, inverse_cdf
+
+
+@register("made")
+class MADE(AutoregressiveModel):
+    def __init__(self, image_shape, levels=2, num_classes=None, *, hidden=(500,), num_masks=1,
+                 order="natural", order_agnostic=True, seed=0):
+        super().__init__(image_shape, levels, num_classes)
+        hidden = [int(h) for h in hidden]
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"hidden must list at least one positive layer width, got {hidden}")
+        if int(num_masks) < 1:
+            raise ValueError(f"num_masks must be at least 1, got {num_masks}")
+        if order not in ("natural", "random"):
+            raise ValueError(f"order must be 'natural' or 'random', got {order!r}")
+        self.hidden, self.num_masks = hidden, int(num_masks)
+        d, out_per_dim = self.num_dims, (1 if self.levels == 2 else self.levels)
+        sizes = [d, *hidden]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.output = nn.Linear(sizes[-1], d * out_per_dim)
+        self.label_proj = nn.Linear(num_classes, hidden[0] + d * out_per_dim, bias=False) if num_classes else None
+
+        orders, masks = self._mask_sets(order, bool(order_agnostic), int(seed))
+        self.register_buffer("orders", orders)  # (K, D): orders[k, t] = subpixel generated at step t
+        for i, m in enumerate(masks):           # masks of layer i, stacked over the K sets
+            self.register_buffer(f"mask_{i}", m)
+        self.register_buffer("step_mask", torch.zeros((), dtype=torch.long))
+
+    # -- masks -----------------------------------------------------------------------------
+    def _mask_sets(self, order: str, order_agnostic: bool, seed: int):
+        d, out_per_dim = self.num_dims, (1 if self.levels == 2 else self.levels)
+        gen = torch.Generator().manual_seed(seed)
+        orders, per_layer = [], [[] for _ in range(len(self.hidden) + 1)]
+        for k in range(self.num_masks):
+            if order == "random" or (order_agnostic and k > 0):
+                perm = torch.randperm(d, generator=gen)
+            else:
+                perm = super().order()  # natural: raster order, R G B within a pixel
+            degree_in = torch.empty(d, dtype=torch.long)
+            degree_in[perm] = torch.arange(1, d + 1)
+            degrees = [degree_in]
+            for h in self.hidden:
+                low = int(degrees[-1].min())
+                degrees.append(torch.randint(low, max(d, low + 1), (h,), generator=gen))
+            for i in range(len(self.hidden)):
+                per_layer[i].append((degrees[i + 1][:, None] >= degrees[i][None, :]).float())
+            out_degree = degree_in.repeat(out_per_dim)  # outputs laid out (L, D), like (n, L, C, H, W)
+            per_layer[-1].append((out_degree[:, None] > degrees[-1][None, :]).float())
+            orders.append(perm)
+        return torch.stack(orders), [torch.stack(m) for m in per_layer]
+
+    def order(self, mask: int = 0) -> torch.Tensor:
+        return self.orders[mask].cpu()
+
+    # -- the model -------------------------------------------------------------------------
+    def _masked(self, i: int, layer: nn.Linear, h: torch.Tensor, mask: int) -> torch.Tensor:
+        return F.linear(h, getattr(self, f"mask_{i}")[mask] * layer.weight, layer.bias)
+
+    def logits(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: int = 0) -> torch.Tensor:
+        n = x.shape[0]
+        h = x.reshape(n, -1)
+        extra = F.one_hot(y, self.num_classes).to(h.dtype) @ self.label_proj.weight.t() if self.label_proj is not None else None
+        for i, layer in enumerate(self.layers):
+            h = self._masked(i, layer, h, mask)
+            if i == 0 and extra is not None:
+                h = h + extra[:, : self.hidden[0]]
+            h = F.relu(h)
+        out = self._masked(len(self.layers), self.output, h, mask)
+        if extra is not None:
+            out = out + extra[:, self.hidden[0]:]
+        if self.levels == 2:
+            return out.view(n, *self.image_shape)
+        return out.view(n, self.levels, *self.image_shape)
+
+    def loss(self, x, y=None):
+        y = self.check_labels(y, x.shape[0])
+        if self.training and self.num_masks > 1:
+            # Order/connectivity-agnostic training: the next mask set at every step.
+            k = int(self.step_mask) % self.num_masks
+            self.step_mask += 1
+        else:
+            k = 0 if self.num_masks == 1 else None
+        if k is None:
+            nll = -self.log_prob(x, y).mean()
+        else:
+            nll = -discrete_log_prob(self.logits(x, y, mask=k), self.to_levels(x), self.levels).mean()
+        return {"loss": nll, "nll": nll}
+
+    def log_prob(self, x, y=None):
+        y = self.check_labels(y, x.shape[0])
+        k = self.to_levels(x)
+        per_mask = torch.stack([discrete_log_prob(self.logits(x, y, mask=m), k, self.levels)
+                                for m in range(self.num_masks)])
+        return torch.logsumexp(per_mask, 0) - math.log(self.num_masks)
+
+    def _sample(self, noise, y):
+        """D passes per mask set; each image draws its mask set uniformly (the mixture)."""
+        n = noise.shape[0]
+        choice = torch.randint(self.num_masks, (n,), device=noise.device) if self.num_masks > 1 else torch.zeros(n, dtype=torch.long, device=noise.device)
+        out = torch.empty(n, *self.image_shape, device=noise.device)
+        for m in range(self.num_masks):
+            idx = (choice == m).nonzero().squeeze(1)
+            if len(idx):
+                out[idx] = self._sample_with_mask(noise[idx], None if y is None else y[idx], m)
+        return out
+
+    def _sample_with_mask(self, noise, y, m):
+        n = noise.shape[0]
+        x = torch.zeros(n, self.num_dims, device=noise.device)
+        u = noise.reshape(n, -1)
+        for i in self.orders[m].tolist():
+            logits = self.logits(x.view(n, *self.image_shape), y, mask=m)
+            li = logits.reshape(n, -1)[:, i] if self.levels == 2 else logits.reshape(n, self.levels, -1)[:, :, i]
+            x[:, i] = self.from_levels(inverse_cdf(li, u[:, i], self.levels))
+        return x.view(n, *self.image_shape)

@@ -1,0 +1,89 @@
+"""MADE: exact normalisation, the autoregressive property of every mask set, samples that
+follow log_prob, masks that never train, and order-agnostic training."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import models
+from tests.properties import assert_normalised, assert_samples_match, dependencies
+
+
+class OneMask:
+    """A view of a multi-mask MADE as the single autoregressive model of mask set k."""
+
+    def __init__(self, model, k):
+        self.m, self.k = model, k
+        self.image_shape, self.levels, self.device = model.image_shape, model.levels, model.device
+
+    def logits(self, x, y=None):
+        return self.m.logits(x, y, mask=self.k)
+
+
+CASES = [  # shape, levels, num_masks, num_classes
+    ((1, 3, 3), 2, 1, None),
+    ((3, 2, 2), 2, 3, None),
+    ((1, 2, 2), 4, 1, None),
+    ((1, 2, 2), 4, 2, 3),
+    ((1, 3, 3), 2, 4, 2),
+]
+
+
+@pytest.mark.parametrize("shape,levels,num_masks,num_classes", CASES)
+def test_exactly_normalised_and_sampled(shape, levels, num_masks, num_classes):
+    torch.manual_seed(0)
+    model = models.build("made", shape, levels=levels, num_classes=num_classes, hidden=[16, 16], num_masks=num_masks)
+    y = None if num_classes is None else 1
+    assert_normalised(model, y=y)
+    assert_samples_match(model, n=20000, y=y)
+
+
+@pytest.mark.parametrize("levels,num_classes", [(2, None), (4, 3)])
+def test_no_conditional_sees_itself_or_its_future(levels, num_classes):
+    torch.manual_seed(0)
+    model = models.build("made", (3, 5, 5), levels=levels, num_classes=num_classes, hidden=[64, 64], num_masks=3)
+    y = None if num_classes is None else torch.tensor([0, 2])
+    for k in range(3):
+        order = model.order(k)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order))
+        dep = dependencies(OneMask(model, k), y=y)
+        assert not (dep & (rank[None, :] >= rank[:, None])).any(), f"mask set {k} leaks the future"
+        assert dep.any(), "the network ignores its inputs"
+    assert not torch.equal(model.order(0), model.order(1)), "order-agnostic masks should use other orders"
+
+
+def test_masked_weights_never_change():
+    torch.manual_seed(0)
+    model = models.build("made", (1, 4, 4), hidden=[20, 20], num_masks=1)
+    assert not any("mask" in name for name, _ in model.named_parameters()), "masks must be buffers"
+    before = [p.detach().clone() for p in model.parameters()]
+    masks = [model.mask_0[0], model.mask_1[0], model.mask_2[0]]
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    x = torch.bernoulli(torch.full((32, 1, 4, 4), 0.5))
+    for _ in range(3):
+        opt.zero_grad()
+        model.loss(x)["loss"].backward()
+        opt.step()
+    weights = [model.layers[0].weight, model.layers[1].weight, model.output.weight]
+    old = [before[0], before[2], before[4]]
+    for w, w0, mask in zip(weights, old, masks):
+        assert torch.equal(w[mask == 0], w0[mask == 0]), "a masked weight moved"
+        assert not torch.equal(w[mask == 1], w0[mask == 1]), "unmasked weights should train"
+
+
+def test_training_cycles_through_mask_sets_and_ensembles_at_test_time():
+    torch.manual_seed(0)
+    model = models.build("made", (1, 3, 3), hidden=[16], num_masks=3)
+    x = torch.bernoulli(torch.full((8, 1, 3, 3), 0.5))
+    model.train()
+    losses = [model.loss(x)["loss"].item() for _ in range(3)]
+    assert int(model.step_mask) == 3 and len(set(losses)) == 3
+    per_mask = torch.stack([models.layers.discrete_log_prob(model.logits(x, mask=k), model.to_levels(x), 2) for k in range(3)])
+    expected = torch.logsumexp(per_mask, 0) - torch.log(torch.tensor(3.0))
+    assert torch.allclose(model.log_prob(x), expected)
+
+
+def test_unknown_hyperparameter_names_the_allowed_ones():
+    with pytest.raises(ValueError, match="allowed: .*hidden"):
+        models.build("made", (1, 28, 28), hiden=[10])
