@@ -140,3 +140,27 @@ def test_lr_schedule_warmup_then_cosine():
     f = _lr_factor(TrainConfig(schedule="cosine", warmup_steps=10, max_steps=110), 110)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_out_of_memory_is_a_one_line_error_with_the_fix(tiny_preset, isolated, monkeypatch):
+    from models.made import MADE
+
+    def oom(self, x, y=None):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(MADE, "loss", oom)
+    run = Run.create(load_config(tiny_preset), isolated / "runs")
+    with pytest.raises(UserError, match=r"out of GPU memory at step 1 with batch size 20; lower it \(--set data.batch_size=10\)") as info:
+        _train(run.config, None, run=run)
+    assert info.value.exit_code == 1 and run.status()["state"] == "failed"
+
+
+def test_epochs_and_early_stopping(tiny_preset, isolated):
+    config = load_config(tiny_preset, ["train.max_steps=0", "train.epochs=2"])
+    run, _, done = _train(config, isolated / "a")
+    assert done.step == 2 * (200 // 20) and done.reason == "completed"
+    # lr = 0 keeps the validation NLL fixed: no improvement after the first validation.
+    config = load_config(tiny_preset, ["train.lr=1e-12", "train.early_stopping=2", "train.val_every=2"])
+    run, _, done = _train(config, isolated / "b")
+    assert done.reason == "early-stopped" and done.step == 6
+    assert run.status()["state"] == "early-stopped" and "test_nll" in run.read_eval()
