@@ -155,12 +155,15 @@ def test_out_of_memory_is_a_one_line_error_with_the_fix(tiny_preset, isolated, m
     assert info.value.exit_code == 1 and run.status()["state"] == "failed"
 
 
-def test_epochs_and_early_stopping(tiny_preset, isolated):
+def test_epochs_and_early_stopping(tiny_preset, isolated, monkeypatch):
     config = load_config(tiny_preset, ["train.max_steps=0", "train.epochs=2"])
     run, _, done = _train(config, isolated / "a")
     assert done.step == 2 * (200 // 20) and done.reason == "completed"
-    # lr = 0 keeps the validation NLL fixed: no improvement after the first validation.
-    config = load_config(tiny_preset, ["train.lr=1e-12", "train.early_stopping=2", "train.val_every=2"])
+    # Validation NLL that never improves after the first check: stop after 2 more.
+    real = Trainer.evaluate_nll
+    nll = iter([100.0, 101.0, 102.0, 103.0])
+    monkeypatch.setattr(Trainer, "evaluate_nll", lambda self, x, y, limit=0: {"nll": next(nll), "bpd": 0.1} if x is self.splits.val_x else real(self, x, y))
+    config = load_config(tiny_preset, ["train.early_stopping=2", "train.val_every=2"])
     run, _, done = _train(config, isolated / "b")
     assert done.reason == "early-stopped" and done.step == 6
     assert run.status()["state"] == "early-stopped" and "test_nll" in run.read_eval()
