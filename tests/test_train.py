@@ -46,8 +46,13 @@ def test_a_run_writes_its_folder_and_emits_events(tiny_preset, isolated):
     assert open_run(run.path).config == run.config
 
 
-def test_resume_after_cancel_ends_with_the_same_weights(tiny_preset, isolated):
+@pytest.mark.parametrize("model", ["made", "vae"])  # the VAE draws noise every step: RNG state must resume too
+def test_resume_after_cancel_ends_with_the_same_weights(tiny_preset, isolated, model):
+    if model == "vae":
+        text = tiny_preset.read_text().replace('name = "made"\nhidden = [32]\nnum_masks = 2', 'name = "vae"\narch = "mlp"\nhidden = 32\nlatent_dim = 4\niw_samples = 2')
+        tiny_preset.write_text(text)
     config = load_config(tiny_preset)
+    assert config.model.name == model
     straight, _, _ = _train(config, isolated / "a")
 
     def cancel_at_15(event, trainer):
