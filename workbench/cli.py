@@ -81,7 +81,8 @@ def _train(run, device, resume: bool) -> None:
         sys.exit(130)
     results = run.read_eval()
     if "test_nll" in results:
-        click.echo(f"test: nll {results['test_nll']:.3f} nats, {results['test_bpd']:.4f} bits/dim ({results['likelihood']})")
+        kind = "exact" if results["likelihood"] == "exact" else "an upper bound: the IWAE bound on log p(x)"
+        click.echo(f"test: nll {results['test_nll']:.3f} nats, {results['test_bpd']:.4f} bits/dim ({kind})")
     click.echo(f"done: {run.path}")
 
 
@@ -115,6 +116,26 @@ def sample(run_dir, n, out_file, which, label, seed, device):
     images = model.sample(n, y=label)
     path = out_file or run.path / "samples" / f"sample-{dt.datetime.now():%Y%m%d-%H%M%S}.png"
     click.echo(save_grid(images, path))
+
+
+@main.command("eval")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-n", "n", default=10000, show_default=True, help="Number of samples to draw.")
+@click.option("--extractor", type=click.Choice(["classifier", "inception"]), default="classifier", show_default=True,
+              help="Features: a classifier trained on the dataset, or the FID Inception v3.")
+@click.option("--inception-weights", type=click.Path(dir_okay=False), help="pt_inception-2015-12-05 weights file (pytorch-fid).")
+@click.option("--batch-size", default=500, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def evaluate(run_dir, n, extractor, inception_weights, batch_size, seed, device):
+    """FID, KID, IS, precision/recall, conditional accuracy and test NLL of a run's best model."""
+    from rich.console import Console
+
+    from workbench.evaluate import evaluate_run, results_table
+
+    result = evaluate_run(run_dir, n=n, extractor=extractor, inception_weights=inception_weights,
+                          batch_size=batch_size, device=device, seed=seed)
+    Console().print(results_table(result))
 
 
 @main.group()

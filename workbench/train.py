@@ -98,7 +98,8 @@ class Trainer:
         model = build_model(cfg).to(device)
         conditional = model.num_classes is not None
         Adam = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
-        opt = Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+        params = [p for p in model.parameters() if p.requires_grad]  # a frozen stage (e.g. a prior's VQ-VAE) stays out
+        opt = Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                    betas=(cfg.train.beta1, cfg.train.beta2))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg.train, total))
         self.best, self.bad_validations = math.inf, 0
@@ -108,7 +109,7 @@ class Trainer:
             self.run.truncate_metrics(self.step)
         self.model, self.opt, self.sched, self.splits = model, opt, sched, splits
         self.run.write_status("running", self.step)
-        self.emit(ev.Started(self.run.path, self.step, total, sum(p.numel() for p in model.parameters()), str(device)))
+        self.emit(ev.Started(self.run.path, self.step, total, sum(p.numel() for p in params), str(device)))
 
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.train.bf16
                     else contextlib.nullcontext())
@@ -128,7 +129,7 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
             opt.step()
             sched.step()
             for key, value in parts.items():

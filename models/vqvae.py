@@ -1,0 +1,312 @@
+"""VQ-VAE (``vqvae``, van den Oord et al. 2017) with the usual codebook-health machinery.
+
+The encoder maps x to a grid of vectors z_e (7x7 for 28x28 inputs by default); each is
+replaced by its nearest codebook vector e_k among K; the decoder sees z_q through the
+straight-through estimator (its gradient is copied to z_e unchanged). Per image,
+
+    loss = -log p(x | z_q) + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2
+
+with the norms summed over the grid. Options: EMA codebook updates instead of the codebook
+loss; k-means initialisation of the codebook from the first training batch; restart of dead
+codes (unused for ``usage_window`` training steps) to encoder outputs of the current batch.
+Every call logs the perplexity of the batch's code usage and the number of distinct codes
+used over the last ``usage_window`` training steps. All training-time state (EMA statistics,
+usage, step counter, init flag) lives in buffers, so checkpoints capture it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import register
+from models.base import GenerativeModel
+from models.vae import Likelihood, num_downsamples, resolve_likelihood
+
+
+def perplexity(codes: torch.Tensor, num_codes: int) -> torch.Tensor:
+    """exp(-sum_k p_k log p_k) of the code frequencies: K for uniform usage, 1 for one code."""
+    p = torch.bincount(codes.flatten(), minlength=num_codes).float()
+    p = p / p.sum().clamp(min=1)
+    return torch.exp(-torch.special.xlogy(p, p).sum())
+
+
+def nearest_codes(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest row of ``codebook`` (K, D) for each row of ``z`` (N, D)."""
+    dist = z.pow(2).sum(1, keepdim=True) - 2 * z @ codebook.t() + codebook.pow(2).sum(1)[None, :]
+    return dist.argmin(1)
+
+
+def random_rows(n: int, k: int, device) -> torch.Tensor:
+    """k distinct indices among n (with repeats only when k > n)."""
+    if k <= n:
+        return torch.randperm(n, device=device)[:k]
+    return torch.randint(n, (k,), device=device)
+
+
+def kmeans(z: torch.Tensor, k: int, iters: int = 10) -> torch.Tensor:
+    """Lloyd's k-means on the rows of z, started from k random rows; empty clusters keep
+    their previous centre."""
+    centres = z[random_rows(len(z), k, z.device)].clone()
+    for _ in range(iters):
+        assign = nearest_codes(z, centres)
+        counts = torch.bincount(assign, minlength=k).to(z.dtype)
+        sums = torch.zeros_like(centres).index_add_(0, assign, z)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+    return centres
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-neighbour quantisation of (n, D, h, w) vectors against a (K, D) codebook.
+
+    In training mode (and only then) each call also: initialises the codebook by k-means on
+    the first batch (``kmeans_init``); restarts dead codes (``restart_dead``); records usage;
+    and, with ``ema``, moves the codebook to the exponential moving average of the vectors
+    assigned to each code (the counts Laplace-smoothed by ``eps``):
+
+        N_k <- decay N_k + (1 - decay) n_k,   m_k <- decay m_k + (1 - decay) sum_{i: k_i = k} z_i,
+        e_k = m_k / N~_k,   N~_k = (N_k + eps) / (sum N + K eps) * sum N.
+
+    The EMA statistics start as one pseudo-observation of each initial code (N = 1, m = e)."""
+
+    def __init__(self, num_codes: int, dim: int, *, ema: bool = True, decay: float = 0.99, kmeans_init: bool = True,
+                 restart_dead: bool = True, usage_window: int = 100, eps: float = 1e-5):
+        super().__init__()
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        if num_codes < 1 or dim < 1 or usage_window < 1:
+            raise ValueError("num_codes, code_dim and usage_window must be positive")
+        self.num_codes, self.dim = num_codes, dim
+        self.ema, self.decay, self.eps = ema, decay, eps
+        self.kmeans_init, self.restart_dead, self.usage_window = kmeans_init, restart_dead, usage_window
+        init = torch.empty(num_codes, dim).uniform_(-1.0 / num_codes, 1.0 / num_codes)
+        self.embedding = nn.Parameter(init, requires_grad=not ema)  # EMA mode: moved by the EMA, not by gradients
+        if ema:
+            self.register_buffer("ema_count", torch.ones(num_codes))
+            self.register_buffer("ema_sum", self.embedding.detach().clone())
+        self.register_buffer("initialised", torch.tensor(not kmeans_init))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # training calls so far
+        self.register_buffer("last_used", torch.full((num_codes,), -(1 << 40), dtype=torch.long))
+        self.register_buffer("last_reset", torch.zeros(num_codes, dtype=torch.long))
+
+    # -- state updates (training mode only) --------------------------------------------------
+    @torch.no_grad()
+    def _set_codes(self, which: torch.Tensor, vectors: torch.Tensor) -> None:
+        self.embedding.data[which] = vectors
+        if self.ema:
+            self.ema_sum[which] = vectors
+            self.ema_count[which] = 1.0
+        self.last_reset[which] = self.step
+
+    def dead_codes(self) -> torch.Tensor:
+        """Codes neither used nor restarted in the last ``usage_window`` training steps."""
+        return (self.step - torch.maximum(self.last_used, self.last_reset)) >= self.usage_window
+
+    @torch.no_grad()
+    def restart(self, z: torch.Tensor) -> int:
+        """Reset dead codes to random rows of z (N, D), recent encoder outputs; returns how many."""
+        dead = self.dead_codes().nonzero().flatten()
+        if len(dead):
+            self._set_codes(dead, z[random_rows(len(z), len(dead), z.device)])
+        return len(dead)
+
+    @torch.no_grad()
+    def ema_update(self, z: torch.Tensor, codes: torch.Tensor) -> None:
+        counts = torch.bincount(codes, minlength=self.num_codes).to(z.dtype)
+        sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, z)
+        self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        total = self.ema_count.sum()
+        smoothed = (self.ema_count + self.eps) / (total + self.num_codes * self.eps) * total
+        self.embedding.data.copy_(self.ema_sum / smoothed[:, None])
+
+    def codes_used(self) -> torch.Tensor:
+        """Distinct codes used over the last ``usage_window`` training steps."""
+        return ((self.step - self.last_used) < self.usage_window).sum()
+
+    # -- quantisation ------------------------------------------------------------------------
+    def codes(self, z_e: torch.Tensor) -> torch.Tensor:
+        """(n, D, h, w) -> nearest codes (n, h, w), with distances in float32 even under autocast."""
+        n, d, h, w = z_e.shape
+        with torch.autocast(z_e.device.type, enabled=False):
+            return nearest_codes(z_e.float().permute(0, 2, 3, 1).reshape(-1, d), self.embedding).view(n, h, w)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """(n, h, w) codes -> (n, D, h, w) codebook vectors."""
+        return F.embedding(codes, self.embedding).permute(0, 3, 1, 2)
+
+    def forward(self, z_e: torch.Tensor) -> dict[str, torch.Tensor]:
+        """z_q with the straight-through gradient, the codes, the per-image codebook and
+        commitment terms (summed over the grid), and the usage statistics. Runs in float32."""
+        with torch.autocast(z_e.device.type, enabled=False):
+            return self._quantize(z_e.float())
+
+    def _quantize(self, z_e: torch.Tensor) -> dict[str, torch.Tensor]:
+        flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, self.dim)
+        training = self.training and torch.is_grad_enabled()
+        restarted = 0
+        if training:
+            if not bool(self.initialised):
+                self._set_codes(torch.arange(self.num_codes, device=flat.device), kmeans(flat, self.num_codes))
+                self.initialised.fill_(True)
+            if self.restart_dead:
+                restarted = self.restart(flat)
+        codes = self.codes(z_e.detach())
+        z_q = self.lookup(codes)
+        out = {
+            "z_q": z_e + (z_q - z_e).detach(),
+            "codes": codes,
+            "codebook": (z_e.detach() - z_q).pow(2).flatten(1).sum(1),
+            "commitment": (z_e - z_q.detach()).pow(2).flatten(1).sum(1),
+            "perplexity": perplexity(codes, self.num_codes),
+        }
+        if training:
+            self.step += 1
+            self.last_used[codes.unique()] = self.step
+            if self.ema:
+                self.ema_update(flat, codes.flatten())
+        out["codes_used"] = self.codes_used()
+        out["restarted"] = torch.tensor(float(restarted), device=z_e.device)
+        return out
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+def vq_encoder(in_channels: int, d: int, channels: int, res_channels: int, res_blocks: int, code_dim: int) -> nn.Sequential:
+    """d stride-2 4x4 convolutions (the first at half width), a 3x3, residual blocks, 1x1 to D."""
+    layers, c = [], in_channels
+    for i in range(d):
+        width = channels // 2 if i < d - 1 else channels
+        layers += [nn.Conv2d(c, width, 4, stride=2, padding=1), nn.ReLU()]
+        c = width
+    layers.append(nn.Conv2d(c, channels, 3, padding=1))
+    layers += [ResBlock(channels, res_channels) for _ in range(res_blocks)]
+    layers += [nn.ReLU(), nn.Conv2d(channels, code_dim, 1)]
+    return nn.Sequential(*layers)
+
+
+def vq_decoder(code_dim: int, d: int, channels: int, res_channels: int, res_blocks: int, out_channels: int) -> nn.Sequential:
+    """The mirror of ``vq_encoder``: 3x3, residual blocks, d transposed convolutions up (at half
+    width), the last one straight to the likelihood's parameters (a 3x3 when d = 0)."""
+    layers = [nn.Conv2d(code_dim, channels, 3, padding=1)]
+    layers += [ResBlock(channels, res_channels) for _ in range(res_blocks)]
+    layers.append(nn.ReLU())
+    if d == 0:
+        return nn.Sequential(*layers, nn.Conv2d(channels, out_channels, 3, padding=1))
+    c = channels
+    for _ in range(d - 1):
+        layers += [nn.ConvTranspose2d(c, channels // 2, 4, stride=2, padding=1), nn.ReLU()]
+        c = channels // 2
+    layers.append(nn.ConvTranspose2d(c, out_channels, 4, stride=2, padding=1))
+    return nn.Sequential(*layers)
+
+
+@register("vqvae")
+class VQVAE(GenerativeModel):
+    """VQ-VAE with a K-code codebook over an (h, w) grid; unconditional (make the prior
+    ``vqvae_prior`` class-conditional instead).
+
+    Hyper-parameters: ``num_codes`` K, ``code_dim`` D, ``channels``, ``res_channels``,
+    ``res_blocks``, ``downsamples`` (at most this many halvings: 28 -> 7 with 2), ``beta``
+    (commitment weight), ``ema`` / ``decay`` (EMA codebook instead of the codebook loss),
+    ``kmeans_init``, ``restart_dead`` / ``usage_window``, and the reconstruction
+    ``likelihood`` / ``sigma`` / ``learn_sigma`` as in ``vae``."""
+
+    exact_likelihood = False
+
+    def __init__(
+        self,
+        image_shape,
+        levels: int = 2,
+        num_classes: int | None = None,
+        *,
+        num_codes: int = 128,
+        code_dim: int = 16,
+        channels: int = 64,
+        res_channels: int = 32,
+        res_blocks: int = 2,
+        downsamples: int = 2,
+        beta: float = 0.25,
+        ema: bool = True,
+        decay: float = 0.99,
+        kmeans_init: bool = True,
+        restart_dead: bool = True,
+        usage_window: int = 100,
+        likelihood: str = "auto",
+        sigma: float = 0.1,
+        learn_sigma: bool = False,
+    ):
+        super().__init__(image_shape, levels, num_classes)
+        if self.num_classes is not None:
+            raise ValueError("vqvae is unconditional; set [model] conditional = true on the prior (vqvae_prior) instead")
+        if channels < 2 or res_channels < 1 or res_blocks < 0 or downsamples < 0 or beta < 0:
+            raise ValueError("channels >= 2, res_channels >= 1, res_blocks >= 0, downsamples >= 0 and beta >= 0 are required")
+        c, h, w = self.image_shape
+        d = num_downsamples(h, w, most=downsamples)
+        self.code_shape = (h >> d, w >> d)
+        self.num_codes, self.beta = int(num_codes), float(beta)
+        self.likelihood = Likelihood(resolve_likelihood(likelihood, self.levels), c, self.levels, sigma, learn_sigma)
+        self.encoder = vq_encoder(c, d, channels, res_channels, res_blocks, code_dim)
+        self.quantizer = VectorQuantizer(num_codes, code_dim, ema=ema, decay=decay, kmeans_init=kmeans_init,
+                                         restart_dead=restart_dead, usage_window=usage_window)
+        self.decoder = vq_decoder(code_dim, d, channels, res_channels, res_blocks, self.likelihood.out_channels)
+
+    @property
+    def prior_log_prob(self) -> float:
+        """log p(codes) under the uniform prior: -h w log K."""
+        return -self.code_shape[0] * self.code_shape[1] * math.log(self.num_codes)
+
+    def encode_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Nearest codes of x: LongTensor (n, h, w). Never changes the quantiser's state."""
+        return self.quantizer.codes(self.encoder(x))
+
+    def decode_codes(self, codes: torch.Tensor, mean: bool = True) -> torch.Tensor:
+        """Images for codes (n, h, w): E[x | codes] by default, a draw on the level grid with
+        ``mean=False``."""
+        out = self.decoder(self.quantizer.lookup(codes)).float()
+        return self.likelihood.mean(out) if mean else self.likelihood.sample(out)
+
+    def recon_log_prob(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """log p(x | z_q(codes)) in nats per image."""
+        return self.likelihood.log_prob(self.decoder(self.quantizer.lookup(codes)).float(), x)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        q = self.quantizer(self.encoder(x))
+        recon = -self.likelihood.log_prob(self.decoder(q["z_q"]).float(), x).mean()
+        codebook, commitment = q["codebook"].mean(), q["commitment"].mean()
+        loss = recon + self.beta * commitment + (0.0 if self.quantizer.ema else codebook)
+        return {
+            "loss": loss,
+            "recon": recon.detach(),
+            "codebook": codebook,
+            "commitment": commitment,
+            "elbo": (-recon + self.prior_log_prob).detach(),
+            "perplexity": q["perplexity"],
+            "codes_used": q["codes_used"].float(),
+            "restarted": q["restarted"],
+        }
+
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """ELBO with q(z | x) a point mass on the encoder's codes and a uniform prior over the
+        K codes at each of the h*w positions: log p(x | z_q(x)) - h w log K <= log p(x).
+        (A trained prior over codes, ``vqvae_prior``, tightens it.)"""
+        return self.recon_log_prob(x, self.encode_codes(x)) + self.prior_log_prob
+
+    def sample(self, n: int, y=None, *, mean: bool = False) -> torch.Tensor:
+        """Codes drawn from the uniform prior, decoded (a draw on the level grid, or the mean).
+        Meaningful samples need a learned prior: see ``vqvae_prior``."""
+        with torch.inference_mode():
+            codes = torch.randint(self.num_codes, (n, *self.code_shape), device=self.device)
+            if n == 0:
+                return torch.zeros(0, *self.image_shape, device=self.device)
+            return torch.cat([self.decode_codes(c, mean=mean) for c in codes.split(1024)])

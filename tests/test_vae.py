@@ -1,0 +1,236 @@
+"""VAE and conditional VAE: the KL and likelihood formulas, the IWAE bound, gradients through
+the reparameterisation, KL warm-up state, conditioning, and training at tiny shapes."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import models
+from models.vae import Likelihood, discretized_logistic_log_prob, gaussian_kl, standard_normal_log_prob
+from tests.properties import all_images
+
+TINY = [(1, 2, 2), (1, 3, 3), (3, 2, 2)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: thread start-up costs more than it saves, the more so on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def batch(shape, levels, n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(levels, (n, *shape), generator=g).float() / (levels - 1)
+
+
+def test_kl_closed_form_matches_monte_carlo():
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(3, 4), torch.randn(3, 4) * 0.5
+    eps = torch.randn(200_000, 3, 4)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    log_q = standard_normal_log_prob(eps) - 0.5 * logvar.sum(-1)
+    terms = log_q - standard_normal_log_prob(z)                 # (S, 3)
+    mc, stderr = terms.mean(0), terms.std(0) / math.sqrt(len(terms))
+    assert torch.all((mc - gaussian_kl(mu, logvar)).abs() < 4 * stderr + 1e-3)
+
+
+def test_kl_is_zero_only_at_the_prior():
+    assert gaussian_kl(torch.zeros(5), torch.zeros(5)).item() == 0.0
+    assert gaussian_kl(torch.full((5,), 0.1), torch.zeros(5)).item() > 0
+
+
+@pytest.mark.parametrize("kind,levels", [("bce", 2), ("logistic", 3), ("categorical", 3), ("logistic", 2)])
+def test_discrete_likelihoods_are_normalised(kind, levels):
+    torch.manual_seed(0)
+    shape = (1, 2, 2)
+    lik = Likelihood(kind, shape[0], levels)
+    out = torch.randn(1, lik.out_channels, *shape[1:]) * 2
+    x = all_images(shape, levels)
+    total = torch.logsumexp(lik.log_prob(out.expand(len(x), -1, -1, -1), x), 0).exp().item()
+    assert abs(total - 1) < 1e-5
+
+
+def test_discretised_logistic_matches_cdf_differences():
+    torch.manual_seed(0)
+    levels = 5
+    x = torch.randint(levels, (1000,)).double() / (levels - 1)
+    loc, log_scale = torch.rand(1000).double(), torch.rand(1000).double() * 2 - 2.5
+    h, s = 0.5 / (levels - 1), torch.exp(log_scale)
+    upper = torch.where(x >= 1, torch.ones_like(x), torch.sigmoid((x + h - loc) / s))
+    lower = torch.where(x <= 0, torch.zeros_like(x), torch.sigmoid((x - h - loc) / s))
+    assert torch.allclose(discretized_logistic_log_prob(x, loc, log_scale, levels), torch.log(upper - lower), atol=1e-9)
+
+
+def test_continuous_likelihoods_are_the_gaussian_and_laplace_densities():
+    torch.manual_seed(0)
+    out, x = torch.rand(4, 1, 3, 3), torch.rand(4, 1, 3, 3)
+    gauss, laplace = Likelihood("mse", 1, 256, sigma=0.2), Likelihood("mae", 1, 256, sigma=0.3)
+    ref_g = torch.distributions.Normal(out, 0.2).log_prob(x).flatten(1).sum(1)
+    ref_l = torch.distributions.Laplace(out, 0.3).log_prob(x).flatten(1).sum(1)
+    assert torch.allclose(gauss.log_prob(out, x), ref_g, atol=1e-4)
+    assert torch.allclose(laplace.log_prob(out, x), ref_l, atol=1e-4)
+
+
+def test_learned_sigma_is_a_parameter():
+    m = models.build("vae", (1, 2, 2), 256, likelihood="mse", learn_sigma=True)
+    assert any(p is m.likelihood.log_sigma for p in m.parameters())
+    m = models.build("vae", (1, 2, 2), 256, likelihood="mse")
+    assert all(p is not m.likelihood.log_sigma for p in m.parameters())
+
+
+def test_default_likelihoods_and_bce_needs_binary_data():
+    assert models.build("vae", (1, 2, 2), 2).likelihood.kind == "bce"
+    assert models.build("vae", (1, 2, 2), 256).likelihood.kind == "logistic"
+    with pytest.raises(ValueError, match="levels=2"):
+        models.build("vae", (1, 2, 2), 256, likelihood="bce")
+    with pytest.raises(ValueError):
+        models.build("vae", (1, 2, 2), 2, likelihood="poisson")
+
+
+def test_iwae_bound_rises_with_k_and_elbo_stays_below():
+    torch.manual_seed(0)
+    m = models.build("vae", (1, 4, 4), 2, arch="mlp", latent_dim=2, hidden=32).eval()
+    with torch.no_grad():
+        m.decoder[0][0].weight.mul_(8.0)  # a decoder that depends strongly on z ...
+        m.encoder[-1].bias[:2] += 1.0      # ... and a q(z|x) away from the true posterior
+    x = batch((1, 4, 4), 2, n=32).repeat(40, 1, 1, 1)  # repeats average out the sampling noise
+    with torch.no_grad():
+        bounds = {k: m.log_prob(x, samples=k).mean().item() for k in (1, 4, 32)}
+        elbo = m.loss(x)["elbo"].item()  # analytic KL: the K = 1 bound in expectation
+    assert abs(bounds[1] - elbo) < 0.25
+    assert elbo < bounds[4] - 0.2 and bounds[4] < bounds[32] - 0.2
+
+
+def test_log_prob_default_uses_iw_samples_and_chunks_agree():
+    torch.manual_seed(0)
+    m = models.build("vae", (1, 3, 3), 2, latent_dim=2, iw_samples=8).eval()
+    x = batch((1, 3, 3), 2, n=4).repeat(500, 1, 1, 1)
+    with torch.no_grad():
+        whole = m.log_prob(x).mean()
+        m._chunk_elements = 9 * 4 * 500 * 3  # 3 samples per chunk
+        chunked = m.log_prob(x).mean()
+    assert abs(whole - chunked) < 0.02
+
+
+@pytest.mark.parametrize("arch", ["conv", "mlp"])
+def test_gradients_reach_the_encoder_through_the_reparameterisation(arch):
+    torch.manual_seed(0)
+    m = models.build("vae", (1, 4, 4), 2, arch=arch, beta=0.0)  # no KL: z is the only path
+    m.loss(batch((1, 4, 4), 2))["loss"].backward()
+    for name, p in m.encoder.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_kl_warmup_counts_training_steps_in_a_buffer():
+    torch.manual_seed(0)
+    m = models.build("vae", (1, 2, 2), 2, beta=2.0, kl_warmup_steps=4)
+    x = batch((1, 2, 2), 2)
+    weights = [m.loss(x)["beta"].item() for _ in range(6)]
+    assert weights == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0]
+    m.eval()
+    m.loss(x)
+    assert m.steps.item() == 6  # evaluation does not count
+    resumed = models.build("vae", (1, 2, 2), 2, beta=2.0, kl_warmup_steps=4)
+    resumed.load_state_dict(m.state_dict())
+    assert resumed.kl_weight() == 2.0
+
+
+def test_loss_reports_elbo_and_its_parts():
+    torch.manual_seed(0)
+    m = models.build("vae", (1, 3, 3), 2)
+    out = m.loss(batch((1, 3, 3), 2))
+    assert {"loss", "elbo", "recon", "kl", "beta"} <= set(out)
+    assert all(v.dim() == 0 for v in out.values())
+    assert torch.isclose(out["elbo"], -(out["recon"] + out["kl"]))
+    assert torch.isclose(out["loss"], out["recon"] + out["kl"])  # beta 1, no warm-up
+
+
+@pytest.mark.parametrize("name", ["vae", "cvae"])
+@pytest.mark.parametrize("arch", ["conv", "mlp"])
+@pytest.mark.parametrize("shape", TINY)
+def test_builds_at_tiny_shapes_and_loss_decreases(name, arch, shape):
+    torch.manual_seed(0)
+    classes = 3 if name == "cvae" else None
+    m = models.build(name, shape, 4, classes, arch=arch, hidden=32, channels=8)
+    x, y = batch(shape, 4, n=32), (torch.arange(32) % 3 if classes else None)
+    opt = torch.optim.Adam(m.parameters(), 3e-3)
+    losses = []
+    for _ in range(40):
+        loss = m.loss(x, y)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) < sum(losses[:5]) - 5 * 0.5
+    assert m.log_prob(x, y).shape == (32,)
+
+
+@pytest.mark.parametrize("likelihood,levels", [("bce", 2), ("logistic", 4), ("categorical", 4), ("mse", 4), ("mae", 4)])
+@pytest.mark.parametrize("mean", [False, True])
+def test_samples_are_images_in_the_data_domain(likelihood, levels, mean):
+    torch.manual_seed(0)
+    m = models.build("vae", (3, 2, 2), levels, likelihood=likelihood)
+    xs = m.sample(50, mean=mean)
+    assert xs.shape == (50, 3, 2, 2) and xs.min() >= 0 and xs.max() <= 1
+    if not mean:
+        k = xs * (levels - 1)
+        assert torch.allclose(k, k.round(), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["logistic", "categorical"])
+def test_mean_is_the_expectation_of_the_observation_model(kind):
+    torch.manual_seed(0)
+    levels = 6
+    lik = Likelihood(kind, 1, levels)
+    out = torch.randn(8, lik.out_channels, 1, 1) * 2  # one subpixel per image
+    p = torch.stack([lik.log_prob(out, torch.full((8, 1, 1, 1), k / (levels - 1))).exp() for k in range(levels)])
+    expected = (p * torch.arange(levels)[:, None] / (levels - 1)).sum(0)
+    assert torch.allclose(lik.mean(out).flatten(), expected, atol=1e-5)
+
+
+def test_encode_and_decode_for_interpolation():
+    torch.manual_seed(0)
+    m = models.build("vae", (1, 28, 28), 2, latent_dim=8)
+    mu, logvar = m.encode(batch((1, 28, 28), 2, n=2))
+    assert mu.shape == logvar.shape == (2, 8)
+    path = torch.stack([mu[0] + t * (mu[1] - mu[0]) for t in torch.linspace(0, 1, 5)])
+    images = m.decode(path)
+    assert images.shape == (5, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
+
+
+def test_cvae_needs_labels():
+    with pytest.raises(ValueError, match="num_classes"):
+        models.build("cvae", (1, 2, 2), 2)
+    m = models.build("cvae", (1, 2, 2), 2, 3)
+    with pytest.raises(ValueError, match="pass y"):
+        m.loss(batch((1, 2, 2), 2))
+
+
+def test_cvae_samples_change_with_y_and_not_with_batch_order():
+    torch.manual_seed(0)
+    m = models.build("cvae", (1, 4, 4), 2, 5, hidden=32, channels=8)
+    z, y = torch.randn(10, m.latent_dim), torch.arange(10) % 5
+    base = m.sample(10, y, z=z, mean=True)
+    other = m.sample(10, (y + 1) % 5, z=z, mean=True)
+    assert (base - other).abs().amax(dim=(1, 2, 3)).min() > 1e-4  # every image depends on y
+    perm = torch.randperm(10)
+    assert torch.allclose(m.sample(10, y[perm], z=z[perm], mean=True), base[perm], atol=1e-6)
+    # drawn samples: the same seed and the same labels give the same images; labels in turn by default
+    torch.manual_seed(1)
+    a = m.sample(10, y)
+    torch.manual_seed(1)
+    assert torch.equal(a, m.sample(10))
+
+
+def test_cvae_log_prob_is_conditional():
+    torch.manual_seed(0)
+    m = models.build("cvae", (1, 3, 3), 2, 4).eval()
+    x = batch((1, 3, 3), 2, n=8)
+    with torch.no_grad():
+        a, b = m.log_prob(x, torch.zeros(8, dtype=torch.long)), m.log_prob(x, torch.ones(8, dtype=torch.long))
+    assert a.shape == (8,) and not torch.allclose(a, b)

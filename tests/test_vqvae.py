@@ -1,0 +1,209 @@
+"""VQ-VAE: straight-through gradients, which parameters each loss term moves, codebook health
+(perplexity, usage window, dead-code restart, k-means init, EMA update), the code interface,
+checkpointed state, and training at tiny shapes."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import models
+from models.vqvae import VectorQuantizer, perplexity
+
+TINY = [(1, 2, 2), (1, 3, 3), (3, 2, 2)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: thread start-up costs more than it saves, the more so on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def batch(shape, levels=2, n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(levels, (n, *shape), generator=g).float() / (levels - 1)
+
+
+def quantizer(k=8, d=2, **kw):
+    kw = {"ema": False, "kmeans_init": False, "restart_dead": False, **kw}
+    return VectorQuantizer(k, d, **kw)
+
+
+def test_straight_through_passes_the_decoder_input_gradient_unchanged():
+    torch.manual_seed(0)
+    q = quantizer(k=4, d=3)
+    z_e = torch.randn(2, 3, 4, 4, requires_grad=True)
+    upstream = torch.randn(2, 3, 4, 4)
+    out = q(z_e)
+    assert not torch.allclose(out["z_q"], z_e)  # the forward value is the codebook vector
+    assert torch.allclose(out["z_q"], q.lookup(out["codes"]))
+    (out["z_q"] * upstream).sum().backward()
+    assert torch.equal(z_e.grad, upstream)
+
+
+def test_codebook_loss_moves_only_the_codebook_and_commitment_only_the_encoder():
+    torch.manual_seed(0)
+    m = models.build("vqvae", (1, 4, 4), 2, ema=False, kmeans_init=False, restart_dead=False, num_codes=8)
+    out = m.loss(batch((1, 4, 4)))
+    enc, dec, book = list(m.encoder.parameters()), list(m.decoder.parameters()), m.quantizer.embedding
+
+    def grads(term):
+        gs = torch.autograd.grad(term, enc + dec + [book], allow_unused=True, retain_graph=True)
+        nonzero = [g is not None and g.abs().sum().item() > 0 for g in gs]
+        return nonzero[: len(enc)], nonzero[len(enc) : len(enc) + len(dec)], nonzero[-1]
+
+    enc_g, dec_g, book_g = grads(out["codebook"])
+    assert book_g and not any(enc_g) and not any(dec_g)
+    enc_g, dec_g, book_g = grads(out["commitment"])
+    assert not book_g and all(enc_g) and not any(dec_g)
+    assert torch.isclose(out["loss"], out["recon"] + out["codebook"] + 0.25 * out["commitment"])
+
+
+def test_with_ema_the_codebook_gets_no_gradient_and_no_codebook_loss():
+    torch.manual_seed(0)
+    m = models.build("vqvae", (1, 4, 4), 2, num_codes=8)
+    out = m.loss(batch((1, 4, 4)))
+    assert not m.quantizer.embedding.requires_grad
+    assert torch.isclose(out["loss"], out["recon"] + 0.25 * out["commitment"])
+
+
+def test_perplexity_is_k_for_uniform_usage_and_one_for_a_single_code():
+    k = 16
+    assert math.isclose(perplexity(torch.arange(k).repeat(5), k).item(), k, rel_tol=1e-5)
+    assert perplexity(torch.full((7, 3, 3), 5), k).item() == pytest.approx(1.0)
+    assert perplexity(torch.tensor([0, 0, 1, 1]), k).item() == pytest.approx(2.0)
+
+
+def test_codes_used_counts_distinct_codes_over_the_window():
+    q = quantizer(k=8, d=1, usage_window=3)
+    q.embedding.data = torch.arange(8.0)[:, None]
+    for code, expected in zip([0, 1, 2, 3, 3, 3, 3], [1, 2, 3, 3, 2, 1, 1]):
+        out = q(torch.full((1, 1, 1, 1), float(code)))
+        assert out["codes_used"].item() == expected
+
+
+def test_dead_code_restart_revives_unused_codes():
+    torch.manual_seed(0)
+    q = quantizer(k=8, d=2, restart_dead=True, usage_window=3)
+    q.embedding.data = torch.cat([torch.zeros(1, 2), torch.full((7, 2), 100.0)])  # only code 0 is ever near
+    for _ in range(3):
+        z = torch.randn(4, 2, 2, 2) * 0.1
+        out = q(z)
+        assert out["perplexity"].item() == pytest.approx(1.0) and out["restarted"].item() == 0
+    assert q.dead_codes().tolist() == [False] + [True] * 7
+    z = torch.randn(4, 2, 2, 2) * 0.1
+    out = q(z)
+    assert out["restarted"].item() == 7
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 2)
+    revived = q.embedding.data[1:]
+    assert torch.cdist(revived, flat).min(1).values.max() < 1e-6  # reset to encoder outputs
+    assert set(range(1, 8)) <= set(out["codes"].flatten().tolist())  # and they are used at once
+    assert out["codes_used"].item() == 8
+    assert not q.dead_codes().any()
+
+
+def test_ema_update_matches_its_formula_on_a_hand_computed_case():
+    q = quantizer(k=2, d=2, ema=True, decay=0.5)
+    q.embedding.data = torch.tensor([[0.0, 0.0], [10.0, 10.0]])
+    q.ema_sum.copy_(q.embedding.data)
+    z = torch.tensor([[1.0, 1.0], [2.0, 0.0], [9.0, 9.0]]).t().reshape(1, 2, 1, 3)  # codes 0, 0, 1
+    q(z)
+    # counts n = (2, 1), sums = ((3, 1), (9, 9)); N = 0.5 * 1 + 0.5 * n = (1.5, 1.0);
+    # m = 0.5 * e + 0.5 * sums = ((1.5, 0.5), (9.5, 9.5)); e = m / N (Laplace smoothing ~1e-5)
+    assert torch.allclose(q.ema_count, torch.tensor([1.5, 1.0]))
+    assert torch.allclose(q.ema_sum, torch.tensor([[1.5, 0.5], [9.5, 9.5]]))
+    assert torch.allclose(q.embedding.data, torch.tensor([[1.0, 1 / 3], [9.5, 9.5]]), atol=1e-4)
+    total, eps = 2.5, q.eps
+    smoothed = (torch.tensor([1.5, 1.0]) + eps) / (total + 2 * eps) * total
+    assert torch.allclose(q.embedding.data, q.ema_sum / smoothed[:, None], atol=1e-7)
+
+
+def test_kmeans_initialisation_from_the_first_batch():
+    torch.manual_seed(0)
+    centres = torch.tensor([[5.0, 0.0], [-5.0, 0.0], [0.0, 5.0], [0.0, -5.0]])
+    z = (centres.repeat(16, 1) + 0.1 * torch.randn(64, 2)).t().reshape(1, 2, 8, 8)
+    q = quantizer(k=4, d=2, kmeans_init=True)
+    assert not q.initialised
+    q(z)
+    assert q.initialised
+    dist = torch.cdist(centres, q.embedding.data)
+    assert dist.min(1).values.max() < 0.2 and dist.argmin(1).unique().numel() == 4
+    before = q.embedding.data.clone()
+    q(z + 1.0)  # no second initialisation
+    assert torch.equal(q.embedding.data, before)
+
+
+def test_evaluation_leaves_the_quantizer_state_alone():
+    torch.manual_seed(0)
+    m = models.build("vqvae", (1, 4, 4), 2, num_codes=8).eval()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    m.loss(batch((1, 4, 4)))
+    m.encode_codes(batch((1, 4, 4)))
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+def test_checkpoint_captures_training_state():
+    torch.manual_seed(0)
+    m = models.build("vqvae", (1, 4, 4), 2, num_codes=8, usage_window=5)
+    for seed in range(3):
+        m.loss(batch((1, 4, 4), seed=seed))
+    keys = set(m.state_dict())
+    assert {"quantizer.ema_count", "quantizer.ema_sum", "quantizer.initialised", "quantizer.step", "quantizer.last_used"} <= keys
+    other = models.build("vqvae", (1, 4, 4), 2, num_codes=8, usage_window=5)
+    other.load_state_dict(m.state_dict())
+    x = batch((1, 4, 4), seed=9)
+    torch.manual_seed(1)
+    a = m.loss(x)
+    torch.manual_seed(1)
+    b = other.loss(x)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(m.quantizer.embedding, other.quantizer.embedding)
+
+
+def test_codes_interface_and_bound():
+    torch.manual_seed(0)
+    m = models.build("vqvae", (1, 28, 28), 2).eval()
+    x = batch((1, 28, 28), n=3)
+    codes = m.encode_codes(x)
+    assert codes.dtype == torch.long and codes.shape == (3, 7, 7) and codes.max() < m.num_codes
+    images = m.decode_codes(codes)
+    assert images.shape == (3, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
+    expected = m.recon_log_prob(x, codes) - 49 * math.log(m.num_codes)
+    assert torch.allclose(m.log_prob(x), expected)
+
+
+def test_vqvae_is_unconditional():
+    with pytest.raises(ValueError, match="unconditional"):
+        models.build("vqvae", (1, 2, 2), 2, 3)
+
+
+@pytest.mark.parametrize("levels", [2, 4])
+def test_samples_are_on_the_level_grid(levels):
+    torch.manual_seed(0)
+    m = models.build("vqvae", (3, 2, 2), levels)
+    xs = m.sample(20)
+    k = xs * (levels - 1)
+    assert xs.shape == (20, 3, 2, 2) and torch.allclose(k, k.round(), atol=1e-5) and 0 <= xs.min() and xs.max() <= 1
+
+
+@pytest.mark.parametrize("ema", [True, False])
+@pytest.mark.parametrize("shape", TINY)
+def test_builds_at_tiny_shapes_and_loss_decreases(shape, ema):
+    torch.manual_seed(0)
+    m = models.build("vqvae", shape, 4, num_codes=16, code_dim=4, channels=16, res_channels=8, res_blocks=1, ema=ema)
+    x = batch(shape, 4, n=32)
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], 3e-3)
+    losses = []
+    for _ in range(40):
+        out = m.loss(x)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+        assert all(v.dim() == 0 for k, v in out.items())
+    assert sum(losses[-5:]) < sum(losses[:5]) - 5 * 0.5
+    assert m.log_prob(x).shape == (32,)
