@@ -1,0 +1,100 @@
+"""PixelRNN (Row LSTM, Diagonal BiLSTM) at 28x28, binarised: training throughput, log_prob
+throughput, and sampling time, incremental against naive side by side.
+
+Naive sampling (``sample_naive``) is one full forward pass per subpixel, 784 passes for a 28x28
+image. Timing all 784 takes minutes per model on a CPU, so by default the naive time is the
+median time of one full pass at the same batch, times 784 (the loop adds only indexing); pass
+--full-naive to run the real thing. The output says which was done.
+
+    python benchmarks/bench_pixelrnn.py [--quick] [--full-naive] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import models  # noqa: E402
+from benchmarks.common import machine, save, table, timed  # noqa: E402
+
+# The presets' sizes (presets/row_lstm.toml, presets/diagonal_bilstm.toml).
+CONFIGS = {
+    "row_lstm": {"hidden": 32, "layers": 4, "kernel_size": 3, "head_channels": 64},
+    "diagonal_bilstm": {"hidden": 16, "layers": 3, "head_channels": 64},
+}
+SHAPE = (1, 28, 28)
+
+
+def train_step_fn(model, batch: int):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.bernoulli(torch.full((batch, *SHAPE), 0.3))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        model.loss(x)["loss"].backward()
+        opt.step()
+
+    return step
+
+
+def bench_model(name: str, hparams: dict, args) -> dict:
+    torch.manual_seed(0)
+    model = models.build(name, SHAPE, 2, **hparams)
+    repeats = 2 if args.quick else 5
+    batch = 32
+    step_s = timed(train_step_fn(model, batch), repeats=repeats, warmup=1)
+    model.eval()
+    x = torch.bernoulli(torch.full((250, *SHAPE), 0.3))
+    with torch.inference_mode():
+        eval_s = timed(lambda: model.log_prob(x), repeats=repeats, warmup=1)
+
+    n = 16 if args.quick else 64
+    noise = torch.rand(n, *SHAPE)
+    inc_s = timed(lambda: model.sample(n, noise=noise), repeats=1 if args.quick else 3, warmup=0)
+    dims = model.num_dims
+    if args.full_naive:
+        t = time.perf_counter()
+        naive_images = model.sample_naive(n, noise=noise)
+        naive_s, naive_how = time.perf_counter() - t, f"measured, {dims} passes"
+        assert torch.equal(naive_images, model.sample(n, noise=noise)), "incremental != naive"
+    else:
+        xs = torch.zeros(n, *SHAPE)
+        with torch.inference_mode():
+            pass_s = timed(lambda: model.logits(xs), repeats=3 if args.quick else 7, warmup=1)
+        naive_s, naive_how = pass_s * dims, f"extrapolated: {pass_s * 1e3:.0f} ms/pass x {dims} passes"
+    return {
+        "model": name, "hparams": hparams, "params": sum(p.numel() for p in model.parameters()),
+        "train_batch": batch, "train_step_s": step_s, "train_images_per_s": batch / step_s,
+        "log_prob_images_per_s": len(x) / eval_s,
+        "sample_n": n, "incremental_s": inc_s, "naive_s": naive_s, "naive_how": naive_how,
+        "speedup": naive_s / inc_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, 16 samples instead of 64")
+    parser.add_argument("--full-naive", action="store_true", help="run all 784 naive passes instead of extrapolating")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = [bench_model(name, hp, args) for name, hp in CONFIGS.items()]
+
+    print(f"machine: {machine()}\n")
+    print(table(["model (28x28, binarised)", "params", "train, batch 32", "log_prob"],
+                [[f"{r['model']} {r['hparams']}", f"{r['params']:,}", f"{r['train_images_per_s']:.1f} img/s "
+                  f"({r['train_step_s']:.2f} s/step)", f"{r['log_prob_images_per_s']:.1f} img/s"] for r in results]))
+    print()
+    print(table(["sampling", "incremental", "naive", "speed-up", "naive timing"],
+                [[f"{r['model']}, {r['sample_n']} images", f"{r['incremental_s']:.2f} s", f"{r['naive_s']:.0f} s",
+                  f"{r['speedup']:.0f}x", r["naive_how"]] for r in results]))
+    print(f"\nwritten to {save('pixelrnn', {'quick': args.quick, 'results': results})}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""PixelRNN (van den Oord, Kalchbrenner & Kavukcuoglu, 2016): Row LSTM and Diagonal BiLSTM.
+
+Both share one skeleton: a 7x7 mask-A convolution lifts the image to a residual stream of
+2h features, ``layers`` recurrent layers each add ``1x1(LSTM(stream))`` to the stream, and a
+ReLU - 1x1 - ReLU - 1x1 head (mask B) gives a softmax over ``levels`` values per subpixel
+(a Bernoulli for levels 2). Colour images are ordered R, then G given R, then B given R and G:
+every feature, gate and logit belongs to a colour group (``layers.channel_groups``), and at
+the pixel being predicted a group reads only earlier groups (mask A) or earlier-or-same groups
+(mask B). Each LSTM has 4 gates of h channels, each gate split into the same R, G, B groups.
+Between layers the stream is kept channels-last (n, H, W, features), so 1x1 convolutions are
+linear layers; inside a recurrence the gates are laid out gate-major (4h, ..., n, W), so that
+each step works on contiguous blocks.
+
+Row LSTM: row by row; gates = masked 1 x k conv over the current row of the stream (the pixel
+and the ones to its left) + k x 1 conv over the previous row's hidden state. Its receptive
+field is a triangle above the pixel: some earlier pixels are never seen.
+
+Diagonal BiLSTM: the map is skewed (row i shifted right by i) so that a column-wise LSTM with
+a 2 x 1 state-to-state conv reads, at pixel (i, j), the states of (i-1, j) and (i, j-1): the
+left-to-right stream covers every pixel above-left. A second stream runs right to left (the
+width flipped); it reads (i, j+1), so it is shifted down one row before being added. The
+right-to-left stream also reads the image itself (``close_blind_spot``): the mask-A features
+never carry pixel (i-1, W-1) to pixel (i, j) for j < W-4, a blind spot of the paper's
+construction; reading the raw row is legal once the stream is shifted down, and closes it.
+
+Sampling carries the recurrent states forward: each subpixel costs one pixel's worth of
+every layer (plus, for the Diagonal BiLSTM, one right-to-left scan per finished row), never a
+pass over the image.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import register
+from models.base import AutoregressiveModel
+from models.layers import MaskedConv2d, MaskedLinear, channel_mask, inverse_cdf, raster_conv_mask
+
+
+def lstm_cell(gates: torch.Tensor, c: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM update; ``gates`` holds (o, f, i, g) stacked on ``dim``, each the shape of ``c``."""
+    o, f, i, g = gates.chunk(4, dim=dim)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def mask_b(in_features: int, out_features: int, colors: int) -> torch.Tensor:
+    """(out, in) mask of a 1x1 convolution: a colour group reads earlier-or-same groups."""
+    return channel_mask(in_features, out_features, colors, include_same=True)
+
+
+def gate_mask(in_features: int, hidden: int, colors: int) -> torch.Tensor:
+    """Mask B (4h, in) from a pixel's features to its own 4 gates, each split into colour groups."""
+    return mask_b(in_features, hidden, colors).repeat(4, 1)
+
+
+def shift_down(x: torch.Tensor) -> torch.Tensor:
+    """(n, H, W, c): row i takes row i - 1; zeros enter at the top."""
+    return F.pad(x, (0, 0, 0, 0, 1, 0))[:, : x.shape[1]]
+
+
+def skew(x: torch.Tensor) -> torch.Tensor:
+    """(n, H, W, ...) -> (n, H, W+H-1, ...) with row i shifted right by i (zeros elsewhere)."""
+    n, h, w, *rest = x.shape
+    padded = torch.cat([x, x.new_zeros(n, h, h, *rest)], dim=2)
+    return padded.flatten(1, 2)[:, : h * (w + h - 1)].reshape(n, h, w + h - 1, *rest)
+
+
+def unskew(s: torch.Tensor, width: int) -> torch.Tensor:
+    """Inverse of :func:`skew`: (n, H, W+H-1, ...) -> (n, H, W, ...)."""
+    n, h, _, *rest = s.shape
+    flat = torch.cat([s.flatten(1, 2), s.new_zeros(n, h, *rest)], dim=1)
+    return flat.reshape(n, h, width + h, *rest)[:, :, :width]
+
+
+class _PixelRNN(AutoregressiveModel):
+    """The shared skeleton: input conv, residual recurrent layers, output head, sampler loop."""
+
+    def __init__(self, image_shape, levels, num_classes, hidden, layers, head_channels):
+        super().__init__(image_shape, levels, num_classes)
+        for name, value in (("hidden", hidden), ("layers", layers), ("head_channels", head_channels)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        c = self.image_shape[0]
+        self.hidden, self.features = int(hidden), 2 * int(hidden)
+        self.out_per_color = 1 if self.levels == 2 else self.levels
+        f, out = self.features, c * self.out_per_color
+        self.input_conv = MaskedConv2d(c, f, 7, padding=3, mask=raster_conv_mask(c, f, (7, 7), c, "A"))
+        self.head = nn.Sequential(
+            nn.ReLU(), MaskedLinear(f, head_channels, mask_b(f, head_channels, c)),
+            nn.ReLU(), MaskedLinear(head_channels, out, mask_b(head_channels, out, c)),
+        )
+
+    # -- the parallel pass (training, log_prob) ----------------------------------------------
+    def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        image = 2 * x - 1
+        stream = self.input_conv(image).permute(0, 2, 3, 1).contiguous()  # (n, H, W, features)
+        image = image.permute(0, 2, 3, 1)
+        for layer in self.layers:
+            stream = layer(stream, image, y)
+        out = self.head(stream)  # (n, H, W, C * out_per_color)
+        if self.levels == 2:
+            return out.permute(0, 3, 1, 2)
+        n, h, w, _ = out.shape
+        return out.view(n, h, w, self.image_shape[0], self.levels).permute(0, 4, 3, 1, 2)
+
+    # -- sampling, one subpixel at a time with the recurrent states carried along -------------
+    def _input_pixel(self, image_pad: torch.Tensor, r: int, j: int) -> torch.Tensor:
+        """Stream entering layer 0 at pixel (r, j): the 7x7 conv on its patch of the padded image."""
+        conv = self.input_conv
+        patch = image_pad[:, :, r : r + 7, j : j + 7].flatten(1)
+        return F.linear(patch, (conv.mask * conv.weight).flatten(1), conv.bias)
+
+    def _sample(self, noise: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        n = noise.shape[0]
+        c, h, w = self.image_shape
+        x = torch.zeros(n, c, h, w, device=noise.device)
+        image_pad = torch.zeros(n, c, h + 6, w + 6, device=noise.device)  # 2x-1, zero-padded by 3
+        states = [layer.start(n, w, y) for layer in self.layers]
+        for r in range(h):
+            row_above = image_pad[:, :, r + 2, 3 : 3 + w].transpose(1, 2)  # image row r-1, (n, W, C)
+            for layer, state in zip(self.layers, states):
+                layer.begin_row(state, r, row_above)
+            for j in range(w):
+                for ch in range(c):
+                    stream = self._input_pixel(image_pad, r, j)
+                    for layer, state in zip(self.layers, states):
+                        stream = layer.step(state, stream, j)
+                    logits = self.head(stream).view(n, c, self.out_per_color)[:, ch]
+                    level = inverse_cdf(logits[:, 0] if self.levels == 2 else logits, noise[:, ch, r, j], self.levels)
+                    x[:, ch, r, j] = self.from_levels(level)
+                    image_pad[:, ch, r + 3, j + 3] = 2 * x[:, ch, r, j] - 1
+        return x
+
+
+def _class_bias(num_classes: int | None, size: int) -> nn.Embedding | None:
+    """A learned per-class bias added to the gates (zero at initialisation)."""
+    if not num_classes:
+        return None
+    emb = nn.Embedding(num_classes, size)
+    nn.init.zeros_(emb.weight)
+    return emb
+
+
+# ---------------------------------------------------------------------------------------------
+# Row LSTM
+# ---------------------------------------------------------------------------------------------
+class RowLSTMLayer(nn.Module):
+    """gates(row r) = masked 1 x k conv of the stream on row r + k x 1 conv of the hidden state
+    of row r-1 (+ a class bias); returns stream + 1x1(h).
+
+    The right half of the masked 1 x k kernel is always zero, so only its left half and centre
+    are parameters: a masked linear layer over the window of pixels j-k//2 .. j."""
+
+    def __init__(self, features: int, hidden: int, colors: int, kernel_size: int, num_classes: int | None):
+        super().__init__()
+        self.hidden, self.half, self.kernel_size = hidden, kernel_size // 2, kernel_size
+        taps = self.half + 1
+        mask = torch.ones(4 * hidden, taps, features)  # every colour of the pixels to the left
+        mask[:, -1] = gate_mask(features, hidden, colors)  # the pixel itself: mask B
+        self.input_to_state = MaskedLinear(taps * features, 4 * hidden, mask.flatten(1))
+        # The previous row lies entirely in the past of every subpixel of this row: no mask.
+        self.state_to_state = nn.Linear(kernel_size * hidden, 4 * hidden, bias=False)
+        self.output = MaskedLinear(hidden, features, mask_b(hidden, features, colors))
+        self.class_bias = _class_bias(num_classes, 4 * hidden)
+
+    def _from_above(self, h: torch.Tensor) -> torch.Tensor:
+        """Sampler's k x 1 conv of the previous row's states (n, W, h) -> (n, W, 4h)."""
+        width = h.shape[1]
+        padded = F.pad(h, (0, 0, self.half, self.half))
+        return self.state_to_state(torch.cat([padded[:, t : t + width] for t in range(self.kernel_size)], dim=-1))
+
+    def forward(self, stream: torch.Tensor, image: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        n, height, width, _ = stream.shape
+        # Every row's input-to-state at once, gate-major: (H, 4h, n, W).
+        padded = F.pad(stream.permute(1, 3, 0, 2), (self.half, 0))  # (H, features, n, k//2 + W)
+        window = torch.cat([padded[..., t : t + width] for t in range(self.half + 1)], dim=1)
+        conv = self.input_to_state
+        gates_in = ((conv.mask * conv.weight) @ window.view(height, -1, n * width)).view(height, -1, n, width)
+        gates_in = gates_in + conv.bias[:, None, None]
+        if self.class_bias is not None:
+            gates_in = gates_in + self.class_bias(y).t()[:, :, None]
+        h = stream.new_zeros(self.hidden, n, width)
+        c = torch.zeros_like(h)
+        rows = []
+        for gates_row in gates_in.unbind(0):
+            padded = F.pad(h, (self.half, self.half))
+            window = torch.cat([padded[..., t : t + width] for t in range(self.kernel_size)])  # (k*h, n, W)
+            from_above = self.state_to_state.weight @ window.view(-1, n * width)
+            h, c = lstm_cell(gates_row + from_above.view(-1, n, width), c, dim=0)
+            rows.append(h)
+        return stream + self.output(torch.stack(rows).permute(2, 0, 3, 1))
+
+    # -- incremental sampling: the states of row r-1 are fixed while row r is drawn -----------
+    def start(self, n: int, width: int, y: torch.Tensor | None) -> dict:
+        z = lambda w, ch: torch.zeros(n, w, ch, device=self.output.weight.device)  # noqa: E731
+        return {
+            "bias": self.class_bias(y) if self.class_bias is not None else 0.0,
+            "row": z(width + self.half, self.output.out_features),  # this row's stream, left-padded
+            "h": z(width, self.hidden), "c": z(width, self.hidden),
+        }
+
+    def begin_row(self, s: dict, r: int, image_row_above: torch.Tensor) -> None:
+        s["from_above"] = self._from_above(s["h"])  # h and c still hold row r-1 (zeros for r = 0)
+        s["c_above"] = s["c"].clone()
+
+    def step(self, s: dict, stream: torch.Tensor, j: int) -> torch.Tensor:
+        s["row"][:, j + self.half] = stream
+        window = s["row"][:, j : j + self.half + 1].flatten(1)
+        gates = self.input_to_state(window) + s["bias"] + s["from_above"][:, j]
+        h, c = lstm_cell(gates, s["c_above"][:, j])
+        s["h"][:, j], s["c"][:, j] = h, c
+        return stream + self.output(h)
+
+
+@register("row_lstm")
+class RowLSTM(_PixelRNN):
+    """PixelRNN with Row LSTM layers (triangular receptive field)."""
+
+    def __init__(self, image_shape, levels: int = 2, num_classes: int | None = None, *,
+                 hidden: int = 32, layers: int = 4, kernel_size: int = 3, head_channels: int = 64):
+        super().__init__(image_shape, levels, num_classes, hidden, layers, head_channels)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+        c = self.image_shape[0]
+        self.layers = nn.ModuleList(
+            RowLSTMLayer(self.features, self.hidden, c, kernel_size, self.num_classes) for _ in range(layers)
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Diagonal BiLSTM
+# ---------------------------------------------------------------------------------------------
+def to_columns(x: torch.Tensor) -> torch.Tensor:
+    """(n, H, W, c) -> the skewed map, channels first and then column-major: (c, W+H-1, n, H)."""
+    return skew(x).permute(3, 2, 0, 1).contiguous()
+
+
+def diagonal_scan(gates_in: torch.Tensor, state_to_state: torch.Tensor, width: int) -> torch.Tensor:
+    """Column-wise LSTMs over the skewed map for S independent streams at once.
+
+    gates_in (S, 4h, W+H-1, n, H): each stream's input-to-state, skewed and column-major;
+    state_to_state (S, 2h, 4h): each stream's 2 x 1 kernel, rows [state above | state to the
+    left]. Returns the hidden states unskewed, (n, H, W, S, h). In the skewed map the previous
+    column holds, for pixel (i, j), the cells (i-1, j) and (i, j-1). Cells that hold no pixel are
+    zeroed, so every row starts from a zero state."""
+    streams, _, _, n, height = gates_in.shape
+    hidden = state_to_state.shape[1] // 2
+    w = state_to_state.transpose(1, 2)  # (S, 4h, 2h)
+    valid = skew(gates_in.new_ones(1, height, width))[0].t()[:, None, None, None, :]  # (W+H-1, 1, 1, 1, H)
+    h = gates_in.new_zeros(streams, hidden, n, height)
+    c = torch.zeros_like(h)
+    out = []
+    for gates, valid_col in zip(gates_in.unbind(2), valid.unbind(0)):
+        above = F.pad(h, (1, 0))[..., :height]
+        recurrent = w.bmm(torch.cat([above, h], dim=1).view(streams, 2 * hidden, n * height))
+        h, c = lstm_cell(gates + recurrent.view(streams, 4 * hidden, n, height), c, dim=1)
+        h, c = h * valid_col, c * valid_col
+        out.append(h)
+    return unskew(torch.stack(out).permute(3, 4, 0, 1, 2), width)
+
+
+class DiagonalBiLSTMLayer(nn.Module):
+    """Both diagonal streams; returns stream + 1x1(left-to-right + right-to-left shifted down)."""
+
+    def __init__(self, features: int, hidden: int, colors: int, num_classes: int | None, close_blind_spot: bool):
+        super().__init__()
+        self.hidden, self.reads_image = hidden, close_blind_spot
+        self.l2r_input = MaskedLinear(features, 4 * hidden, gate_mask(features, hidden, colors))
+        # Shifted down a row, the right-to-left stream only ever reaches earlier rows: it needs
+        # no colour mask and may read the image row it runs on.
+        self.r2l_input = nn.Linear(features + (colors if close_blind_spot else 0), 4 * hidden)
+        # [left-to-right, right-to-left] x [state above; state before] x gates: both streams'
+        # 2 x 1 state-to-state kernels, so that one scan advances both.
+        bound = 1 / math.sqrt(2 * hidden)
+        self.state_to_state = nn.Parameter(torch.empty(2, 2 * hidden, 4 * hidden).uniform_(-bound, bound))
+        self.output = MaskedLinear(hidden, features, mask_b(hidden, features, colors))
+        self.class_bias = _class_bias(num_classes, 8 * hidden)
+
+    def _r2l_source(self, stream: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return torch.cat([stream, image], dim=-1) if self.reads_image else stream
+
+    def forward(self, stream: torch.Tensor, image: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        n, height, width, _ = stream.shape
+        # Input-to-state straight into the scan's layout: gate-major, skewed, column-major.
+        l2r, r2l = self.l2r_input, self.r2l_input
+        gl = (l2r.mask * l2r.weight) @ to_columns(stream).flatten(1) + l2r.bias[:, None]
+        gr = r2l.weight @ to_columns(self._r2l_source(stream, image).flip(2)).flatten(1) + r2l.bias[:, None]
+        gates = torch.stack([gl, gr]).view(2, 4 * self.hidden, -1, n, height)
+        if self.class_bias is not None:
+            gates = gates + self.class_bias(y).view(n, 2, -1).permute(1, 2, 0)[:, :, None, :, None]
+        h_l2r, h_r2l = diagonal_scan(gates, self.state_to_state, width).unbind(3)
+        return stream + self.output(h_l2r + shift_down(h_r2l.flip(2)))
+
+    # -- incremental sampling --------------------------------------------------------------------
+    # Pixel (r, j) needs the left-to-right states of (r, j-1) and (r-1, j), and the right-to-left
+    # state of (r-1, j), which depends on all of row r-1. So when row r begins, the right-to-left
+    # stream scans the finished row r-1 once; then each pixel of row r advances the
+    # left-to-right stream by one cell.
+    def start(self, n: int, width: int, y: torch.Tensor | None) -> dict:
+        z = lambda ch: torch.zeros(n, width, ch, device=self.state_to_state.device)  # noqa: E731
+        bias = self.class_bias(y) if self.class_bias is not None else z(8 * self.hidden)[:, 0]
+        bl, br = bias.chunk(2, dim=-1)
+        return {
+            "bias_l2r": bl, "bias_r2l": br,
+            "stream": z(self.output.out_features),  # the stream entering this layer, this row
+            "h": z(self.hidden), "c": z(self.hidden),  # left-to-right, this row
+            "h_above": z(self.hidden),                 # left-to-right, row r-1
+            "r2l": z(self.hidden),                     # right-to-left of row r-1: what row r adds
+        }
+
+    def begin_row(self, s: dict, r: int, image_row_above: torch.Tensor) -> None:
+        s["h_above"] = s["h"].clone()
+        if r == 0:
+            return  # row -1 does not exist: the shifted right-to-left stream is zero on row 0
+        w = self.state_to_state[1]
+        # "stream" still holds row r-1 and "r2l" row r-2, the cells above.
+        gates = self.r2l_input(self._r2l_source(s["stream"], image_row_above)) + s["bias_r2l"][:, None]
+        gates = gates + s["r2l"] @ w[: self.hidden]
+        h = torch.zeros_like(s["r2l"][:, 0])
+        c = torch.zeros_like(h)
+        row = torch.empty_like(s["r2l"])
+        for j in reversed(range(row.shape[1])):
+            h, c = lstm_cell(gates[:, j] + h @ w[self.hidden :], c)
+            row[:, j] = h
+        s["r2l"] = row
+
+    def step(self, s: dict, stream: torch.Tensor, j: int) -> torch.Tensor:
+        s["stream"][:, j] = stream
+        w = self.state_to_state[0]
+        gates = self.l2r_input(stream) + s["bias_l2r"] + s["h_above"][:, j] @ w[: self.hidden]
+        c_left = torch.zeros_like(s["c"][:, 0])
+        if j > 0:
+            gates = gates + s["h"][:, j - 1] @ w[self.hidden :]
+            c_left = s["c"][:, j - 1]
+        h, c = lstm_cell(gates, c_left)
+        s["h"][:, j], s["c"][:, j] = h, c
+        return stream + self.output(h + s["r2l"][:, j])
+
+
+@register("diagonal_bilstm")
+class DiagonalBiLSTM(_PixelRNN):
+    """PixelRNN with Diagonal BiLSTM layers (every previous pixel in the receptive field)."""
+
+    def __init__(self, image_shape, levels: int = 2, num_classes: int | None = None, *,
+                 hidden: int = 16, layers: int = 4, head_channels: int = 64, close_blind_spot: bool = True):
+        super().__init__(image_shape, levels, num_classes, hidden, layers, head_channels)
+        c = self.image_shape[0]
+        self.layers = nn.ModuleList(
+            DiagonalBiLSTMLayer(self.features, self.hidden, c, self.num_classes, bool(close_blind_spot))
+            for _ in range(layers)
+        )
