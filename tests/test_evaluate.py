@@ -1,0 +1,175 @@
+"""genwb eval end to end on a tiny trained run: metrics written to eval.json and named by their
+extractor, the real side cached and processed like the training data, reference figures."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+from workbench import evaluate, features
+from workbench.config import load_config
+from workbench.data import load_split, to_model_domain
+from workbench.errors import UserError
+from workbench.evaluate import evaluate_run, real_statistics, reference_figures, results_table
+from workbench.features import ClassifierBudget, FeatureExtractor
+from workbench.runs import Run
+from workbench.train import Trainer
+
+TINY = ClassifierBudget(epochs=3, batch_size=24, lr=1e-2, width=4)
+ARGS = dict(n=40, batch_size=20, device="cpu", progress=False, budget=TINY)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: one thread avoids OpenMP spin-waits on a busy CPU (25x here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train_tiny_run(preset, out, overrides=()):
+    config = load_config(preset, list(overrides))
+    run = Run.create(config, out)
+    Trainer(config, run, device="cpu").fit()
+    return run
+
+
+@pytest.fixture
+def tiny_run(tiny_preset, isolated):
+    return train_tiny_run(tiny_preset, isolated / "runs")
+
+
+@pytest.fixture
+def count_extracts(monkeypatch):
+    seen = []
+    original = FeatureExtractor.extract
+
+    def counting(self, images, *args, **kwargs):
+        seen.append(len(images))
+        return original(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureExtractor, "extract", counting)
+    return seen
+
+
+def test_evaluate_run_writes_named_metrics_and_keeps_the_test_nll(tiny_run, count_extracts):
+    before = tiny_run.read_eval()
+    assert "test_nll" in before
+    result = evaluate_run(tiny_run.path, seed=1, **ARGS)
+
+    assert result["extractor"] == "classifier" and result["labels"]["fid"] == "FID (classifier features)"
+    assert "binary" in result["extractor_label"]  # the run is binarised: the binary-domain classifier
+    assert np.isfinite(result["fid"]) and result["fid"] >= 0
+    assert 1 <= result["is_mean"] <= 10 and 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
+    assert "conditional_accuracy" not in result  # unconditional model
+    assert result["test_nll"] == before["test_nll"]
+    assert count_extracts == [60, 40]  # the real test split, then the samples
+
+    saved = json.loads((tiny_run.path / "eval.json").read_text())
+    assert saved["test_nll"] == before["test_nll"] and saved["test_bpd"] == before["test_bpd"]
+    record = saved["classifier"]
+    assert record["extractor"] == "classifier" and record["n"] == 40 and record["seed"] == 1
+    assert record["fid"] == result["fid"] and record["kid_mean"] == result["kid_mean"]
+    assert record["binarize"] == "dynamic" and record["levels"] == 2
+
+    console = Console(record=True, width=150)
+    console.print(results_table(result))
+    text = console.export_text()
+    assert "FID (classifier features)" in text and "KID (classifier features)" in text and "bits/dim" in text
+    assert "Inception" not in text
+
+
+def test_second_evaluation_computes_only_the_generated_side(tiny_run, count_extracts):
+    first = evaluate_run(tiny_run.path, **ARGS)
+    count_extracts.clear()
+    second = evaluate_run(tiny_run.path, **ARGS)
+    assert count_extracts == [40]
+    assert second["fid"] == pytest.approx(first["fid"], rel=1e-9)  # same seed, same samples
+    assert len(list((features.cache_dir() / "stats").glob("fashion-mnist-test-classifier-*-dynamic-L2.npz"))) == 1
+
+
+def test_test_nll_is_computed_when_the_trainer_did_not_write_it(tiny_run):
+    trainer_nll = tiny_run.read_eval()["test_nll"]
+    (tiny_run.path / "eval.json").unlink()
+    result = evaluate_run(tiny_run.path, **ARGS)
+    # MADE's likelihood is exact and the test split is binarised with the trainer's seed.
+    assert result["test_nll"] == pytest.approx(trainer_nll, rel=1e-5)
+    assert tiny_run.read_eval()["likelihood"] == "exact"
+
+
+def test_conditional_run_gets_balanced_samples_and_conditional_accuracy(tiny_preset, isolated, monkeypatch):
+    run = train_tiny_run(tiny_preset, isolated / "runs", ["model.conditional=true"])
+    asked = []
+    original = evaluate.metrics.conditional_accuracy
+    monkeypatch.setattr(evaluate.metrics, "conditional_accuracy", lambda p, y: asked.append(y) or original(p, y))
+    result = evaluate_run(run.path, **ARGS)
+    assert 0 <= result["conditional_accuracy"] <= 1
+    assert torch.equal(asked[0], torch.arange(40) % 10)
+    assert run.read_eval()["classifier"]["conditional_accuracy"] == result["conditional_accuracy"]
+    console = Console(record=True, width=150)
+    console.print(results_table(result))
+    assert "conditional accuracy" in console.export_text()
+
+    # With Inception features (a stand-in here), the condition is still judged by the dataset
+    # classifier, and the two evaluations sit side by side in eval.json.
+    stand_in = RecordingExtractor()
+    stand_in.name = "inception"
+    monkeypatch.setattr(evaluate, "get_extractor", lambda *args, **kwargs: stand_in)
+    other = evaluate_run(run.path, extractor="inception", **ARGS)
+    assert other["labels"]["fid"] == "FID (Inception v3)"
+    assert other["conditional_accuracy"] == result["conditional_accuracy"]
+    assert other["conditional_accuracy_by"].startswith("classifier (fashion-mnist, binary")
+    saved = run.read_eval()
+    assert saved["inception"]["extractor"] == "inception" and saved["classifier"]["fid"] == result["fid"]
+
+
+class RecordingExtractor(FeatureExtractor):
+    """Features = the first 8 pixels; remembers what it was shown."""
+
+    name, label, version, feature_dim, num_classes = "recording", "recording", "v1", 8, 10
+
+    def __init__(self):
+        super().__init__(torch.nn.Identity())
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return x.flatten(1)[:, :8], torch.zeros(len(x), 10)
+
+
+@pytest.mark.parametrize("binarize,levels", [("dynamic", 2), ("threshold", 2), ("none", 4)])
+def test_real_side_is_processed_like_the_training_data(tiny_data, binarize, levels):
+    ext = RecordingExtractor()
+    stats = real_statistics(ext, "fashion-mnist", "test", binarize, levels, progress=False)
+    images, labels = load_split("fashion-mnist", "test")
+    expected = to_model_domain(images, binarize, levels, seed=evaluate.TEST_SPLIT_SEED)
+    shown = torch.cat(ext.seen)
+    assert torch.equal(shown, expected)
+    on_grid = shown * (levels - 1)
+    assert torch.allclose(on_grid, on_grid.round(), atol=1e-5)
+    assert stats.features.shape == (60, 8) and (stats.labels == labels.numpy()).all()
+    assert np.allclose(stats.mu, expected.flatten(1)[:, :8].double().mean(0).numpy())
+    # cached per setting: a second call does not run the extractor, another setting does
+    ext.seen.clear()
+    real_statistics(ext, "fashion-mnist", "test", binarize, levels, progress=False)
+    assert ext.seen == []
+    real_statistics(ext, "fashion-mnist", "test", "none", 256, progress=False)
+    assert len(ext.seen) > 0
+
+
+def test_reference_figures_separate_real_data_from_noise(tiny_data):
+    ref = reference_figures("fashion-mnist", n=60, device="cpu", progress=False, budget=TINY)
+    floor, ceiling = ref["floor"], ref["ceiling"]
+    assert ref["extractor"] == "classifier" and ref["labels"]["fid"] == "FID (classifier features)"
+    assert floor["fid"] < ceiling["fid"] and floor["kid_mean"] < ceiling["kid_mean"]
+    assert floor["precision"] > ceiling["precision"]
+    assert ref["real_is_mean"] > 1
+
+
+def test_too_few_samples_and_missing_runs_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="at least"):
+        evaluate_run(tmp_path, n=5)
+    with pytest.raises(UserError, match="not a run folder"):
+        evaluate_run(tmp_path, n=100)

@@ -1,0 +1,194 @@
+"""Metrics against closed forms and known answers: FID, KID, IS, precision/recall, accuracy."""
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from workbench.metrics import (conditional_accuracy, frechet_distance, frechet_distance_from_features,
+                               gaussian_statistics, inception_score, kernel_distance, precision_recall,
+                               trace_sqrt_product)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: one thread avoids OpenMP spin-waits on a busy CPU (25x here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_rotation(d, rng):
+    return np.linalg.qr(rng.standard_normal((d, d)))[0]
+
+
+# -- FID ----------------------------------------------------------------------------------
+def test_fid_of_diagonal_gaussians_is_its_closed_form():
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0.1, 3, 32), rng.uniform(0.1, 3, 32)
+    mu1, mu2 = rng.standard_normal(32), rng.standard_normal(32)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_fid_of_non_commuting_gaussians_with_known_trace_term():
+    # S2 = S1^-1/2 U diag(b) U^T S1^-1/2, so (S1 S2)^1/2 has trace sum(sqrt(b)) exactly.
+    rng = np.random.default_rng(1)
+    d = 64
+    q, u = random_rotation(d, rng), random_rotation(d, rng)
+    a, b = 10 ** rng.uniform(-3, 0, d), 10 ** rng.uniform(-3, 0, d)
+    s1 = (q * a) @ q.T
+    inv_sqrt = (q / np.sqrt(a)) @ q.T
+    s2 = inv_sqrt @ (u * b) @ u.T @ inv_sqrt
+    s2 = (s2 + s2.T) / 2
+    exact_trace = np.sqrt(b).sum()
+    assert abs(trace_sqrt_product(s1, s2) - exact_trace) / exact_trace < 1e-10
+    mu = np.zeros(d)
+    exact = np.trace(s1) + np.trace(s2) - 2 * exact_trace
+    assert abs(frechet_distance(mu, s1, mu, s2) - exact) / exact < 1e-10
+
+
+def test_fid_matches_the_sqrtm_route_on_random_covariances():
+    rng = np.random.default_rng(2)
+    f1, f2 = rng.standard_normal((500, 20)), rng.standard_normal((400, 20)) @ rng.standard_normal((20, 20))
+    m1, s1 = gaussian_statistics(f1)
+    m2, s2 = gaussian_statistics(f2)
+    reference = np.sum((m1 - m2) ** 2) + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real)
+    assert frechet_distance(m1, s1, m2, s2) == pytest.approx(reference, rel=1e-9)
+    assert frechet_distance(m1, s1, m2, s2) == pytest.approx(frechet_distance(m2, s2, m1, s1), rel=1e-12)
+
+
+def test_identical_statistics_give_zero():
+    rng = np.random.default_rng(3)
+    mu, sigma = gaussian_statistics(rng.standard_normal((300, 64)) * 5)
+    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-8
+    mu, sigma = gaussian_statistics(rng.standard_normal((30, 64)) * 5)  # singular
+    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-8
+
+
+@pytest.mark.parametrize("n1,n2", [(20, 30), (40, 300), (64, 64)])
+def test_rank_deficient_case_is_finite_and_matches_the_feature_path(n1, n2):
+    rng = np.random.default_rng(n1 + n2)
+    d = 128
+    f1 = rng.standard_normal((n1, d))
+    f2 = rng.standard_normal((n2, d)) * 1.5 + 0.2
+    exact = frechet_distance_from_features(f1, f2)
+    from_stats = frechet_distance(*gaussian_statistics(f1), *gaussian_statistics(f2))
+    assert isinstance(from_stats, float) and np.isfinite(from_stats) and from_stats > 0
+    assert from_stats == pytest.approx(exact, rel=1e-10)
+    # Both sides are exact: the feature path equals the definition computed with
+    # an eigendecomposition square root, here at a size where that is well resolved.
+    m1, s1 = gaussian_statistics(f1)
+    m2, s2 = gaussian_statistics(f2)
+    w, v = np.linalg.eigh(s1)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh(root @ s2 @ root), 0, None)).sum()
+    definition = np.sum((m1 - m2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt
+    assert exact == pytest.approx(definition, rel=1e-6)
+
+
+def test_feature_path_with_many_samples_agrees_with_statistics():
+    rng = np.random.default_rng(4)
+    f1, f2 = rng.standard_normal((200, 16)), rng.standard_normal((150, 16)) + 1
+    assert frechet_distance_from_features(f1, f2) == pytest.approx(
+        frechet_distance(*gaussian_statistics(f1), *gaussian_statistics(f2)), rel=1e-12)
+
+
+def test_fid_is_never_negative_nan_or_complex_for_degenerate_input():
+    d = 16
+    zero = np.zeros((d, d))
+    rank_one = np.outer(np.arange(d), np.arange(d)) / d
+    for s1, s2 in [(zero, zero), (zero, np.eye(d)), (rank_one, rank_one), (rank_one, np.eye(d))]:
+        value = frechet_distance(np.zeros(d), s1, np.zeros(d), s2)
+        assert isinstance(value, float) and np.isfinite(value) and value >= 0
+    assert frechet_distance(np.zeros(d), zero, np.zeros(d), np.eye(d)) == pytest.approx(d)
+    # rank-one S and S: distance zero
+    assert frechet_distance(np.zeros(d), rank_one, np.zeros(d), rank_one) < 1e-8
+
+
+def test_fid_accepts_float32_tensors_and_rejects_bad_shapes():
+    rng = np.random.default_rng(5)
+    f = torch.from_numpy(rng.standard_normal((100, 8))).float()
+    mu, sigma = gaussian_statistics(f)
+    assert mu.dtype == np.float64
+    assert frechet_distance(torch.from_numpy(mu), torch.from_numpy(sigma), mu, sigma) < 1e-8
+    with pytest.raises(ValueError):
+        frechet_distance(mu, sigma, mu[:4], sigma[:4, :4])
+    with pytest.raises(ValueError):
+        frechet_distance(mu, sigma * np.nan, mu, sigma)
+
+
+# -- IS -----------------------------------------------------------------------------------
+def test_inception_score_is_the_number_of_classes_for_confident_even_predictions():
+    k = 10
+    probs = np.eye(k)[np.arange(1000) % k]
+    mean, std = inception_score(probs, splits=10)
+    assert mean == pytest.approx(k, rel=1e-12) and std < 1e-12
+
+
+def test_inception_score_is_one_for_identical_predictions():
+    probs = np.tile(np.random.default_rng(0).dirichlet(np.ones(7)), (500, 1))
+    mean, std = inception_score(probs, splits=5)
+    assert mean == pytest.approx(1.0, abs=1e-12) and std < 1e-12
+
+
+def test_inception_score_lies_between_one_and_k_and_validates_input():
+    probs = torch.softmax(torch.randn(400, 10, generator=torch.Generator().manual_seed(0)) * 2, 1)
+    mean, _ = inception_score(probs, splits=4)
+    assert 1 < mean < 10
+    with pytest.raises(ValueError):
+        inception_score(np.full((10, 3), 0.5))  # rows do not sum to one
+    with pytest.raises(ValueError):
+        inception_score(np.eye(3), splits=10)  # more splits than samples
+
+
+# -- KID ----------------------------------------------------------------------------------
+def test_kid_is_near_zero_for_one_distribution_and_positive_for_different_ones():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((1000, 16)), rng.standard_normal((1000, 16))
+    same_mean, same_std = kernel_distance(a, b, subsets=20, subset_size=500)
+    shifted_mean, shifted_std = kernel_distance(a, b * 1.3 + 0.3, subsets=20, subset_size=500)
+    assert abs(same_mean) < 3 * same_std + 1e-3
+    assert shifted_mean > 10 * max(shifted_std, abs(same_mean))
+
+
+def test_kid_with_whole_sets_is_the_unbiased_mmd():
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((30, 5)), rng.standard_normal((40, 5)) + 0.5
+    k = lambda a, b: (a @ b.T / 5 + 1) ** 3  # noqa: E731
+    m = 30  # subsets draw min(subset_size, 30, 40) vectors: all of x
+    mean, std = kernel_distance(x, y[:30], subsets=3, subset_size=100)
+    kxx, kyy, kxy = k(x, x), k(y[:30], y[:30]), k(x, y[:30])
+    expected = ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                - 2 * kxy.mean())
+    assert mean == pytest.approx(expected, rel=1e-10) and std < 1e-10
+
+
+# -- precision / recall -------------------------------------------------------------------
+def test_precision_recall_on_separated_clusters():
+    rng = np.random.default_rng(0)
+    cluster_a = rng.uniform(0, 1, (30, 2))
+    cluster_b = rng.uniform(0, 1, (70, 2)) + 1000
+    cluster_c = rng.uniform(0, 1, (10, 2)) - 1000
+    real = np.concatenate([cluster_a, cluster_b])
+    fake = np.concatenate([cluster_a, cluster_c])  # copies of A, plus a cluster no real point is near
+    precision, recall = precision_recall(real, fake, k=3)
+    assert precision == pytest.approx(30 / 40) and recall == pytest.approx(30 / 100)
+    assert precision_recall(real, real, k=3) == (1.0, 1.0)
+
+
+def test_precision_recall_uses_the_kth_neighbour_excluding_the_point_itself():
+    real = np.array([[0.0], [1.0], [3.0], [7.0]])  # radii k=1: 1, 1, 2, 4; k=2: 3, 2, 3, 6
+    fake = np.array([[2.5], [2.9], [11.5], [13.5]])  # radii k=1: .4, .4, 2, 2; k=2: 9, 8.6, 8.6, 10.6
+    # k=1: 2.5 and 2.9 lie in ball(3, 2), 11.5 is 4.5 from 7; only the real 3 is within 0.4 of a fake
+    assert precision_recall(real, fake, k=1, chunk=3) == (0.5, 0.25)
+    # k=2: 11.5 now lies in ball(7, 6) but 13.5 does not; ball(2.5, 9) covers every real point
+    assert precision_recall(real, fake, k=2, chunk=3) == (0.75, 1.0)
+
+
+# -- conditional accuracy -----------------------------------------------------------------
+def test_conditional_accuracy_counts_argmax_matches():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    assert conditional_accuracy(probs, torch.tensor([0, 1, 1, 1])) == 0.75
+    with pytest.raises(ValueError):
+        conditional_accuracy(probs, [0, 1])
