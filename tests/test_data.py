@@ -2,7 +2,6 @@
 preprocessing into the model's domain, and batches that are a pure function of (seed, step)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

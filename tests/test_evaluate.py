@@ -20,14 +20,6 @@ TINY = ClassifierBudget(epochs=3, batch_size=24, lr=1e-2, width=4)
 ARGS = dict(n=40, batch_size=20, device="cpu", progress=False, budget=TINY)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread avoids OpenMP spin-waits on a busy CPU (25x here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def train_tiny_run(preset, out, overrides=()):
     config = load_config(preset, list(overrides))

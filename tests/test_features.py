@@ -12,14 +12,6 @@ from workbench.features import ClassifierBudget, FIDInceptionV3, load_classifier
 TINY = ClassifierBudget(epochs=3, batch_size=24, lr=1e-2, width=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread avoids OpenMP spin-waits on a busy CPU (25x here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def count_fits(monkeypatch):

@@ -9,14 +9,6 @@ from workbench.metrics import (conditional_accuracy, frechet_distance, frechet_d
                                trace_sqrt_product)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread avoids OpenMP spin-waits on a busy CPU (25x here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def random_rotation(d, rng):
     return np.linalg.qr(rng.standard_normal((d, d)))[0]

@@ -14,14 +14,6 @@ from models.vqvae import VectorQuantizer, perplexity
 TINY = [(1, 2, 2), (1, 3, 3), (3, 2, 2)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: thread start-up costs more than it saves, the more so on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def batch(shape, levels=2, n=16, seed=0):
     g = torch.Generator().manual_seed(seed)

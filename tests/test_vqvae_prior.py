@@ -13,14 +13,6 @@ from models.vqvae import VQVAE
 SMALL_PRIOR = dict(hidden_channels=8, num_layers=2, head_channels=16, embed_dim=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: thread start-up costs more than it saves, the more so on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def small_vqvae(shape, levels=2, num_codes=8):
     return models.build("vqvae", shape, levels, num_codes=num_codes, code_dim=4, channels=16, res_channels=8, res_blocks=1)
