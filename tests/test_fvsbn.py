@@ -1,0 +1,91 @@
+"""FVSBN and AR(p): exact normalisation, samples against exp(log_prob), the autoregressive
+(and AR(p) band) structure read off gradients, incremental sampling equal to naive sampling,
+class conditioning, and a few training steps."""
+import pytest
+import torch
+
+import models
+from tests.properties import assert_autoregressive, assert_normalised, assert_samples_match, dependencies
+
+CASES = [((1, 3, 3), 2), ((3, 2, 2), 2), ((1, 2, 2), 4)]
+
+
+def build(shape, levels, num_classes=None, **hp):
+    torch.manual_seed(0)
+    model = models.build("fvsbn", shape, levels, num_classes, **hp)
+    with torch.no_grad():  # weights large enough that the conditionals differ visibly
+        model.linear.weight.normal_(0, 1.0)
+        model.linear.bias.normal_(0, 1.0)
+        if model.class_bias is not None:
+            model.class_bias.weight.normal_(0, 1.0)
+    return model
+
+
+@pytest.mark.parametrize("shape,levels", CASES)
+@pytest.mark.parametrize("order", [0, 2])
+def test_normalised(shape, levels, order):
+    assert_normalised(build(shape, levels, order=order))
+
+
+@pytest.mark.parametrize("shape,levels", CASES)
+def test_samples_match_log_prob(shape, levels):
+    assert_samples_match(build(shape, levels), n=20000)
+
+
+@pytest.mark.parametrize("levels", [2, 4])
+def test_autoregressive_with_colour(levels):
+    dep = assert_autoregressive(build((3, 5, 5), levels))
+    assert dep.sum() == 75 * 74 // 2  # a full regression on every previous subpixel
+
+
+@pytest.mark.parametrize("p", [1, 4])
+def test_order_p_reads_exactly_the_p_previous_subpixels(p):
+    model = build((3, 5, 5), 2, order=p)
+    dep = dependencies(model)
+    rank = torch.empty(75, dtype=torch.long)
+    rank[model.order()] = torch.arange(75)
+    lag = rank[:, None] - rank[None, :]
+    assert torch.equal(dep, (lag > 0) & (lag <= p))
+
+
+@pytest.mark.parametrize("shape,levels", CASES)
+@pytest.mark.parametrize("num_classes", [None, 3])
+def test_incremental_sampling_equals_naive(shape, levels, num_classes):
+    model = build(shape, levels, num_classes, order=3)
+    noise = torch.rand(200, *shape, generator=torch.Generator().manual_seed(1))
+    y = None if num_classes is None else torch.arange(200) % num_classes
+    assert torch.equal(model.sample(200, y, noise=noise), model.sample_naive(200, y, noise=noise))
+
+
+def test_conditional():
+    model = build((1, 2, 2), 4, num_classes=3)
+    for y in range(3):
+        assert_normalised(model, y=y)
+    assert_samples_match(model, n=20000, y=2)
+    assert_autoregressive(build((3, 5, 5), 2, num_classes=3), y=torch.tensor([0, 2]))
+    x = torch.rand(8, 1, 2, 2)
+    lp = [model.log_prob(x, torch.full((8,), y)) for y in range(3)]
+    assert (lp[0] - lp[1]).abs().max() > 1e-3
+    noise = torch.rand(64, 1, 2, 2)
+    assert not torch.equal(model.sample(64, 0, noise=noise), model.sample(64, 1, noise=noise))
+    with pytest.raises(ValueError):
+        model.log_prob(x)
+
+
+def test_rejects_negative_order():
+    with pytest.raises(ValueError, match="order"):
+        models.build("fvsbn", (1, 4, 4), order=-1)
+
+
+def test_loss_decreases():
+    torch.manual_seed(0)
+    model = models.build("fvsbn", (1, 8, 8), 2)
+    x = (torch.rand(64, 1, 8, 8) < torch.linspace(0.1, 0.9, 8)).float()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = model.loss(x)["loss"].item()
+    for _ in range(30):
+        loss = model.loss(x)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert model.loss(x)["loss"].item() < first - 2.0

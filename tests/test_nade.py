@@ -1,0 +1,97 @@
+"""NADE: the vectorised logits equal the course's recursion, exact normalisation, samples
+against exp(log_prob), the autoregressive property, incremental sampling equal to naive
+sampling, class conditioning, and a few training steps."""
+import pytest
+import torch
+
+import models
+from tests.properties import assert_autoregressive, assert_normalised, assert_samples_match
+
+CASES = [((1, 3, 3), 2), ((3, 2, 2), 2), ((1, 2, 2), 4)]
+
+
+def build(shape, levels, num_classes=None, hidden_units=8):
+    torch.manual_seed(0)
+    model = models.build("nade", shape, levels, num_classes, hidden_units=hidden_units)
+    with torch.no_grad():  # weights large enough that the conditionals differ visibly
+        for p in model.parameters():
+            p.normal_(0, 1.0)
+    return model
+
+
+def recursion_logits(model, x):
+    """a_1 = c, a_{i+1} = a_i + W[:, i] x_i, logit_i = alpha_i . sigmoid(a_i) + b_i, one i at a time."""
+    xo = x.flatten(1)[:, model.order()]
+    a = model.c.expand(x.shape[0], -1)
+    out = []
+    for i in range(xo.shape[1]):
+        out.append(torch.sigmoid(a) @ model.V[i].T + model.b[i])
+        a = a + xo[:, i : i + 1] * model.W[i]
+    return torch.stack(out, 1)  # (n, D, L_out) in generation order
+
+
+@pytest.mark.parametrize("shape,levels", [((3, 2, 2), 2), ((1, 2, 2), 4)])
+def test_logits_equal_the_recursion(shape, levels):
+    model = build(shape, levels)
+    x = torch.randint(0, levels, (5, *shape)) / (levels - 1)
+    expected = recursion_logits(model, x)
+    got = model.logits(x)
+    got = got.flatten(1)[:, model.order(), None] if levels == 2 else got.flatten(2).transpose(1, 2)[:, model.order()]
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("shape,levels", CASES)
+def test_normalised(shape, levels):
+    assert_normalised(build(shape, levels))
+
+
+@pytest.mark.parametrize("shape,levels", CASES)
+def test_samples_match_log_prob(shape, levels):
+    assert_samples_match(build(shape, levels), n=20000)
+
+
+@pytest.mark.parametrize("levels", [2, 4])
+def test_autoregressive_with_colour(levels):
+    dep = assert_autoregressive(build((3, 5, 5), levels, hidden_units=16))
+    assert dep.sum() == 75 * 74 // 2  # every conditional reads every previous subpixel
+
+
+@pytest.mark.parametrize("shape,levels", CASES)
+@pytest.mark.parametrize("num_classes", [None, 3])
+def test_incremental_sampling_equals_naive(shape, levels, num_classes):
+    model = build(shape, levels, num_classes)
+    noise = torch.rand(200, *shape, generator=torch.Generator().manual_seed(1))
+    y = None if num_classes is None else torch.arange(200) % num_classes
+    assert torch.equal(model.sample(200, y, noise=noise), model.sample_naive(200, y, noise=noise))
+
+
+def test_conditional():
+    model = build((1, 2, 2), 4, num_classes=3)
+    for y in range(3):
+        assert_normalised(model, y=y)
+    assert_samples_match(model, n=20000, y=1)
+    assert_autoregressive(build((3, 5, 5), 2, num_classes=3), y=torch.tensor([0, 2]))
+    x = torch.rand(8, 1, 2, 2)
+    lp = [model.log_prob(x, torch.full((8,), y)) for y in range(3)]
+    assert (lp[0] - lp[1]).abs().max() > 1e-3
+    noise = torch.rand(64, 1, 2, 2)
+    assert not torch.equal(model.sample(64, 0, noise=noise), model.sample(64, 1, noise=noise))
+
+
+def test_rejects_bad_hidden_units():
+    with pytest.raises(ValueError, match="hidden_units"):
+        models.build("nade", (1, 4, 4), hidden_units=0)
+
+
+def test_loss_decreases():
+    torch.manual_seed(0)
+    model = models.build("nade", (1, 8, 8), 2, hidden_units=32)
+    x = (torch.rand(64, 1, 8, 8) < torch.linspace(0.1, 0.9, 8)).float()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = model.loss(x)["loss"].item()
+    for _ in range(30):
+        loss = model.loss(x)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert model.loss(x)["loss"].item() < first - 2.0

@@ -1,0 +1,149 @@
+"""PixelCNN, plain and gated: exact normalisation, samples against exp(log_prob), the
+autoregressive property with R, G, B masks, the plain network's blind spot and the gated one's
+full view of the past, cached sampling equal to naive sampling, class conditioning, learned
+level embeddings (the VQ-VAE prior mode), and a few training steps."""
+import pytest
+import torch
+from torch import nn
+
+import models
+from tests.properties import assert_autoregressive, assert_normalised, assert_samples_match, dependencies
+
+CASES = [((1, 3, 3), 2), ((3, 2, 2), 2), ((1, 2, 2), 4)]
+SMALL = dict(hidden_channels=12, num_layers=2, head_channels=12, first_kernel_size=3)
+VARIANTS = {"plain": dict(SMALL), "gated": dict(SMALL, gated=True)}
+
+
+def build(shape, levels, num_classes=None, variant="plain", **hp):
+    torch.manual_seed(0)
+    model = models.build("pixelcnn", shape, levels, num_classes, **{**VARIANTS[variant], **hp})
+    with torch.no_grad():  # class and level embeddings large enough to matter
+        for m in model.modules():
+            if isinstance(m, nn.Embedding):
+                m.weight.normal_(0, 1.0)
+    return model
+
+
+def rank_of(model):
+    order = model.order()
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    return rank
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("shape,levels", CASES)
+def test_normalised(shape, levels, variant):
+    assert_normalised(build(shape, levels, variant=variant))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("shape,levels", CASES)
+def test_samples_match_log_prob(shape, levels, variant):
+    assert_samples_match(build(shape, levels, variant=variant), n=20000)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("levels", [2, 4])
+def test_autoregressive_with_colour(variant, levels):
+    model = build((3, 5, 5), levels, variant=variant, hidden_channels=24, head_channels=24)
+    assert_autoregressive(model)
+
+
+def test_blind_spot_of_plain_and_full_view_of_gated():
+    x = torch.rand(8, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    plain = build((3, 5, 5), 2, variant="plain", hidden_channels=24, head_channels=24, first_kernel_size=7)
+    gated = build((3, 5, 5), 2, variant="gated", hidden_channels=24, head_channels=24, first_kernel_size=7)
+    dep_plain, dep_gated = dependencies(plain, x), dependencies(gated, x)
+
+    def index(c, h, w):
+        return c * 25 + h * 5 + w
+
+    # The plain stack's field grows up and to the right by one column per row climbed, so the
+    # first pixel of row h never sees the last pixel of row h - 1 (7x7 first layer, width 5).
+    for h in range(1, 5):
+        for c_out in range(3):
+            for c_in in range(3):
+                assert not dep_plain[index(c_out, h, 0), index(c_in, h - 1, 4)]
+                assert dep_gated[index(c_out, h, 0), index(c_in, h - 1, 4)]
+    rank = rank_of(gated)
+    past = rank[None, :] < rank[:, None]
+    assert torch.equal(dep_gated, past), "the gated PixelCNN must see every previous subpixel"
+    assert (past & ~dep_plain).sum() > 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("shape,levels", CASES + [((3, 3, 4), 3)])
+@pytest.mark.parametrize("num_classes", [None, 3])
+def test_cached_sampling_equals_naive(shape, levels, variant, num_classes):
+    model = build(shape, levels, num_classes, variant=variant, first_kernel_size=5)
+    noise = torch.rand(64, *shape, generator=torch.Generator().manual_seed(1))
+    y = None if num_classes is None else torch.arange(64) % num_classes
+    assert torch.equal(model.sample(64, y, noise=noise), model.sample_naive(64, y, noise=noise))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_conditional(variant):
+    model = build((1, 2, 2), 4, num_classes=3, variant=variant)
+    for y in range(3):
+        assert_normalised(model, y=y)
+    assert_samples_match(model, n=20000, y=2)
+    colour = build((3, 5, 5), 2, num_classes=3, variant=variant, hidden_channels=24, head_channels=24)
+    assert_autoregressive(colour, y=torch.tensor([0, 2]))
+    x = torch.rand(8, 1, 2, 2)
+    lp = [model.log_prob(x, torch.full((8,), y)) for y in range(3)]
+    assert (lp[0] - lp[1]).abs().max() > 1e-3
+    noise = torch.rand(64, 1, 2, 2)
+    assert not torch.equal(model.sample(64, 0, noise=noise), model.sample(64, 1, noise=noise))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_level_embeddings(variant):
+    model = build((1, 2, 2), 4, variant=variant, embed_levels=True, embed_dim=4)
+    assert_normalised(model)
+    assert_samples_match(model, n=20000)
+    # Autoregressive without gradients: changing subpixels at or after i leaves logits i alone.
+    colour = build((3, 3, 3), 5, variant=variant, embed_levels=True, embed_dim=4)
+    rank = rank_of(colour)
+    x = torch.randint(0, 5, (4, 3, 3, 3)) / 4
+    base = colour.logits(x).flatten(2)
+    for i in range(27):
+        x2 = x.flatten(1).clone()
+        future = rank >= rank[i]
+        x2[:, future] = torch.randint(0, 5, (4, int(future.sum()))) / 4
+        assert torch.equal(colour.logits(x2.view_as(x)).flatten(2)[:, :, i], base[:, :, i])
+
+
+def test_vq_vae_prior_mode():
+    """The configuration a VQ-VAE prior builds: 512 codes on a 7x7 grid, class-conditional."""
+    torch.manual_seed(0)
+    model = models.build("pixelcnn", (1, 7, 7), levels=512, num_classes=10, gated=True, embed_levels=True)
+    codes = torch.randint(0, 512, (4, 1, 7, 7))
+    y = torch.tensor([0, 3, 5, 9])
+    lp = model.log_prob(codes / 511, y)
+    assert lp.shape == (4,) and torch.isfinite(lp).all()
+    noise = torch.rand(2, 1, 7, 7)
+    fast = model.sample(2, y[:2], noise=noise)
+    assert torch.equal(fast, model.sample_naive(2, y[:2], noise=noise))
+    assert torch.equal(fast * 511, (fast * 511).round())
+
+
+@pytest.mark.parametrize("hp", [dict(kernel_size=4), dict(first_kernel_size=0), dict(num_layers=-1), dict(hidden_channels=4)])
+def test_rejects_bad_hyperparameters(hp):
+    with pytest.raises(ValueError):
+        models.build("pixelcnn", (3, 8, 8), 2, **hp)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_loss_decreases(variant):
+    torch.manual_seed(0)
+    model = models.build("pixelcnn", (1, 8, 8), 2, **VARIANTS[variant])
+    x = (torch.rand(32, 1, 8, 8) < torch.linspace(0.1, 0.9, 8)).float()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = model.loss(x)["loss"].item()
+    for _ in range(20):
+        loss = model.loss(x)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert model.loss(x)["loss"].item() < first - 2.0
