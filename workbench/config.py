@@ -28,6 +28,7 @@ class RunSection:
     name: str = "run"
     seed: int = field(default=0, metadata={"min": 0})
     device: str = "auto"
+    threads: int = field(default=0, metadata={"min": 0})  # CPU threads for torch; 0 = torch's default
     out: str = "runs"
 
 

@@ -91,6 +91,8 @@ class Trainer:
 
     def _fit(self) -> ev.Finished:
         cfg, device = self.config, self.device
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
         torch.manual_seed(cfg.run.seed)
         splits = load_data(cfg.data, device)
         batches = TrainBatches(splits, cfg.data, cfg.run.seed)
