@@ -86,3 +86,25 @@ def assert_autoregressive(model, order: torch.Tensor | None = None, y=None) -> t
     bad = (dep & future).nonzero()
     assert len(bad) == 0, f"subpixel {bad[0, 0].item()} depends on subpixel {bad[0, 1].item()} at or after it"
     return dep
+
+
+def assert_fast_sampler_matches_naive(model, n: int = 64, seed: int = 1) -> None:
+    """The model's own sampler and the naive one give the same images from the same uniforms."""
+    noise = torch.rand(n, *model.image_shape, generator=torch.Generator().manual_seed(seed))
+    y = None if model.num_classes is None else torch.arange(n) % model.num_classes
+    assert torch.equal(model.sample(n, y, noise=noise), model.sample_naive(n, y, noise=noise))
+
+
+def assert_class_conditional(model, colour_model) -> None:
+    """A conditional model (3 classes, shape (1, 2, 2)) is normalised for every class, samples
+    the class asked for, and depends on y; ``colour_model`` (5x5 colour) keeps the
+    autoregressive property with labels."""
+    for y in range(model.num_classes):
+        assert_normalised(model, y=y)
+    assert_samples_match(model, n=20000, y=model.num_classes - 1)
+    assert_autoregressive(colour_model, y=torch.tensor([0, colour_model.num_classes - 1]))
+    x = torch.rand(8, *model.image_shape)
+    lp = [model.log_prob(x, torch.full((8,), y)) for y in range(2)]
+    assert (lp[0] - lp[1]).abs().max() > 1e-3, "log_prob ignores y"
+    noise = torch.rand(64, *model.image_shape)
+    assert not torch.equal(model.sample(64, 0, noise=noise), model.sample(64, 1, noise=noise)), "samples ignore y"

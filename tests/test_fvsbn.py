@@ -5,7 +5,14 @@ import pytest
 import torch
 
 import models
-from tests.properties import assert_autoregressive, assert_normalised, assert_samples_match, dependencies
+from tests.properties import (
+    assert_autoregressive,
+    assert_class_conditional,
+    assert_fast_sampler_matches_naive,
+    assert_normalised,
+    assert_samples_match,
+    dependencies,
+)
 
 CASES = [((1, 3, 3), 2), ((3, 2, 2), 2), ((1, 2, 2), 4)]
 
@@ -51,25 +58,14 @@ def test_order_p_reads_exactly_the_p_previous_subpixels(p):
 @pytest.mark.parametrize("shape,levels", CASES)
 @pytest.mark.parametrize("num_classes", [None, 3])
 def test_incremental_sampling_equals_naive(shape, levels, num_classes):
-    model = build(shape, levels, num_classes, order=3)
-    noise = torch.rand(200, *shape, generator=torch.Generator().manual_seed(1))
-    y = None if num_classes is None else torch.arange(200) % num_classes
-    assert torch.equal(model.sample(200, y, noise=noise), model.sample_naive(200, y, noise=noise))
+    assert_fast_sampler_matches_naive(build(shape, levels, num_classes, order=3), n=200)
 
 
 def test_conditional():
     model = build((1, 2, 2), 4, num_classes=3)
-    for y in range(3):
-        assert_normalised(model, y=y)
-    assert_samples_match(model, n=20000, y=2)
-    assert_autoregressive(build((3, 5, 5), 2, num_classes=3), y=torch.tensor([0, 2]))
-    x = torch.rand(8, 1, 2, 2)
-    lp = [model.log_prob(x, torch.full((8,), y)) for y in range(3)]
-    assert (lp[0] - lp[1]).abs().max() > 1e-3
-    noise = torch.rand(64, 1, 2, 2)
-    assert not torch.equal(model.sample(64, 0, noise=noise), model.sample(64, 1, noise=noise))
+    assert_class_conditional(model, build((3, 5, 5), 2, num_classes=3))
     with pytest.raises(ValueError):
-        model.log_prob(x)
+        model.log_prob(torch.rand(8, 1, 2, 2))
 
 
 def test_rejects_negative_order():

@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 import models
-from tests.properties import assert_autoregressive, assert_normalised, assert_samples_match, dependencies
+from tests.properties import (
+    assert_autoregressive,
+    assert_class_conditional,
+    assert_fast_sampler_matches_naive,
+    assert_normalised,
+    assert_samples_match,
+    dependencies,
+)
 
 CASES = [((1, 3, 3), 2), ((3, 2, 2), 2), ((1, 2, 2), 4)]
 SMALL = dict(hidden_channels=12, num_layers=2, head_channels=12, first_kernel_size=3)
@@ -76,25 +83,13 @@ def test_blind_spot_of_plain_and_full_view_of_gated():
 @pytest.mark.parametrize("shape,levels", CASES + [((3, 3, 4), 3)])
 @pytest.mark.parametrize("num_classes", [None, 3])
 def test_cached_sampling_equals_naive(shape, levels, variant, num_classes):
-    model = build(shape, levels, num_classes, variant=variant, first_kernel_size=5)
-    noise = torch.rand(64, *shape, generator=torch.Generator().manual_seed(1))
-    y = None if num_classes is None else torch.arange(64) % num_classes
-    assert torch.equal(model.sample(64, y, noise=noise), model.sample_naive(64, y, noise=noise))
+    assert_fast_sampler_matches_naive(build(shape, levels, num_classes, variant=variant, first_kernel_size=5))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_conditional(variant):
-    model = build((1, 2, 2), 4, num_classes=3, variant=variant)
-    for y in range(3):
-        assert_normalised(model, y=y)
-    assert_samples_match(model, n=20000, y=2)
     colour = build((3, 5, 5), 2, num_classes=3, variant=variant, hidden_channels=24, head_channels=24)
-    assert_autoregressive(colour, y=torch.tensor([0, 2]))
-    x = torch.rand(8, 1, 2, 2)
-    lp = [model.log_prob(x, torch.full((8,), y)) for y in range(3)]
-    assert (lp[0] - lp[1]).abs().max() > 1e-3
-    noise = torch.rand(64, 1, 2, 2)
-    assert not torch.equal(model.sample(64, 0, noise=noise), model.sample(64, 1, noise=noise))
+    assert_class_conditional(build((1, 2, 2), 4, num_classes=3, variant=variant), colour)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
