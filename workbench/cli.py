@@ -81,7 +81,7 @@ def _train(run, device, resume: bool) -> None:
         sys.exit(130)
     results = run.read_eval()
     if "test_nll" in results:
-        kind = "exact" if results["likelihood"] == "exact" else "an upper bound: the IWAE bound on log p(x)"
+        kind = "exact" if results["likelihood"] == "exact" else "an upper bound, from the model's lower bound on log p(x)"
         click.echo(f"test: nll {results['test_nll']:.3f} nats, {results['test_bpd']:.4f} bits/dim ({kind})")
     click.echo(f"done: {run.path}")
 
