@@ -139,7 +139,7 @@ class Trainer:
             count, seen = count + 1, seen + x.shape[0]
             last = self.step == total
             if self.step % cfg.train.log_every == 0 or last:
-                means = self._finite_means(sums, count)
+                means = self._finite_means(sums, count)  # .item() waits for the device: its work is timed too
                 busy += time.perf_counter() - tick
                 row = {"step": self.step, "epoch": batches.epoch_of(self.step), "split": "train", **means,
                        "lr": sched.get_last_lr()[0], "images_per_s": seen / busy}
