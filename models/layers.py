@@ -64,15 +64,6 @@ def discrete_log_prob(logits: torch.Tensor, k: torch.Tensor, levels: int) -> tor
     return lp.flatten(1).sum(1)
 
 
-def discrete_sample(logits: torch.Tensor, levels: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw integer levels from the logits layout of :func:`discrete_log_prob`."""
-    if levels == 2:
-        u = torch.rand(logits.shape, device=logits.device, generator=generator)
-        return (u < torch.sigmoid(logits.float())).long()
-    probs = torch.softmax(logits.float().movedim(1, -1), dim=-1)
-    flat = probs.reshape(-1, levels)
-    return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
-
 
 def inverse_cdf(logits: torch.Tensor, u: torch.Tensor, levels: int) -> torch.Tensor:
     """Levels drawn by inverting the CDF at uniforms ``u`` (shape n): ``logits`` is (n,) for
