@@ -13,7 +13,6 @@ samplers' one-position layers) many times slower; --threads 1 measures without t
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tomllib
@@ -24,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import models  # noqa: E402
-from benchmarks.common import machine, save, table, timed  # noqa: E402
+from benchmarks.common import arguments, machine, parse, save, table, timed  # noqa: E402
 from models.layers import inverse_cdf  # noqa: E402
 
 PRESETS = ["fvsbn", "nade", "pixelcnn", "pixelcnn_gated"]
@@ -74,12 +73,7 @@ def naive_seconds(model, n: int, steps: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, naive samplers extrapolated from fewer steps")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(arguments(__doc__, "fewer repeats, naive samplers extrapolated from fewer steps"))
     n = 16
     # Naive steps timed before extrapolating: the cheap models run in full (unless --quick).
     naive_steps = {"fvsbn": 784, "nade": 196 if args.quick else 784,

@@ -7,7 +7,6 @@ and writes benchmarks/results/latent.json.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import models  # noqa: E402
-from benchmarks.common import machine, save, table, timed  # noqa: E402
+from benchmarks.common import arguments, machine, parse, save, table, timed  # noqa: E402
 
 SHAPE = (1, 28, 28)
 BATCH = 128
@@ -35,12 +34,7 @@ def train_step_fn(model, x, y):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (well under a minute)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(arguments(__doc__, "fewer repeats (well under a minute)"))
     torch.manual_seed(0)
     x = torch.bernoulli(torch.full((BATCH, *SHAPE), 0.3))
     labels = torch.arange(BATCH) % 10

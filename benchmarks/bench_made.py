@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import models  # noqa: E402
-from benchmarks.common import machine, matmul_flops, save, table, timed  # noqa: E402
+from benchmarks.common import arguments, machine, matmul_flops, parse, save, table, timed  # noqa: E402
 
 
 def train_step_fn(model, batch):
@@ -28,9 +27,7 @@ def train_step_fn(model, batch):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
+    args = parse(arguments(__doc__, "fewer repeats, 16 samples"))
     torch.manual_seed(0)
     peak = matmul_flops()
     rows, results = [], {"matmul_gflops": peak / 1e9, "train": [], "sample": []}

@@ -10,7 +10,6 @@ median time of one full pass at the same batch, times 784 (the loop adds only in
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import models  # noqa: E402
-from benchmarks.common import machine, save, table, timed  # noqa: E402
+from benchmarks.common import arguments, machine, parse, save, table, timed  # noqa: E402
 
 # The presets' sizes (presets/row_lstm.toml, presets/diagonal_bilstm.toml).
 CONFIGS = {
@@ -76,13 +75,9 @@ def bench_model(name: str, hparams: dict, args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, 16 samples instead of 64")
+    parser = arguments(__doc__, "fewer repeats, 16 samples instead of 64")
     parser.add_argument("--full-naive", action="store_true", help="run all 784 naive passes instead of extrapolating")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(parser)
     results = [bench_model(name, hp, args) for name, hp in CONFIGS.items()]
 
     print(f"machine: {machine()}\n")

@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts: timing, the machine's matmul rate, results files."""
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -58,3 +59,18 @@ def table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def arguments(doc: str, quick_help: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: --quick and --threads (see ``parse``)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
