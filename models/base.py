@@ -8,11 +8,13 @@ returns nats per image (exact for autoregressive models, a lower bound for laten
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from torch import nn
 
-from models.layers import discrete_log_prob, inverse_cdf
+from models.cudagraph import CudaGraphs
+from models.layers import check_temperature, discrete_log_prob, inverse_cdf
 
 
 class GenerativeModel(nn.Module):
@@ -57,25 +59,44 @@ class GenerativeModel(nn.Module):
         return nats / (self.num_dims * math.log(2))
 
     # -- labels ----------------------------------------------------------------------------
+    # Labels are integer classes (n,) or soft labels: float class weights (n, K), or (K,) for
+    # every image. A conditional model mixes what the class conditions (its class embeddings,
+    # biases or one-hot inputs) with the weights, so weight 1 on class k is exactly label k.
+    def _labels(self, y, n: int) -> torch.Tensor:
+        k = self.num_classes
+        y = torch.as_tensor(y, device=self.device)
+        if y.is_floating_point() and y.dim() >= 1:
+            if y.dim() == 1 and y.shape[0] == k:
+                y = y.expand(n, k)
+            if y.dim() != 2 or y.shape != (n, k):
+                raise ValueError(f"soft labels must be class weights of shape ({n}, {k}) or ({k},), got {tuple(y.shape)}")
+            if not torch.isfinite(y).all():
+                raise ValueError("soft labels must be finite class weights")
+            return y.float().contiguous()
+        y = y.long()
+        if y.dim() == 0:
+            y = y.expand(n).clone()
+        if y.shape != (n,):
+            raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
+        return y
+
     def sample_labels(self, n: int, y: torch.Tensor | int | None) -> torch.Tensor | None:
         """Labels for ``sample``: None for unconditional models; a conditional model given no
-        labels draws the classes in turn (0, 1, ..., K-1, 0, ...)."""
+        labels draws the classes in turn (0, 1, ..., K-1, 0, ...). Returns long (n,) labels or
+        float (n, K) class weights."""
         if self.num_classes is None:
             return None
         if y is None:
             return torch.arange(n, device=self.device) % self.num_classes
-        y = torch.as_tensor(y, device=self.device).long()
-        return y.expand(n).clone() if y.dim() == 0 else y
+        return self._labels(y, n)
 
     def check_labels(self, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """Labels of a batch of n images: long (n,) or float class weights (n, K) (also (K,))."""
         if self.num_classes is None:
             return None
         if y is None:
             raise ValueError(f"model {self.registered_name!r} is class-conditional: pass y (integer labels)")
-        y = torch.as_tensor(y, device=self.device).long()
-        if y.shape != (n,):
-            raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
-        return y
+        return self._labels(y, n)
 
     # -- the contract ----------------------------------------------------------------------
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -95,9 +116,15 @@ class AutoregressiveModel(GenerativeModel):
 
     Subclasses implement ``logits(x, y)`` in the layout of ``layers.discrete_log_prob``
     ((n, C, H, W) for levels 2, (n, L, C, H, W) otherwise), where the logits at subpixel i
-    depend only on subpixels before i in ``order()``; and ``_sample(noise, y)``, their fast
-    sampler, which must draw subpixel i as ``inverse_cdf(logits_i, noise_i)`` so that it gives
-    the same images as ``sample_naive`` from the same noise."""
+    depend only on subpixels before i in ``order()``; and ``_sample_steps(noise, y,
+    temperature)``, their fast sampler: a generator that draws one subpixel per step as
+    ``inverse_cdf(logits_i, noise_i, levels, temperature)`` and yields the image so far after
+    each, so that it gives the same images as ``sample_naive`` from the same noise. ``sample``
+    and ``sample_progress`` both run it: one code path for images and progress frames."""
+
+    #: True where ``_sample_steps`` meets models.cudagraph's conditions (no host synchronisation,
+    #: no random numbers of its own): ``sample`` on CUDA then replays it from a CUDA graph.
+    graph_sampling = False
 
     def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
@@ -116,29 +143,88 @@ class AutoregressiveModel(GenerativeModel):
     def _noise(self, n: int, noise: torch.Tensor | None) -> torch.Tensor:
         if noise is None:
             noise = torch.rand((n, *self.image_shape), device=self.device)
+        if tuple(noise.shape) != (n, *self.image_shape):
+            raise ValueError(f"noise must have shape {(n, *self.image_shape)}, got {tuple(noise.shape)}")
         return noise.to(self.device)
 
-    def sample(self, n: int, y=None, noise: torch.Tensor | None = None) -> torch.Tensor:
-        y = self.sample_labels(n, y)
+    def sample(self, n: int, y=None, noise: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """n images; ``noise`` (n, C, H, W) uniforms make them reproducible; ``temperature``
+        divides the logits (1 is exact, towards 0 greedy)."""
+        y, t = self.sample_labels(n, y), check_temperature(temperature)
         with torch.inference_mode():
-            return self._sample(self._noise(n, noise), y)
+            noise = self._noise(n, noise)
+            if not self.graph_sampling:
+                return self._sample_all(noise, y, t)
+            # On CUDA, from the second call on, a replay of the whole sampler captured in a CUDA
+            # graph (models.cudagraph): the same kernels on the same values, so the same images.
+            state = tuple(v.data_ptr() for v in (*self.parameters(), *self.buffers()))
+            key = ("sample", t, self.training, y is None, state)
+            labels = () if y is None else (y,)
+            return _sample_graphs(self).run(key, lambda u, *ys: self._sample_all(u, ys[0] if ys else None, t), noise, *labels)
 
-    def _sample(self, noise: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return self._sample_naive(noise, y)
+    def _sample_all(self, noise: torch.Tensor, y: torch.Tensor | None, temperature: float) -> torch.Tensor:
+        x = None
+        for x in self._sample_steps(noise, y, temperature):
+            pass
+        return x
 
-    def sample_naive(self, n: int, y=None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def sample_progress(self, n: int, y=None, noise: torch.Tensor | None = None, temperature: float = 1.0, every: int = 1):
+        """Generator of (done, x): the images (a fresh (n, C, H, W) copy, subpixels not yet drawn
+        at 0) after every ``every`` subpixels in generation order, and once at the end (done =
+        C*H*W). Frames come from the fast sampler itself; the last equals ``sample`` from the
+        same noise."""
+        if int(every) < 1:
+            raise ValueError(f"every must be a positive number of subpixels, got {every}")
+        every, y, t = int(every), self.sample_labels(n, y), check_temperature(temperature)
+        steps = self._sample_steps(self._noise(n, noise), y, t)
+        done, total = 0, self.num_dims
+        while True:
+            with torch.inference_mode():  # only while the sampler runs, never across a yield
+                x = next(steps, None)
+                frame = None if x is None else x.clone()
+            if x is None:
+                return
+            done += 1
+            if done % every == 0 or done == total:
+                yield done, frame
+
+    def _sample_steps(self, noise: torch.Tensor, y: torch.Tensor | None, temperature: float):
+        return self._naive_steps(noise, y, temperature)
+
+    def sample_naive(self, n: int, y=None, noise: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
         """Reference sampler: one full forward pass per subpixel (the baseline of benchmarks)."""
-        y = self.sample_labels(n, y)
+        y, t = self.sample_labels(n, y), check_temperature(temperature)
         with torch.inference_mode():
-            return self._sample_naive(self._noise(n, noise), y)
+            x = None
+            for x in self._naive_steps(self._noise(n, noise), y, t):
+                pass
+            return x
 
-    def _sample_naive(self, noise: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def sampling_logits(self, x: torch.Tensor, y: torch.Tensor | None, temperature: float) -> tuple[torch.Tensor, float]:
+        """The logits the naive sampler draws from, and the temperature still to apply to them
+        in ``inverse_cdf``. A head that tempers its own parameters (the logistic mixture)
+        returns already-tempered logits and 1."""
+        return self.logits(x, y), temperature
+
+    def _naive_steps(self, noise: torch.Tensor, y: torch.Tensor | None, temperature: float):
         n = noise.shape[0]
         c, h, w = self.image_shape
         x = torch.zeros(n, c * h * w, device=noise.device)
         flat_noise = noise.reshape(n, -1)
         for i in self.order().tolist():
-            logits = self.logits(x.view(n, c, h, w), y)
+            logits, t = self.sampling_logits(x.view(n, c, h, w), y, temperature)
             li = logits.reshape(n, -1)[:, i] if self.levels == 2 else logits.reshape(n, self.levels, -1)[:, :, i]
-            x[:, i] = self.from_levels(inverse_cdf(li, flat_noise[:, i], self.levels))
-        return x.view(n, c, h, w)
+            x[:, i] = self.from_levels(inverse_cdf(li, flat_noise[:, i], self.levels, t))
+            yield x.view(n, c, h, w)
+
+
+_GRAPHS: "weakref.WeakKeyDictionary[AutoregressiveModel, CudaGraphs]" = weakref.WeakKeyDictionary()
+
+
+def _sample_graphs(model: AutoregressiveModel) -> CudaGraphs:
+    """The model's CUDA graphs of ``sample``, kept beside it (not in it: a module's state stays
+    its tensors, and copies of the model do not share graphs)."""
+    graphs = _GRAPHS.get(model)
+    if graphs is None:
+        graphs = _GRAPHS[model] = CudaGraphs(max_graphs=2)
+    return graphs

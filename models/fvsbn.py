@@ -1,9 +1,16 @@
-"""Fully visible sigmoid belief network (FVSBN) and the AR(p) process on the pixel sequence.
+"""Fully visible sigmoid belief network (FVSBN), and its banded form ``order = p``.
 
 Every conditional p(x_i | x_<i) is a logistic regression on the subpixels before i in raster
 order (R, G, B within a pixel): one linear layer whose weight is masked strictly lower
-triangular in that order. With ``order = p`` each conditional reads only the p subpixels just
-before it, which is an AR(p) model of the flattened image; ``order = 0`` reads all of them.
+triangular in that order, so every position i has its own weights and its own bias.
+``order = 0`` reads every previous subpixel; ``order = p`` reads only the p just before it: a
+*banded* FVSBN, still with its own weights per position.
+
+The step from the course's AR(p) (``ar``, models/ar.py): AR(p) predicts x_t from the p
+previous values with one intercept c and one set of coefficients phi shared by every t, and a
+discretised noise around that mean. Give every position its own intercept and its own
+coefficients (a logistic regression, or an L-way softmax, per subpixel) and you have this
+banded FVSBN; let p grow to everything before t and you have the FVSBN.
 
 levels = 2: a Bernoulli logit per subpixel. levels L > 2: a softmax over the L values per
 subpixel, still linear in the *scalar* values of the previous subpixels. The scalar input keeps
@@ -17,12 +24,13 @@ from torch import nn
 
 from models import register
 from models.base import AutoregressiveModel
-from models.layers import MaskedLinear, inverse_cdf
+from models.layers import ClassEmbedding, MaskedLinear, inverse_cdf
 
 
 @register("fvsbn")
 class FVSBN(AutoregressiveModel):
-    """Hyper-parameter: ``order`` p (0 = every previous subpixel; p > 0 = AR(p))."""
+    """Hyper-parameter: ``order`` p (0 = every previous subpixel; p > 0 = the p previous
+    subpixels only, with per-position weights: a banded FVSBN, not the shared-weight AR(p))."""
 
     def __init__(self, image_shape, levels: int = 2, num_classes: int | None = None, *, order: int = 0):
         super().__init__(image_shape, levels, num_classes)
@@ -35,7 +43,7 @@ class FVSBN(AutoregressiveModel):
         self.linear = MaskedLinear(d, self.out_per_dim * d, mask=self._mask().repeat(self.out_per_dim, 1))
         nn.init.normal_(self.linear.weight, std=0.01)
         nn.init.zeros_(self.linear.bias)
-        self.class_bias = None if num_classes is None else nn.Embedding(num_classes, self.out_per_dim * d)
+        self.class_bias = None if num_classes is None else ClassEmbedding(num_classes, self.out_per_dim * d)
         if self.class_bias is not None:
             nn.init.zeros_(self.class_bias.weight)
 
@@ -68,7 +76,7 @@ class FVSBN(AutoregressiveModel):
             out = out + self.class_bias(y)
         return self._layout(out)
 
-    def _sample(self, noise: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def _sample_steps(self, noise: torch.Tensor, y: torch.Tensor | None, temperature: float):
         """Subpixel by subpixel, computing only the logits of subpixel i: O(D) per step."""
         n, d, L = noise.shape[0], self.num_dims, self.out_per_dim
         weight = (self.linear.mask * self.linear.weight).view(L, d, d)
@@ -78,7 +86,7 @@ class FVSBN(AutoregressiveModel):
         flat_noise = noise.reshape(n, d)
         for i in self.order().tolist():
             li = inputs @ weight[:, i, :].T + bias[:, :, i]  # (n, L)
-            k = inverse_cdf(li[:, 0] if self.levels == 2 else li, flat_noise[:, i], self.levels)
+            k = inverse_cdf(li[:, 0] if self.levels == 2 else li, flat_noise[:, i], self.levels, temperature)
             x[:, i] = self.from_levels(k)
             inputs[:, i] = 2 * x[:, i] - 1
-        return x.view(n, *self.image_shape)
+            yield x.view(n, *self.image_shape)

@@ -9,7 +9,8 @@ buffers applied as ``F.linear(x, mask * W, b)``, so masked weights never receive
 With ``num_masks`` K > 1 the model trains order/connectivity-agnostically, one mask set per
 step in turn, and ``log_prob`` is the ensemble over the K sets, log (1/K sum_k p_k(x)): a
 mixture of K exact autoregressive models, itself normalised and exact. Sampling draws a
-mask set per image, then generates in D passes.
+mask set per image, then generates in D passes: at step t every image draws the t-th
+subpixel of its own mask set's order (progress frames follow each image's order).
 
 ``levels`` 2: one Bernoulli logit per subpixel. ``levels`` L > 2: L logits per subpixel
 (a categorical), colour channels included; the inputs are the values k/(L-1).
@@ -24,7 +25,7 @@ from torch import nn
 
 from models import register
 from models.base import AutoregressiveModel
-from models.layers import discrete_log_prob, inverse_cdf
+from models.layers import class_weights, discrete_log_prob, inverse_cdf
 
 
 @register("made")
@@ -85,7 +86,7 @@ class MADE(AutoregressiveModel):
     def logits(self, x: torch.Tensor, y: torch.Tensor | None = None, mask: int = 0) -> torch.Tensor:
         n = x.shape[0]
         h = x.reshape(n, -1)
-        extra = F.one_hot(y, self.num_classes).to(h.dtype) @ self.label_proj.weight.t() if self.label_proj is not None else None
+        extra = class_weights(y, self.num_classes, h.dtype) @ self.label_proj.weight.t() if self.label_proj is not None else None
         for i, layer in enumerate(self.layers):
             h = self._masked(i, layer, h, mask)
             if i == 0 and extra is not None:
@@ -119,23 +120,24 @@ class MADE(AutoregressiveModel):
                                 for m in range(self.num_masks)])
         return torch.logsumexp(per_mask, 0) - math.log(self.num_masks)
 
-    def _sample(self, noise, y):
-        """D passes per mask set; each image draws its mask set uniformly (the mixture)."""
-        n = noise.shape[0]
-        choice = torch.randint(self.num_masks, (n,), device=noise.device) if self.num_masks > 1 else torch.zeros(n, dtype=torch.long, device=noise.device)
-        out = torch.empty(n, *self.image_shape, device=noise.device)
-        for m in range(self.num_masks):
-            idx = (choice == m).nonzero().squeeze(1)
-            if len(idx):
-                out[idx] = self._sample_with_mask(noise[idx], None if y is None else y[idx], m)
-        return out
-
-    def _sample_with_mask(self, noise, y, m):
-        n = noise.shape[0]
-        x = torch.zeros(n, self.num_dims, device=noise.device)
+    def _sample_steps(self, noise, y, temperature):
+        """D passes per mask set; each image draws its mask set uniformly (the mixture). Step t
+        draws, for every image, the t-th subpixel in its own mask set's order."""
+        n, d = noise.shape[0], self.num_dims
+        if self.num_masks > 1:
+            choice = torch.randint(self.num_masks, (n,), device=noise.device)
+        else:
+            choice = torch.zeros(n, dtype=torch.long, device=noise.device)
+        groups = [(m, (choice == m).nonzero().squeeze(1)) for m in range(self.num_masks)]
+        groups = [(m, idx, None if y is None else y[idx]) for m, idx in groups if len(idx)]
+        x = torch.zeros(n, d, device=noise.device)
         u = noise.reshape(n, -1)
-        for i in self.orders[m].tolist():
-            logits = self.logits(x.view(n, *self.image_shape), y, mask=m)
-            li = logits.reshape(n, -1)[:, i] if self.levels == 2 else logits.reshape(n, self.levels, -1)[:, :, i]
-            x[:, i] = self.from_levels(inverse_cdf(li, u[:, i], self.levels))
-        return x.view(n, *self.image_shape)
+        orders = self.orders.tolist()
+        for t in range(d):
+            for m, idx, ym in groups:
+                i = orders[m][t]
+                xm = x if len(groups) == 1 else x[idx]
+                logits = self.logits(xm.view(len(idx), *self.image_shape), ym, mask=m)
+                li = logits.reshape(len(idx), -1)[:, i] if self.levels == 2 else logits.reshape(len(idx), self.levels, -1)[:, :, i]
+                x[idx, i] = self.from_levels(inverse_cdf(li, u[idx, i], self.levels, temperature))
+            yield x.view(n, *self.image_shape)

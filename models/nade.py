@@ -7,8 +7,9 @@ With the D subpixels in generation order (raster, then R, G, B) and H hidden uni
     p(x_i | x_<i) = softmax(V_i h_i + b_i) over the L values          (levels L > 2)
 
 The weight W is shared by every conditional, which is what makes NADE cheap: training and
-``log_prob`` get every a_i at once from one cumulative sum over W's columns (with c as its
-first term), and sampling updates a_i one column at a time, O(D * H) per image. For L > 2 the input x_i is the
+``log_prob`` get every a_i from a cumulative sum over W's columns (with c as its first term),
+in one shot on a GPU and in cache-sized blocks of positions on a CPU (``block_size``); sampling
+updates a_i one column at a time, O(D * H) per image. For L > 2 the input x_i is the
 subpixel's scalar value k / (L - 1), exactly as in the recursion above; only the output becomes
 a softmax. A class-conditional NADE (``num_classes``) adds a learned per-class offset to c and b.
 """
@@ -19,7 +20,7 @@ from torch import nn
 
 from models import register
 from models.base import AutoregressiveModel
-from models.layers import inverse_cdf
+from models.layers import ClassEmbedding, inverse_cdf
 
 
 @register("nade")
@@ -37,8 +38,8 @@ class NADE(AutoregressiveModel):
         self.c = nn.Parameter(torch.zeros(hdim))                                       # a_1
         self.V = nn.Parameter(torch.randn(d, self.out_per_dim, hdim) / hdim**0.5)      # alpha_i / V_i
         self.b = nn.Parameter(torch.zeros(d, self.out_per_dim))
-        self.class_c = None if num_classes is None else nn.Embedding(num_classes, hdim)
-        self.class_b = None if num_classes is None else nn.Embedding(num_classes, d * self.out_per_dim)
+        self.class_c = None if num_classes is None else ClassEmbedding(num_classes, hdim)
+        self.class_b = None if num_classes is None else ClassEmbedding(num_classes, d * self.out_per_dim)
         if num_classes is not None:
             nn.init.normal_(self.class_c.weight, std=0.01)
             nn.init.zeros_(self.class_b.weight)
@@ -62,6 +63,19 @@ class NADE(AutoregressiveModel):
             return out[:, :, 0].T.reshape(n, *self.image_shape)
         return out.permute(1, 2, 0).reshape(n, self.levels, *self.image_shape)
 
+    #: Positions per block of the training path's cumulative sum. None: on a CPU, as many as
+    #: keep one block's (block, n, H) slab near ``SLAB_BYTES``; elsewhere all D at once.
+    block_size: int | None = None
+    SLAB_BYTES = 1 << 20
+
+    def _block_size(self, n: int, device: torch.device) -> int:
+        d = self.num_dims
+        if self.block_size is not None:
+            return max(1, min(d, int(self.block_size)))
+        if device.type != "cpu":
+            return d
+        return max(2, min(d, self.SLAB_BYTES // (4 * n * self.W.shape[1])))
+
     def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         n = x.shape[0]
         # Positions first, (D, n, H): the cumulative sum runs over the outer dimension and the
@@ -71,15 +85,31 @@ class NADE(AutoregressiveModel):
         # term is c (an input fixed at 1 with weight c), so that a never needs a separate add.
         x_prev = torch.cat([xo.new_ones(1, n), xo[:-1]])
         w_prev = torch.cat([self.c[None], self.W[:-1]])
-        a = torch.cumsum(x_prev[:, :, None] * w_prev[:, None, :], dim=0)  # (D, n, H)
         class_c, class_b = self._class_offsets(y, n)
-        if class_c is not None:
-            a = a + class_c
         b = self.b[:, None] if class_b is None else self.b[:, None] + class_b.transpose(0, 1)
-        logits = torch.baddbmm(b, torch.sigmoid(a), self.V.transpose(1, 2))  # (D, n, L_out)
-        return self._to_image_layout(logits)
+        vt = self.V.transpose(1, 2)
+        block = self._block_size(n, x.device)
+        if block >= self.num_dims:
+            # One shot (GPUs): a (D, n, H) sum, far larger than a CPU's caches.
+            a = torch.cumsum(x_prev[:, :, None] * w_prev[:, None, :], dim=0)
+            if class_c is not None:
+                a = a + class_c
+            return self._to_image_layout(torch.baddbmm(b, torch.sigmoid(a), vt))  # (D, n, L_out)
+        # Blocked (CPUs): each (block, n, H) slab stays in cache from the sum to the output
+        # layer; the running sum before a block (with the class offset) is added to its sums.
+        # The running sum moves on by one small matmul rather than by slicing the slab's last
+        # row, whose gradient would be a zero-filled slab.
+        out, carry = [], class_c
+        for s in range(0, self.num_dims, block):
+            xb, wb = x_prev[s:s + block], w_prev[s:s + block]
+            a = torch.cumsum(xb[:, :, None] * wb[:, None, :], dim=0)
+            if carry is not None:
+                a.add_(carry)
+            carry = xb.T @ wb if carry is None else carry + xb.T @ wb
+            out.append(torch.baddbmm(b[s:s + block], torch.sigmoid(a), vt[s:s + block]))
+        return self._to_image_layout(torch.cat(out))
 
-    def _sample(self, noise: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def _sample_steps(self, noise: torch.Tensor, y: torch.Tensor | None, temperature: float):
         """Incremental: a_{i+1} = a_i + W[:, i] x_i, one column per step, O(D * H) per image."""
         n = noise.shape[0]
         class_c, class_b = self._class_offsets(y, n)
@@ -89,8 +119,8 @@ class NADE(AutoregressiveModel):
         x = torch.zeros(n, self.num_dims, device=noise.device)
         for pos, i in enumerate(self.order().tolist()):
             li = torch.sigmoid(a) @ self.V[pos].T + b[:, pos]             # (n, L_out)
-            k = inverse_cdf(li[:, 0] if self.levels == 2 else li, flat_noise[:, i], self.levels)
+            k = inverse_cdf(li[:, 0] if self.levels == 2 else li, flat_noise[:, i], self.levels, temperature)
             xi = self.from_levels(k)
             x[:, i] = xi
             a = a + xi[:, None] * self.W[pos]
-        return x.view(n, *self.image_shape)
+            yield x.view(n, *self.image_shape)

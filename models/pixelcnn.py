@@ -18,6 +18,17 @@ bias to every residual block or gated layer (both stacks) and to the output head
 instead of its scalar value: the mode for priors over VQ-VAE codes, where ``levels`` is the
 codebook size and the codes are categories, not intensities.
 
+``output = "logistic_mixture"`` replaces the softmax by the discretised mixture of ``mixtures``
+logistics of PixelCNN++ (Salimans et al. 2017; shared with the PixelRNNs, see
+``layers.mixture_conditionals``): per pixel, mixture logits and per-channel locations and
+scales, with G's location shifted linearly by R and B's by R and G inside each component; every
+bin a CDF difference with the end bins open, so it is exact and normalised over the levels and
+its bits/dim compare with the softmax head's. It is parameterised per pixel, from the R group's
+features (which see no subpixel of the pixel), and draws R, then G, then B from their
+conditionals given the pixel's earlier channels, so the samplers, ``log_prob`` and the
+autoregressive tests need nothing new. Temperature T divides the mixture logits and multiplies
+the logistic scales.
+
 Sampling (``_sample``) caches activations: the output at a pixel only needs every layer's
 activations at that pixel and at pixels already generated, so each step computes every layer at
 one position (and, for the gated network, the vertical stack one row at a time once the row is
@@ -31,7 +42,19 @@ from torch import nn
 
 from models import register
 from models.base import AutoregressiveModel
-from models.layers import MaskedConv2d, channel_groups, inverse_cdf, raster_conv_mask
+from models.layers import (
+    ClassEmbedding,
+    MaskedConv2d,
+    channel_groups,
+    inverse_cdf,
+    level_logits,
+    check_output,
+    mixture_conditionals,
+    mixture_image_log_prob,
+    mixture_image_logits,
+    mixture_param_count,
+    raster_conv_mask,
+)
 
 
 def group_mask(groups_in: torch.Tensor, groups_out: torch.Tensor, include_same: bool) -> torch.Tensor:
@@ -56,10 +79,10 @@ def shift_down(t: torch.Tensor) -> torch.Tensor:
     return F.pad(t, (0, 0, 1, 0))[:, :, :-1]
 
 
-def class_embedding(num_classes: int | None, dim: int) -> nn.Embedding | None:
+def class_embedding(num_classes: int | None, dim: int) -> ClassEmbedding | None:
     if num_classes is None:
         return None
-    emb = nn.Embedding(num_classes, dim)
+    emb = ClassEmbedding(num_classes, dim)
     nn.init.normal_(emb.weight, std=0.1)
     return emb
 
@@ -303,12 +326,19 @@ class GatedCache:
 
 # -- the model ----------------------------------------------------------------------------------
 class OutputHead(nn.Module):
-    """relu -> 1x1 -> (+ class bias) -> relu -> 1x1 to C * L_out logits, all mask B."""
+    """relu -> 1x1 -> (+ class bias) -> relu -> 1x1 to C * L_out logits, all mask B; or, with
+    ``mixture_params`` P > 0, to the P parameters of a pixel's logistic mixture, read from the
+    R group's features only (the ones that see no subpixel of the pixel itself)."""
 
-    def __init__(self, in_channels, hidden, colors, out_per_subpixel, num_classes):
+    def __init__(self, in_channels, hidden, colors, out_per_subpixel, num_classes, mixture_params: int = 0):
         super().__init__()
         self.hidden = pointwise(in_channels, hidden, colors)
-        self.out = pointwise(hidden, colors * out_per_subpixel, colors)
+        if mixture_params:
+            first_group = (channel_groups(hidden, colors) == 0).float()
+            self.out = MaskedConv2d(hidden, mixture_params, 1, mask=first_group.expand(mixture_params, hidden)[:, :, None, None])
+        else:
+            self.out = pointwise(hidden, colors * out_per_subpixel, colors)
+        self.mixture = bool(mixture_params)
         self.cond = class_embedding(num_classes, hidden)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -322,6 +352,9 @@ class OutputHead(nn.Module):
         logits (n, L_out) of that subpixel, with the masked weights computed once."""
         w1 = masked_weight(self.hidden)
         b1 = self.hidden.bias if self.cond is None else self.hidden.bias + self.cond(y)
+        if self.mixture:  # the pixel's mixture parameters, whichever colour is drawn
+            w2, b2 = masked_weight(self.out), self.out.bias
+            return lambda z, g: F.linear(F.relu(F.linear(F.relu(z), w1, b1)), w2, b2)
         w2, b2 = masked_weight(self.out).view(colors, -1, w1.shape[0]), self.out.bias.view(colors, -1)
 
         def logits(z: torch.Tensor, g: int) -> torch.Tensor:
@@ -336,7 +369,11 @@ class PixelCNN(AutoregressiveModel):
     network, whose kxk convolutions use half of it, or the feature maps of each gated stack);
     ``num_layers`` (residual blocks or gated layers after the first layer); ``kernel_size`` of
     those layers and ``first_kernel_size`` of the first (odd); ``head_channels`` of the 1x1
-    output layer; ``embed_levels`` and ``embed_dim`` for categorical inputs."""
+    output layer; ``embed_levels`` and ``embed_dim`` for categorical inputs; ``output``
+    "categorical" (a softmax over the levels) or "logistic_mixture" (``mixtures`` discretised
+    logistics per pixel, see ``layers.mixture_conditionals``)."""
+
+    graph_sampling = True  # the cached sampler is pure tensor work: CUDA graphs replay it exactly
 
     def __init__(
         self,
@@ -352,9 +389,15 @@ class PixelCNN(AutoregressiveModel):
         head_channels: int = 128,
         embed_levels: bool = False,
         embed_dim: int = 16,
+        output: str = "categorical",
+        mixtures: int = 10,
     ):
         super().__init__(image_shape, levels, num_classes)
         colors = self.image_shape[0]
+        check_output(output, mixtures)
+        if output == "logistic_mixture" and embed_levels:
+            raise ValueError("output 'logistic_mixture' models intensities; embed_levels is for categories (use output 'categorical')")
+        self.output, self.mixtures = output, int(mixtures)
         for name, k in (("kernel_size", kernel_size), ("first_kernel_size", first_kernel_size)):
             if int(k) < 1 or int(k) % 2 == 0:
                 raise ValueError(f"{name} must be a positive odd integer, got {k}")
@@ -373,7 +416,8 @@ class PixelCNN(AutoregressiveModel):
         stack = GatedStack if self.gated else PlainStack
         self.stack = stack(self.encoder.channels, int(hidden_channels), int(num_layers), int(kernel_size),
                            int(first_kernel_size), colors, num_classes)
-        self.head = OutputHead(int(hidden_channels), int(head_channels), colors, self.out_per_subpixel, num_classes)
+        mixture_params = mixture_param_count(colors, self.mixtures) if output == "logistic_mixture" else 0
+        self.head = OutputHead(int(hidden_channels), int(head_channels), colors, self.out_per_subpixel, num_classes, mixture_params)
 
     def _layout(self, out: torch.Tensor) -> torch.Tensor:
         """(n, C * L_out, H, W), channel c * L_out + l -> the layout of ``discrete_log_prob``."""
@@ -383,9 +427,25 @@ class PixelCNN(AutoregressiveModel):
         return out.view(n, c, self.levels, hh, ww).transpose(1, 2)
 
     def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self._layout(self.head(self.stack(self.encoder(x), y), y))
+        out = self.head(self.stack(self.encoder(x), y), y)
+        if self.output == "logistic_mixture":
+            return mixture_image_logits(out.permute(0, 2, 3, 1), x, self.levels)
+        return self._layout(out)
 
-    def _sample(self, noise: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def sampling_logits(self, x, y, temperature):
+        if self.output == "logistic_mixture":  # T tempers the mixture itself
+            out = self.head(self.stack(self.encoder(x), y), y)
+            return mixture_image_logits(out.permute(0, 2, 3, 1), x, self.levels, temperature), 1.0
+        return super().sampling_logits(x, y, temperature)
+
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.output != "logistic_mixture":
+            return super().log_prob(x, y)
+        y = self.check_labels(y, x.shape[0])
+        out = self.head(self.stack(self.encoder(x), y), y)
+        return mixture_image_log_prob(out.permute(0, 2, 3, 1), x, self.levels)
+
+    def _sample_steps(self, noise: torch.Tensor, y: torch.Tensor | None, temperature: float):
         """Cached sampling: per subpixel, every layer at one position (see PlainCache and
         GatedCache); the image is also kept as input features in a zero-padded buffer."""
         n, (colors, height, width) = noise.shape[0], self.image_shape
@@ -394,12 +454,17 @@ class PixelCNN(AutoregressiveModel):
         cache = self.stack.cache(x_buffer, y)
         head = self.head.cached(y, colors)
         x = torch.zeros_like(noise)
+        mixture = self.output == "logistic_mixture"
         for h in range(height):
             for w in range(width):
                 for c in range(colors):
                     logits = head(cache.features(h, w), c)
-                    k = inverse_cdf(logits[:, 0] if self.levels == 2 else logits, noise[:, c, h, w], self.levels)
+                    if mixture:  # channel c given the pixel's earlier channels; T tempers the mixture
+                        lp = mixture_conditionals(logits, x[:, :, h, w], self.levels, temperature)[:, c]
+                        k = inverse_cdf(level_logits(lp, self.levels), noise[:, c, h, w], self.levels)
+                    else:
+                        k = inverse_cdf(logits[:, 0] if self.levels == 2 else logits, noise[:, c, h, w], self.levels, temperature)
                     x[:, c, h, w] = self.from_levels(k)
                     x_buffer[:, c * e : (c + 1) * e, h + p0, w + p0] = self.encoder.encode(k)
+                    yield x
             cache.finish_row(h)
-        return x

@@ -3,7 +3,9 @@
 Both share one skeleton: a 7x7 mask-A convolution lifts the image to a residual stream of
 2h features, ``layers`` recurrent layers each add ``1x1(LSTM(stream))`` to the stream, and a
 ReLU - 1x1 - ReLU - 1x1 head (mask B) gives a softmax over ``levels`` values per subpixel
-(a Bernoulli for levels 2). Colour images are ordered R, then G given R, then B given R and G:
+(a Bernoulli for levels 2), or with ``output = "logistic_mixture"`` the discretised mixture
+of logistics of PixelCNN++ over the levels (``layers.mixture_conditionals``; see pixelcnn.py).
+Colour images are ordered R, then G given R, then B given R and G:
 every feature, gate and logit belongs to a colour group (``layers.channel_groups``), and at
 the pixel being predicted a group reads only earlier groups (mask A) or earlier-or-same groups
 (mask B). Each LSTM has 4 gates of h channels, each gate split into the same R, G, B groups.
@@ -37,7 +39,21 @@ from torch import nn
 
 from models import register
 from models.base import AutoregressiveModel
-from models.layers import MaskedConv2d, MaskedLinear, channel_mask, inverse_cdf, raster_conv_mask
+from models.layers import (
+    ClassEmbedding,
+    MaskedConv2d,
+    MaskedLinear,
+    channel_groups,
+    channel_mask,
+    check_output,
+    inverse_cdf,
+    level_logits,
+    mixture_conditionals,
+    mixture_image_log_prob,
+    mixture_image_logits,
+    mixture_param_count,
+    raster_conv_mask,
+)
 
 
 def lstm_cell(gates: torch.Tensor, c: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,29 +95,57 @@ def unskew(s: torch.Tensor, width: int) -> torch.Tensor:
 class _PixelRNN(AutoregressiveModel):
     """The shared skeleton: input conv, residual recurrent layers, output head, sampler loop."""
 
-    def __init__(self, image_shape, levels, num_classes, hidden, layers, head_channels):
+    graph_sampling = True  # the sampler is pure tensor work: CUDA graphs replay it exactly
+
+    def __init__(self, image_shape, levels, num_classes, hidden, layers, head_channels, output="categorical", mixtures=10):
         super().__init__(image_shape, levels, num_classes)
         for name, value in (("hidden", hidden), ("layers", layers), ("head_channels", head_channels)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
+        check_output(output, mixtures)
+        self.output, self.mixtures = output, int(mixtures)
         c = self.image_shape[0]
         self.hidden, self.features = int(hidden), 2 * int(hidden)
         self.out_per_color = 1 if self.levels == 2 else self.levels
         f, out = self.features, c * self.out_per_color
         self.input_conv = MaskedConv2d(c, f, 7, padding=3, mask=raster_conv_mask(c, f, (7, 7), c, "A"))
+        if output == "logistic_mixture":
+            # A pixel's mixture parameters, from the R group's features: they see no subpixel
+            # of the pixel itself (its colours depend on each other inside the mixture).
+            out = mixture_param_count(c, self.mixtures)
+            last_mask = (channel_groups(head_channels, c) == 0).float().expand(out, head_channels)
+        else:
+            last_mask = mask_b(head_channels, out, c)
         self.head = nn.Sequential(
             nn.ReLU(), MaskedLinear(f, head_channels, mask_b(f, head_channels, c)),
-            nn.ReLU(), MaskedLinear(head_channels, out, mask_b(head_channels, out, c)),
+            nn.ReLU(), MaskedLinear(head_channels, out, last_mask),
         )
 
     # -- the parallel pass (training, log_prob) ----------------------------------------------
-    def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def _head_output(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """(n, H, W, C * out_per_color) logits, or (n, H, W, P) mixture parameters."""
         image = 2 * x - 1
         stream = self.input_conv(image).permute(0, 2, 3, 1).contiguous()  # (n, H, W, features)
         image = image.permute(0, 2, 3, 1)
         for layer in self.layers:
             stream = layer(stream, image, y)
-        out = self.head(stream)  # (n, H, W, C * out_per_color)
+        return self.head(stream)
+
+    def sampling_logits(self, x, y, temperature):
+        if self.output == "logistic_mixture":  # T tempers the mixture itself
+            return mixture_image_logits(self._head_output(x, y), x, self.levels, temperature), 1.0
+        return super().sampling_logits(x, y, temperature)
+
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.output != "logistic_mixture":
+            return super().log_prob(x, y)
+        y = self.check_labels(y, x.shape[0])
+        return mixture_image_log_prob(self._head_output(x, y), x, self.levels)
+
+    def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        out = self._head_output(x, y)
+        if self.output == "logistic_mixture":
+            return mixture_image_logits(out, x, self.levels)
         if self.levels == 2:
             return out.permute(0, 3, 1, 2)
         n, h, w, _ = out.shape
@@ -114,7 +158,7 @@ class _PixelRNN(AutoregressiveModel):
         patch = image_pad[:, :, r : r + 7, j : j + 7].flatten(1)
         return F.linear(patch, (conv.mask * conv.weight).flatten(1), conv.bias)
 
-    def _sample(self, noise: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def _sample_steps(self, noise: torch.Tensor, y: torch.Tensor | None, temperature: float):
         n = noise.shape[0]
         c, h, w = self.image_shape
         x = torch.zeros(n, c, h, w, device=noise.device)
@@ -129,18 +173,22 @@ class _PixelRNN(AutoregressiveModel):
                     stream = self._input_pixel(image_pad, r, j)
                     for layer, state in zip(self.layers, states):
                         stream = layer.step(state, stream, j)
-                    logits = self.head(stream).view(n, c, self.out_per_color)[:, ch]
-                    level = inverse_cdf(logits[:, 0] if self.levels == 2 else logits, noise[:, ch, r, j], self.levels)
+                    if self.output == "logistic_mixture":  # T tempers the mixture itself
+                        lp = mixture_conditionals(self.head(stream), x[:, :, r, j], self.levels, temperature)[:, ch]
+                        level = inverse_cdf(level_logits(lp, self.levels), noise[:, ch, r, j], self.levels)
+                    else:
+                        logits = self.head(stream).view(n, c, self.out_per_color)[:, ch]
+                        level = inverse_cdf(logits[:, 0] if self.levels == 2 else logits, noise[:, ch, r, j], self.levels, temperature)
                     x[:, ch, r, j] = self.from_levels(level)
                     image_pad[:, ch, r + 3, j + 3] = 2 * x[:, ch, r, j] - 1
-        return x
+                    yield x
 
 
-def _class_bias(num_classes: int | None, size: int) -> nn.Embedding | None:
+def _class_bias(num_classes: int | None, size: int) -> ClassEmbedding | None:
     """A learned per-class bias added to the gates (zero at initialisation)."""
     if not num_classes:
         return None
-    emb = nn.Embedding(num_classes, size)
+    emb = ClassEmbedding(num_classes, size)
     nn.init.zeros_(emb.weight)
     return emb
 
@@ -221,8 +269,9 @@ class RowLSTM(_PixelRNN):
     """PixelRNN with Row LSTM layers (triangular receptive field)."""
 
     def __init__(self, image_shape, levels: int = 2, num_classes: int | None = None, *,
-                 hidden: int = 32, layers: int = 4, kernel_size: int = 3, head_channels: int = 64):
-        super().__init__(image_shape, levels, num_classes, hidden, layers, head_channels)
+                 hidden: int = 32, layers: int = 4, kernel_size: int = 3, head_channels: int = 64,
+                 output: str = "categorical", mixtures: int = 10):
+        super().__init__(image_shape, levels, num_classes, hidden, layers, head_channels, output, mixtures)
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
         c = self.image_shape[0]
@@ -346,8 +395,9 @@ class DiagonalBiLSTM(_PixelRNN):
     """PixelRNN with Diagonal BiLSTM layers (every previous pixel in the receptive field)."""
 
     def __init__(self, image_shape, levels: int = 2, num_classes: int | None = None, *,
-                 hidden: int = 16, layers: int = 4, head_channels: int = 64, close_blind_spot: bool = True):
-        super().__init__(image_shape, levels, num_classes, hidden, layers, head_channels)
+                 hidden: int = 16, layers: int = 4, head_channels: int = 64, close_blind_spot: bool = True,
+                 output: str = "categorical", mixtures: int = 10):
+        super().__init__(image_shape, levels, num_classes, hidden, layers, head_channels, output, mixtures)
         c = self.image_shape[0]
         self.layers = nn.ModuleList(
             DiagonalBiLSTMLayer(self.features, self.hidden, c, self.num_classes, bool(close_blind_spot))

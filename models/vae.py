@@ -22,6 +22,7 @@ from torch import nn
 
 from models import register
 from models.base import GenerativeModel
+from models.layers import check_temperature, class_weights, discretized_log_prob
 
 LIKELIHOODS = ("bce", "mse", "mae", "logistic", "categorical")
 LOG_2PI = math.log(2 * math.pi)
@@ -40,17 +41,10 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
 def discretized_logistic_log_prob(x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor, levels: int) -> torch.Tensor:
     """Elementwise log P(level of x) under a logistic(loc, scale) binned at the grid k/(L-1):
     bin k covers [x - h, x + h] with h = 1/(2(L-1)), the end bins reach -inf and +inf, so the
-    L probabilities sum to one. Uses log(s(a) - s(b)) = log s(a) + log s(-b) + log(1 - e^(b-a))
-    for the logistic sigmoid s, which stays accurate when the bin holds almost all the mass."""
+    L probabilities sum to one (``layers.discretized_log_prob``, whose bin edges are shared
+    exactly by neighbouring bins, and which stays accurate when a bin holds almost all the mass)."""
     k = (x * (levels - 1)).round()
-    h = 0.5 / (levels - 1)
-    inv_scale = torch.exp(-log_scale)
-    a = (x - loc + h) * inv_scale  # upper edge
-    b = (x - loc - h) * inv_scale  # lower edge
-    log_cdf_a = F.logsigmoid(a)
-    log_sf_b = F.logsigmoid(-b)
-    inner = log_cdf_a + log_sf_b + torch.log(-torch.expm1(-2 * h * inv_scale))
-    return torch.where(k <= 0, log_cdf_a, torch.where(k >= levels - 1, log_sf_b, inner))
+    return discretized_log_prob(k, loc, log_scale, levels, "logistic")
 
 
 # -- observation models ------------------------------------------------------------------------
@@ -286,7 +280,8 @@ class VAE(GenerativeModel):
 
     # -- conditioning ------------------------------------------------------------------------
     def _one_hot(self, y: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-        return None if y is None else F.one_hot(y, self.num_classes).to(dtype)
+        """The one-hot of labels, or soft labels' class weights as they are."""
+        return None if y is None else class_weights(y, self.num_classes, dtype)
 
     def _encode(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         onehot = self._one_hot(y, x.dtype)
@@ -364,14 +359,20 @@ class VAE(GenerativeModel):
             log_w.append(log_px + standard_normal_log_prob(z) - log_q)
         return torch.logsumexp(torch.cat(log_w), 0) - math.log(k)
 
-    def sample(self, n: int, y=None, *, z: torch.Tensor | None = None, mean: bool = False) -> torch.Tensor:
-        """z ~ N(0, I) (or the given ``z``), decoded: a draw of p(x | z, y) on the level grid,
-        or E[x | z, y] with ``mean=True``. Conditional: ``y`` picks the classes (default: in
-        turn). Each image depends only on its own z and y, never on the rest of the batch."""
+    def sample(self, n: int, y=None, *, z: torch.Tensor | None = None, mean: bool = False,
+               temperature: float = 1.0) -> torch.Tensor:
+        """z ~ N(0, T^2 I) (or the given ``z``, used as it is), decoded: a draw of p(x | z, y) on
+        the level grid, or E[x | z, y] with ``mean=True``. ``temperature`` T scales the prior's
+        standard deviation (1 is the model; smaller stays near the prior's mode). Conditional:
+        ``y`` picks the classes (default: in turn), or class weights (n, K) mix the one-hots.
+        Each image depends only on its own z and y, never on the rest of the batch."""
         y = self.sample_labels(n, y)
+        t = check_temperature(temperature)
         with torch.inference_mode():
             if z is None:
                 z = torch.randn(n, self.latent_dim, device=self.device)
+                if t != 1.0:
+                    z = z * t
             z = z.to(self.device)
             images = []
             for i in range(0, n, 1024):

@@ -26,9 +26,16 @@ from models.base import GenerativeModel
 from models.vae import Likelihood, num_downsamples, resolve_likelihood
 
 
-def perplexity(codes: torch.Tensor, num_codes: int) -> torch.Tensor:
+def code_counts(codes: torch.Tensor, num_codes: int) -> torch.Tensor:
+    """How often each of the K codes occurs in ``codes``, as floats (K,). Unlike
+    ``torch.bincount``, it never waits for a GPU (bincount reads the largest code first)."""
+    flat = codes.flatten()
+    return torch.zeros(num_codes, device=codes.device).index_add_(0, flat, torch.ones(flat.shape, device=codes.device))
+
+
+def perplexity(codes: torch.Tensor, num_codes: int, counts: torch.Tensor | None = None) -> torch.Tensor:
     """exp(-sum_k p_k log p_k) of the code frequencies: K for uniform usage, 1 for one code."""
-    p = torch.bincount(codes.flatten(), minlength=num_codes).float()
+    p = code_counts(codes, num_codes) if counts is None else counts
     p = p / p.sum().clamp(min=1)
     return torch.exp(-torch.special.xlogy(p, p).sum())
 
@@ -114,8 +121,8 @@ class VectorQuantizer(nn.Module):
         return len(dead)
 
     @torch.no_grad()
-    def ema_update(self, z: torch.Tensor, codes: torch.Tensor) -> None:
-        counts = torch.bincount(codes, minlength=self.num_codes).to(z.dtype)
+    def ema_update(self, z: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor | None = None) -> None:
+        counts = (code_counts(codes, self.num_codes) if counts is None else counts).to(z.dtype)
         sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, z)
         self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
@@ -149,27 +156,30 @@ class VectorQuantizer(nn.Module):
         training = self.training and torch.is_grad_enabled()
         restarted = 0
         if training:
-            if not bool(self.initialised):
+            # kmeans_init=False starts (and stays) initialised: no host-device sync to check.
+            if self.kmeans_init and not bool(self.initialised):
                 self._set_codes(torch.arange(self.num_codes, device=flat.device), kmeans(flat, self.num_codes))
                 self.initialised.fill_(True)
             if self.restart_dead:
                 restarted = self.restart(flat)
         codes = self.codes(z_e.detach())
         z_q = self.lookup(codes)
+        counts = code_counts(codes, self.num_codes)
         out = {
             "z_q": z_e + (z_q - z_e).detach(),
             "codes": codes,
             "codebook": (z_e.detach() - z_q).pow(2).flatten(1).sum(1),
             "commitment": (z_e - z_q.detach()).pow(2).flatten(1).sum(1),
-            "perplexity": perplexity(codes, self.num_codes),
+            "perplexity": perplexity(codes, self.num_codes, counts),
         }
         if training:
             self.step += 1
-            self.last_used[codes.unique()] = self.step
+            # A mask, not codes.unique(): unique waits for the GPU to learn its output's size.
+            self.last_used.masked_fill_(counts > 0, self.step)
             if self.ema:
-                self.ema_update(flat, codes.flatten())
+                self.ema_update(flat, codes.flatten(), counts)
         out["codes_used"] = self.codes_used()
-        out["restarted"] = torch.tensor(float(restarted), device=z_e.device)
+        out["restarted"] = torch.full((), float(restarted), device=z_e.device)  # a fill, not a host copy
         return out
 
 
@@ -266,9 +276,22 @@ class VQVAE(GenerativeModel):
         """log p(codes) under the uniform prior: -h w log K."""
         return -self.code_shape[0] * self.code_shape[1] * math.log(self.num_codes)
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """z_e, the encoder's output before quantisation: (n, code_dim, h, w)."""
+        return self.encoder(x)
+
+    def quantize(self, z_e: torch.Tensor) -> torch.Tensor:
+        """Nearest codes (n, h, w) of vectors z_e (n, code_dim, h, w); no state changes."""
+        return self.quantizer.codes(z_e)
+
     def encode_codes(self, x: torch.Tensor) -> torch.Tensor:
         """Nearest codes of x: LongTensor (n, h, w). Never changes the quantiser's state."""
-        return self.quantizer.codes(self.encoder(x))
+        return self.quantize(self.encode(x))
+
+    def decode_latent(self, z_e: torch.Tensor, mean: bool = True) -> torch.Tensor:
+        """Images for vectors z_e (n, code_dim, h, w), e.g. interpolated between two encodings:
+        each vector is quantised to its nearest code first, then decoded as ``decode_codes``."""
+        return self.decode_codes(self.quantize(z_e), mean=mean)
 
     def decode_codes(self, codes: torch.Tensor, mean: bool = True) -> torch.Tensor:
         """Images for codes (n, h, w): E[x | codes] by default, a draw on the level grid with

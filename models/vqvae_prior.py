@@ -88,11 +88,38 @@ class VQVAEPrior(GenerativeModel):
         """log p(codes [| y]) in nats per image."""
         return self.prior.log_prob(self._as_image(codes), y)
 
-    def sample_codes(self, n: int, y=None) -> torch.Tensor:
-        """Code grids (n, h, w) drawn from the prior."""
+    def sample_codes(self, n: int, y=None, temperature: float = 1.0, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Code grids (n, h, w) drawn from the prior; ``temperature`` divides its logits;
+        ``noise`` (n, 1, h, w) uniforms make the draw reproducible."""
         y = self.sample_labels(n, y)
         with torch.inference_mode():
-            return self.prior.to_levels(self.prior.sample(n, y))[:, 0]
+            return self.prior.to_levels(self.prior.sample(n, y, noise=noise, temperature=temperature))[:, 0]
+
+    def decode_partial(self, codes: torch.Tensor, done: int, mean: bool = True) -> torch.Tensor:
+        """Images of code grids (n, h, w) of which only the first ``done`` positions (raster
+        order) are drawn: the codebook vectors there, zero vectors elsewhere, decoded."""
+        h, w = self.code_shape
+        filled = (torch.arange(h * w, device=codes.device) < done).view(1, 1, h, w)
+        with torch.inference_mode():
+            z_q = self.vqvae.quantizer.lookup(codes) * filled
+            out = self.vqvae.decoder(z_q).float()
+            return self.vqvae.likelihood.mean(out) if mean else self.vqvae.likelihood.sample(out)
+
+    def sample_progress(self, n: int, y=None, noise: torch.Tensor | None = None, temperature: float = 1.0,
+                        every: int = 1, mean: bool = True, codes: bool = False):
+        """Generator of (done, frame) over the h*w code grid, ``done`` codes drawn, from the
+        prior's own fast sampler: frames are the decoded images of the partial grid (codes not
+        yet drawn read as zero vectors; the last frame is ``sample(..., mean=mean)`` from the
+        same noise when ``mean``), or with ``codes=True`` the code grids (n, h, w), -1 where not
+        yet drawn."""
+        y = self.sample_labels(n, y)
+        h, w = self.code_shape
+        for done, x in self.prior.sample_progress(n, y, noise=noise, temperature=temperature, every=every):
+            grid = self.prior.to_levels(x)[:, 0]
+            if codes:
+                yield done, torch.where(torch.arange(h * w, device=grid.device).view(h, w) < done, grid, -1)
+            else:
+                yield done, self.decode_partial(grid, done, mean=mean)
 
     # -- the contract ------------------------------------------------------------------------
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -109,9 +136,11 @@ class VQVAEPrior(GenerativeModel):
             recon = self.vqvae.recon_log_prob(x, codes)
         return self.code_log_prob(codes, y) + recon
 
-    def sample(self, n: int, y=None, *, mean: bool = False) -> torch.Tensor:
+    def sample(self, n: int, y=None, *, mean: bool = False, temperature: float = 1.0,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
         """Codes from the prior, decoded by the VQ-VAE: a draw of p(x | codes) on the level
-        grid, or its mean with ``mean=True``. Conditional: ``y`` picks the classes."""
-        codes = self.sample_codes(n, y)
+        grid, or its mean with ``mean=True``. Conditional: ``y`` picks the classes (or class
+        weights mix them); ``temperature`` divides the prior's logits."""
+        codes = self.sample_codes(n, y, temperature=temperature, noise=noise)
         with torch.inference_mode():
             return self.vqvae.decode_codes(codes, mean=mean)

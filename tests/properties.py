@@ -9,6 +9,9 @@ import numpy as np
 import torch
 from scipy import stats
 
+import models
+from models.layers import discrete_log_prob
+
 
 def all_images(shape, levels: int) -> torch.Tensor:
     """Every image of ``shape`` (C, H, W) with ``levels`` values per subpixel, in [0, 1]."""
@@ -24,11 +27,21 @@ def image_index(x: torch.Tensor, levels: int) -> torch.Tensor:
     return (k * weights).sum(1)
 
 
-def log_probs_of_all(model, y: int | None = None) -> torch.Tensor:
+def log_probs_of_all(model, y: int | None = None, temperature: float = 1.0) -> torch.Tensor:
+    """log p(x) of every image; with a temperature T != 1, the log-probability under which
+    the sampler draws at T: the product of the conditionals the model samples from at T
+    (``sampling_logits``, then divided by the T left over), each renormalised."""
     x = all_images(model.image_shape, model.levels).to(model.device)
     labels = None if y is None else torch.full((x.shape[0],), y, dtype=torch.long, device=model.device)
+
+    def lp(xb, yb):
+        if temperature == 1.0:
+            return model.log_prob(xb, yb)
+        logits, t = model.sampling_logits(xb, yb, temperature)
+        return discrete_log_prob(logits.double() / t, model.to_levels(xb), model.levels)
+
     with torch.no_grad():
-        return torch.cat([model.log_prob(xb, None if labels is None else labels[i : i + 1024])
+        return torch.cat([lp(xb, None if labels is None else labels[i : i + 1024])
                           for i, xb in zip(range(0, len(x), 1024), x.split(1024))]).double()
 
 
@@ -37,12 +50,15 @@ def assert_normalised(model, y: int | None = None, atol: float = 1e-4) -> None:
     assert abs(total - 1.0) < atol, f"sum of p(x) over every image is {total:.6f}, not 1"
 
 
-def assert_samples_match(model, n: int = 20000, y: int | None = None, seed: int = 0, min_p: float = 1e-3) -> None:
-    """Chi-square test of ``model.sample`` frequencies against exp(log_prob)."""
-    p = log_probs_of_all(model, y).exp().cpu().numpy()
+def assert_samples_match(model, n: int = 20000, y: int | None = None, seed: int = 0, min_p: float = 1e-3,
+                         temperature: float = 1.0) -> None:
+    """Chi-square test of ``model.sample`` frequencies against exp(log_prob) (at a temperature
+    T != 1: against the product of the tempered conditionals, see :func:`log_probs_of_all`)."""
+    p = log_probs_of_all(model, y, temperature).exp().cpu().numpy()
     torch.manual_seed(seed)
     with torch.no_grad():
-        xs = model.sample(n, y=None if y is None else torch.full((n,), y, dtype=torch.long))
+        labels = None if y is None else torch.full((n,), y, dtype=torch.long)
+        xs = model.sample(n, y=labels) if temperature == 1.0 else model.sample(n, y=labels, temperature=temperature)
     assert xs.shape == (n, *model.image_shape)
     levels = model.levels
     on_grid = (xs * (levels - 1) - (xs * (levels - 1)).round()).abs().max().item()
@@ -123,3 +139,29 @@ def assert_learns(model, n: int = 64, steps: int = 30, lr: float = 1e-2, gain: f
         loss.backward()
         opt.step()
     assert model.loss(x)["loss"].item() < first - gain
+
+
+# Tiny autoregressive models of every family, for the tests of the sampling hooks
+# (temperature, progress frames, soft labels) that every one of them must pass.
+TINY_HPARAMS = {
+    "fvsbn": {},
+    "nade": {"hidden_units": 8},
+    "made": {"hidden": [16]},
+    "pixelcnn": {"hidden_channels": 12, "num_layers": 1, "head_channels": 12, "first_kernel_size": 3},
+    "gated_pixelcnn": {"gated": True, "hidden_channels": 6, "num_layers": 1, "head_channels": 6, "first_kernel_size": 3},
+    "row_lstm": {"hidden": 6, "layers": 1, "head_channels": 8},
+    "diagonal_bilstm": {"hidden": 4, "layers": 1, "head_channels": 8},
+}
+
+
+def tiny_autoregressive(kind: str, shape=(1, 2, 2), levels: int = 4, num_classes: int | None = None,
+                        std: float = 1.0, seed: int = 0, **hparams):
+    """A tiny model of ``kind`` (a key of ``TINY_HPARAMS``, optionally with extra hparams)
+    with weights drawn large enough (``std``) that its conditionals are far from uniform."""
+    torch.manual_seed(seed)
+    name = "pixelcnn" if kind == "gated_pixelcnn" else kind
+    model = models.build(name, shape, levels, num_classes, **{**TINY_HPARAMS[kind], **hparams})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+    return model.eval()

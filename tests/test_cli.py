@@ -74,5 +74,5 @@ def test_ctrl_c_checkpoints_and_prints_the_resume_command(tiny_preset, isolated)
     assert "resume with: genwb run --resume" in err and "Traceback" not in err
     (run_dir,) = (isolated / "runs").iterdir()
     status = json.loads((run_dir / "status.json").read_text())
-    assert status["state"] == "cancelled" and status["step"] > 0
+    assert status["state"] == "interrupted" and status["step"] > 0
     assert (run_dir / "checkpoints" / "last.pt").exists()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from workbench import evaluate, features
+from workbench import evaluate, features, metrics
 from workbench.config import load_config
 from workbench.data import load_split, to_model_domain
 from workbench.errors import UserError
@@ -46,14 +46,21 @@ def count_extracts(monkeypatch):
     return seen
 
 
-def test_evaluate_run_writes_named_metrics_and_keeps_the_test_nll(tiny_run, count_extracts):
+def test_evaluate_run_writes_named_metrics_and_keeps_the_test_nll(tiny_run, count_extracts, monkeypatch):
     before = tiny_run.read_eval()
     assert "test_nll" in before
+    extracted = []
+    counting = FeatureExtractor.extract
+    monkeypatch.setattr(FeatureExtractor, "extract",
+                        lambda self, *a, **k: extracted.append(counting(self, *a, **k)) or extracted[-1])
     result = evaluate_run(tiny_run.path, seed=1, **ARGS)
 
     assert result["extractor"] == "classifier" and result["labels"]["fid"] == "FID (classifier features)"
     assert "binary" in result["extractor_label"]  # the run is binarised: the binary-domain classifier
-    assert np.isfinite(result["fid"]) and result["fid"] >= 0
+    # FID is the Frechet distance between the real test features and the samples' features
+    real, fake = extracted
+    fid = metrics.frechet_distance(*metrics.gaussian_statistics(real.features), *metrics.gaussian_statistics(fake.features))
+    assert result["fid"] == pytest.approx(fid, rel=1e-6) and result["fid"] > 0
     assert 1 <= result["is_mean"] <= 10 and 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
     assert "conditional_accuracy" not in result  # unconditional model
     assert result["test_nll"] == before["test_nll"]
@@ -165,3 +172,28 @@ def test_too_few_samples_and_missing_runs_are_user_errors(tmp_path):
         evaluate_run(tmp_path, n=5)
     with pytest.raises(UserError, match="not a run folder"):
         evaluate_run(tmp_path, n=100)
+
+
+@pytest.mark.parametrize("name, hparams, bound, density", [
+    ("vqvae", {}, "point-mass ELBO, uniform code prior", False),
+    ("vae", {"likelihood": "mse", "iw_samples": 4}, "IWAE, K=4", True),
+    ("vae", {}, "IWAE, K=16", False),
+    ("made", {}, "exact", False),
+])
+def test_the_test_nll_says_which_bound_and_whether_a_density(name, hparams, bound, density):
+    import models
+
+    model = models.build(name, (1, 28, 28), 256 if density else 2, **hparams)
+    notes = evaluate.likelihood_notes(model)
+    assert notes["bound"] == bound and notes["density"] is density
+    result = {"labels": {"fid": "FID", "kid": "KID", "is": "IS", "precision": "P", "recall": "R"}, "n": 10, "seed": 0,
+              "extractor_label": "x", "real_images": 5, "fid": 1.0, "kid_mean": 0.1, "kid_std": 0.01, "is_mean": 2.0,
+              "is_std": 0.1, "precision": 0.5, "recall": 0.5, "test_nll": 300.0, "test_bpd": 0.5, **notes}
+    console = Console(record=True, width=200)
+    console.print(results_table(result))
+    text = console.export_text()
+    if bound == "exact":
+        assert "exact" in text and "upper bound" not in text
+    else:
+        assert f"upper bound ({bound})" in text and ("IWAE" in text) == bound.startswith("IWAE")
+    assert ("density" in text) is density

@@ -124,6 +124,18 @@ def test_inception_score_is_one_for_identical_predictions():
     assert mean == pytest.approx(1.0, abs=1e-12) and std < 1e-12
 
 
+def test_inception_score_is_exp_of_the_mean_kl_by_hand():
+    """p(y|x) = (1, 0, 0) and (1/3, 1/3, 1/3): p(y) = (2/3, 1/6, 1/6), KL = log 3/2 and (log 2)/3.
+    IS = exp(E[KL]) = sqrt(3/2 * 2^(1/3)) = 1.37473...; E[exp(KL)] = (3/2 + 2^(1/3))/2 = 1.37996...
+    would be the wrong order of exp and mean."""
+    probs = np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3]])
+    mean, _ = inception_score(probs, splits=1)
+    right = np.sqrt(1.5 * 2 ** (1 / 3))
+    wrong = (1.5 + 2 ** (1 / 3)) / 2
+    assert mean == pytest.approx(right, rel=1e-9)
+    assert abs(mean - wrong) > 5e-3
+
+
 def test_inception_score_lies_between_one_and_k_and_validates_input():
     probs = torch.softmax(torch.randn(400, 10, generator=torch.Generator().manual_seed(0)) * 2, 1)
     mean, _ = inception_score(probs, splits=4)

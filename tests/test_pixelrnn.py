@@ -95,6 +95,22 @@ def test_row_lstm_receptive_field_is_a_triangle():
         assert unseen_earlier(model) == expected
 
 
+def test_row_lstm_triangle_widens_with_the_kernel():
+    """The right edge of the triangle: pixel (i, j) sees row i-d (d >= 1) up to column
+    j + 3 + (d-1) * (k // 2): 3 from the 7x7 input conv, then k // 2 more per row climbed
+    through the 1 x k state-to-state conv. At 9 wide and 4 high kernels 3 and 5 differ (at 5
+    wide they do not)."""
+    h, w = 4, 9
+    for k in (3, 5):
+        model = build("row_lstm", (1, h, w), sharpen=False, hidden=12, head_channels=24, kernel_size=k)
+        unseen = unseen_earlier(model)
+        for i in range(1, h):
+            for j in range(w):
+                for d in range(1, i + 1):
+                    seen = [s for s in range(w) if (i * w + j, (i - d) * w + s) not in unseen]
+                    assert max(seen) == min(w - 1, j + 3 + (d - 1) * (k // 2)), (k, i, j, d)
+
+
 @pytest.mark.parametrize("shape", [(1, 5, 5), (3, 5, 5)])
 def test_diagonal_bilstm_sees_every_earlier_subpixel(shape):
     model = build("diagonal_bilstm", shape, sharpen=False, hidden=12, head_channels=24)

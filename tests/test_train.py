@@ -155,7 +155,7 @@ def test_out_of_memory_is_a_one_line_error_with_the_fix(tiny_preset, isolated, m
 
     monkeypatch.setattr(MADE, "loss", oom)
     run = Run.create(load_config(tiny_preset), isolated / "runs")
-    with pytest.raises(UserError, match=r"out of GPU memory at step 1 with batch size 20; lower it \(--set data.batch_size=10\)") as info:
+    with pytest.raises(UserError, match=r"out of GPU memory at step 1 \(training\) with data.batch_size = 20; lower it and resume: genwb run --resume .* --set data.batch_size=10$") as info:
         _train(run.config, None, run=run)
     assert info.value.exit_code == 1 and run.status()["state"] == "failed"
 

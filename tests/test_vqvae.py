@@ -199,3 +199,23 @@ def test_builds_at_tiny_shapes_and_loss_decreases(shape, ema):
         assert all(v.dim() == 0 for k, v in out.items())
     assert sum(losses[-5:]) < sum(losses[:5]) - 5 * 0.5
     assert m.log_prob(x).shape == (32,)
+
+
+def test_latent_hooks_for_interpolation_and_code_grids():
+    """encode gives z_e before quantisation, quantize its nearest codes, decode_latent quantises
+    then decodes, and none of them moves the quantiser's state."""
+    torch.manual_seed(0)
+    m = models.build("vqvae", (1, 8, 8), 2, num_codes=8, code_dim=4, channels=8, res_channels=4, res_blocks=1).eval()
+    x = batch((1, 8, 8), n=4)
+    state = {k: v.clone() for k, v in m.quantizer.state_dict().items()}
+    z_e = m.encode(x)
+    assert z_e.shape == (4, 4, *m.code_shape)
+    codes = m.quantize(z_e)
+    assert torch.equal(codes, m.encode_codes(x)) and codes.max() < m.num_codes
+    flat = z_e.permute(0, 2, 3, 1).reshape(-1, 4)
+    nearest = torch.cdist(flat, m.quantizer.embedding).argmin(1)
+    assert torch.equal(codes.flatten(), nearest)
+    assert torch.equal(m.decode_latent(z_e), m.decode_codes(codes))
+    mid = m.decode_latent(0.5 * (z_e[:2] + z_e[2:]))
+    assert mid.shape == (2, 1, 8, 8)
+    assert all(torch.equal(v, state[k]) for k, v in m.quantizer.state_dict().items())

@@ -9,8 +9,15 @@ import threading
 import click
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 class _Group(click.Group):
-    """Turn UserError into one line on stderr and its exit code, with no traceback."""
+    """The one place where every error a user can cause becomes one line on stderr and an exit
+    code, with no traceback: UserError (its own code: 2 bad input, 1 a run that failed), bad
+    command-line usage (2, without click's usage block), a file-system error (1), running out of
+    memory (1) and Ctrl-C (130). Anything else is a bug and keeps its traceback."""
 
     def invoke(self, ctx):
         from workbench.errors import UserError
@@ -18,104 +25,204 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {_one_line(e)}", err=True)
             ctx.exit(e.exit_code)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx else ctx.command_path
+            click.echo(f"error: {_one_line(e.format_message())} (see {where} --help)", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("\nerror: interrupted", err=True)
+            ctx.exit(130)
+        except MemoryError:
+            click.echo("error: out of memory; use smaller settings", err=True)
+            ctx.exit(1)
+        except OSError as e:
+            from workbench.errors import os_error_text
+
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"error: {where}{os_error_text(e)}", err=True)
+            ctx.exit(1)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="genwb")
-def main():
-    """genwb: train, sample and evaluate VAEs and autoregressive image models."""
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="The app: the runs folder (and its job queue) to open.")
+@click.option("--image-protocol", type=click.Choice(["auto", "kitty", "sixel", "halfcell"]),
+              help="The app: how to draw images (default: $GENWB_IMAGE_PROTOCOL, the user config, else auto).")
+@click.option("--cpu-slots", type=click.IntRange(min=1), help="The app: jobs trained at once on the CPU.")
+@click.pass_context
+def main(ctx, runs_dir, image_protocol, cpu_slots):
+    """genwb: train, sample and evaluate VAEs and autoregressive image models.
+
+    With no command, opens the app on --runs: the job queue, curves, samples, runs and FID/IS."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from workbench.tui import app as tui_app
+    from workbench.tui.settings import resolve_image_protocol
+
+    app = tui_app.create_app(runs_dir, image_protocol=resolve_image_protocol(image_protocol), cpu_slots=cpu_slots)
+    try:
+        app.run()
+    finally:
+        app.close_queue()
 
 
 @main.command()
-@click.argument("preset", required=False, type=click.Path(dir_okay=False))
+@click.argument("preset", required=False, type=click.Path())
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a preset value (repeatable).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for run folders (default: [run] out, runs/).")
+@click.option("--out", "out_dir", type=click.Path(), help="Folder for run folders (default: [run] out, runs/).")
 @click.option("--device", help="auto, cpu, cuda or cuda:N (default: [run] device).")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue a run from its last checkpoint.")
-def run(preset, overrides, out_dir, device, resume_dir):
-    """Train a model from PRESET (a TOML file), headless, with a progress bar."""
-    from workbench.config import load_config
-    from workbench.devices import resolve_device
+@click.option("--resume", "resume_dir", type=click.Path(), help="Continue a run (from step 0 if it wrote no checkpoint yet).")
+@click.option("--checkpoint", "which", type=click.Choice(["last", "best"]), default="last", show_default=True,
+              help="With --resume: the checkpoint to continue from.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train data-parallel in N processes on this machine (one per GPU; gloo on a CPU) through torchrun.")
+def run(preset, overrides, out_dir, device, resume_dir, which, nproc):
+    """Train a model from PRESET (a TOML file), headless, with a progress bar.
+
+    Ctrl-C, SIGTERM and SIGHUP finish the step, write a checkpoint, print the command that
+    resumes, and exit with 130, 143 and 129. Under torchrun (or with --nproc) each process
+    trains on its share of every batch; the batch size stays the preset's."""
     from workbench.errors import UserError
-    from workbench.runs import Run, open_run
 
     if bool(preset) == bool(resume_dir):
         raise UserError("give a PRESET to start a run, or --resume RUN_DIR to continue one (not both)")
-    if resume_dir:
-        run = open_run(resume_dir)
-        if overrides:
-            run.config = load_config(run.path / "config.toml", list(overrides))
-            run.save_config()
-    else:
-        config = load_config(preset, list(overrides))
-        resolve_device(device or config.run.device)  # refuse a missing GPU before making a run folder
-        run = Run.create(config, out_dir)
-    _train(run, device, resume=bool(resume_dir))
+    if which != "last" and not resume_dir:
+        raise UserError("--checkpoint chooses where a resume starts; use it with --resume RUN_DIR")
+    from workbench import distributed
+
+    world = distributed.from_env()
+    if nproc > 1:
+        if world is not None:
+            raise UserError("--nproc starts torchrun itself; under torchrun leave it out")
+        from workbench.launch import launch
+
+        sys.exit(launch(nproc, preset, overrides, out_dir, device, resume_dir, which))  # torch loads in the ranks only
+    from workbench.config import load_config
+    from workbench.devices import resolve_device
+    from workbench.runs import Run, check_resume, open_run, prepare
+    from workbench.signals import NAMES, StopSignals
+
+    cancel = threading.Event()
+
+    def on_stop(signum):
+        cancel.set()
+        if world is not None and not world.main:  # rank 0 speaks for the run
+            return
+        again = " (Ctrl-C again to abort)" if signum == signal.SIGINT else ""
+        click.echo(f"\n{NAMES[signum]}: finishing this step and writing a checkpoint{again}", err=True)
+
+    def start():
+        if resume_dir:
+            run = open_run(resume_dir)
+            resolve_device(device or run.config.run.device)
+            if overrides:  # checked against the checkpoint before config.toml is rewritten
+                config = load_config(run.path / "config.toml", list(overrides))
+                check_resume(run, config, which)
+                run.config = config
+                run.save_config()
+            else:
+                prepare(run.config)
+        else:
+            config = load_config(preset, list(overrides))
+            resolve_device(device or config.run.device)  # refuse a missing GPU before making a run folder
+            prepare(config)
+            if stop.received:
+                click.echo(f"{stop.name}: stopped before the run started; nothing was written", err=True)
+                sys.exit(stop.exit_code)
+            run = Run.create(config, out_dir)
+        return run
+
+    with StopSignals(on_stop) as stop:
+        if world is None:
+            _train(start(), device, bool(resume_dir), which, cancel, stop)
+            return
+        from workbench.launch import start_rank
+
+        run, rank_device = start_rank(world, start, preset, overrides, device, resume_dir)
+        try:
+            _train(run, rank_device, bool(resume_dir), which, cancel, stop, world)
+        finally:
+            distributed.teardown()
 
 
-def _train(run, device, resume: bool) -> None:
+def _train(run, device, resume: bool, which: str, cancel, stop, world=None) -> None:
+    import shlex
+
     from workbench.headless import HeadlessReporter
     from workbench.train import Trainer
 
-    trainer = Trainer(run.config, run, device=device, resume=resume)
-    cancel = trainer.cancel
-
-    def on_sigint(signum, frame):
-        if cancel.is_set():  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        cancel.set()
-        click.echo("\ninterrupt: finishing this step and writing a checkpoint (Ctrl-C again to abort)", err=True)
-
-    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    trainer = Trainer(run.config, run, device=device, resume=resume, cancel=cancel, checkpoint=which)
+    trainer.stop_state = "interrupted"  # only a signal sets the cancel flag here
+    resume_command = trainer._resume_command()
     try:
-        with HeadlessReporter() as reporter:
-            trainer.subscribe(reporter)
+        if world is None or world.main:  # one rank reports
+            with HeadlessReporter() as reporter:
+                trainer.subscribe(reporter)
+                done = trainer.fit()
+        else:
             done = trainer.fit()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    if done.reason == "cancelled":
-        click.echo(f"stopped at step {done.step}; resume with: genwb run --resume {run.path}", err=True)
+        if world is not None:  # rank 0 has written the run's last files before any rank leaves
+            from workbench import distributed
+
+            distributed.barrier()
+    except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint is where a resume starts
+        start = f" from step {trainer.saved_step}" if trainer.saved_step else ""
+        click.echo(f"\naborted at step {trainer.step}; resume{start} with: {resume_command}", err=True)
         sys.exit(130)
+    if done.reason == "cancelled":
+        if world is None or world.main:
+            click.echo(f"stopped at step {done.step}; resume with: {resume_command}", err=True)
+        sys.exit(stop.exit_code or (143 if world else 130))  # a rank stopped by another's signal: as SIGTERM
+    if world is not None and not world.main:
+        return
     results = run.read_eval()
     if "test_nll" in results:
-        kind = "exact" if results["likelihood"] == "exact" else "an upper bound, from the model's lower bound on log p(x)"
+        kind = ("exact" if results["likelihood"] == "exact"
+                else f"an upper bound ({results.get('bound') or 'from a lower bound on log p(x)'})")
+        if results.get("density"):
+            kind += "; of a density (mse/mae), not comparable with discrete models"
         click.echo(f"test: nll {results['test_nll']:.3f} nats, {results['test_bpd']:.4f} bits/dim ({kind})")
     click.echo(f"done: {run.path}")
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("-n", "n", default=64, show_default=True, help="Number of samples.")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="PNG file (default: RUN_DIR/samples/sample-<time>.png).")
-@click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--mode", type=click.Choice(["samples", "recon", "interpolate", "classes", "progress", "codes"]),
+              default="samples", show_default=True,
+              help="samples; recon (test images above their reconstructions); interpolate (rows between pairs "
+                   "of encoded test images); classes (one latent or noise across every class); progress (frames "
+                   "as an image is generated: PNG strip and GIF); codes (VQ-VAE code grids and codebook usage).")
+@click.option("-n", "n", type=int, help="Images (pairs, rows) to make; default 64 samples, 32 recon, 16 codes, 8 otherwise.")
+@click.option("--temperature", type=float, default=1.0, show_default=True,
+              help="Autoregressive models: logits / T (1 exact, towards 0 greedy); VAEs: T x the prior's std.")
+@click.option("--mean", is_flag=True, help="Latent models: the decoder's mean E[x|z] instead of a draw.")
 @click.option("--label", "label", type=int, help="Class to generate (conditional models).")
+@click.option("--mix", help="Class mixture for conditional models, e.g. 3:0.5,7:0.5 (weights are normalised).")
+@click.option("--steps", type=int, help="--mode interpolate: images per row, ends included (default 9).")
+@click.option("--slerp", is_flag=True, help="--mode interpolate: spherical instead of linear (vae, cvae).")
+@click.option("--every", type=int, help="--mode progress: subpixels (codes) between frames (default: about 24 frames).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="PNG file (default: RUN_DIR/samples/<mode>-<time>.png).")
+@click.option("--scale", type=int, default=1, show_default=True, help="Enlarge the pictures (nearest neighbour).")
 @click.option("--device", default="auto", show_default=True)
-def sample(run_dir, n, out_file, which, label, seed, device):
-    """Draw samples from a run and save them as an image grid."""
-    import datetime as dt
+def sample(run_dir, mode, n, temperature, mean, label, mix, steps, slerp, every, seed, which, out_file, scale, device):
+    """Draw from a run's model and save the pictures; prints the paths written."""
+    from workbench import sampling
 
-    import torch
-
-    from workbench.devices import resolve_device
-    from workbench.errors import UserError
-    from workbench.images import save_grid
-    from workbench.runs import open_run
-
-    run = open_run(run_dir)
-    dev = resolve_device(device)
-    model = run.load_model(which, dev)
-    if label is not None and model.num_classes is None:
-        raise UserError(f"--label given, but {run.path.name} is not class-conditional")
-    if label is not None and not 0 <= label < model.num_classes:
-        raise UserError(f"--label {label} is out of range; classes are 0 to {model.num_classes - 1}")
-    torch.manual_seed(seed)
-    images = model.sample(n, y=label)
-    path = out_file or run.path / "samples" / f"sample-{dt.datetime.now():%Y%m%d-%H%M%S}.png"
-    click.echo(save_grid(images, path))
+    run, model = sampling.load(run_dir, which, device)
+    paths, note = sampling.write(run, model, mode, n=n, label=label, mix=None if mix is None else sampling.parse_mix(mix),
+                                 temperature=temperature, mean=mean, steps=steps, slerp=slerp, every=every,
+                                 seed=seed, out=out_file, scale=scale)
+    for path in paths:
+        click.echo(path)
+    if note:
+        click.echo(note, err=True)
 
 
 @main.command("eval")
@@ -167,6 +274,180 @@ def list_models():
         hp = ", ".join(f"{k}={v!r}" for k, v in models.hyperparameters(name).items())
         click.echo(f"{name}: {hp}")
 
+
+
+# -- the job queue (workbench.jobs) ------------------------------------------------------------------
+_RUNS = click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+                     help="The runs folder whose queue.json to use.")
+
+
+@main.group()
+def queue():
+    """The job queue of a runs folder: add, list, cancel, pause, resume, and work it headless."""
+
+
+def _client(runs_dir):
+    from workbench.jobs import JobQueue
+
+    return JobQueue(runs_dir, work=False)
+
+
+@queue.command("add")
+@click.argument("preset", type=click.Path())
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a preset value (repeatable).")
+@click.option("--after", help="Start only once this job is done (its run folder becomes e.g. model.vqvae_run).")
+@click.option("--name", help="Run name (default: [run] name).")
+@click.option("--device", help="auto, cpu, cuda or cuda:N (default: [run] device).")
+@_RUNS
+def queue_add(preset, overrides, after, name, device, runs_dir):
+    """Queue a training run from PRESET (a TOML file), or carry on an unfinished run folder from
+    its last checkpoint; prints the job id."""
+    from pathlib import Path
+
+    from workbench.errors import UserError
+
+    q = _client(runs_dir)
+    try:
+        if Path(preset).is_dir():
+            if overrides or after or name or device:
+                raise UserError(f"{preset} is a run folder: it carries on with its own config; --set, --after, --name "
+                                f"and --device go with a preset")
+            click.echo(q.submit_resume(preset))
+        else:
+            click.echo(q.submit(preset, overrides, after=after, name=name, device=device))
+    finally:
+        q.shutdown()
+
+
+@queue.command("eval")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-n", "n", default=10000, show_default=True, help="Number of samples to draw.")
+@click.option("--extractor", type=click.Choice(["classifier", "inception"]), default="classifier", show_default=True)
+@click.option("--batch-size", default=500, show_default=True)
+@_RUNS
+def queue_eval(run_dir, n, extractor, batch_size, runs_dir):
+    """Queue genwb eval of RUN_DIR (FID, KID, IS, ... into its eval.json); prints the job id."""
+    q = _client(runs_dir)
+    try:
+        click.echo(q.submit_eval(run_dir, n=n, extractor=extractor, batch_size=batch_size))
+    finally:
+        q.shutdown()
+
+
+@queue.command("list")
+@_RUNS
+def queue_list(runs_dir):
+    """One line per job: id, name, state, step/total, loss."""
+    from workbench.jobreport import job_line
+
+    q = _client(runs_dir)
+    try:
+        owner = q.owner_info()
+        jobs = q.jobs()
+    finally:
+        q.shutdown()
+    for info in jobs:
+        click.echo(job_line(info))
+    who = f"worked by pid {owner.get('pid')} on {owner.get('host')}" if owner else "no process works it (genwb queue work)"
+    click.echo(f"{len(jobs)} job(s) in {q.path}; {who}", err=True)
+
+
+def _queue_command(op):
+    @click.argument("job_id")
+    @_RUNS
+    def command(job_id, runs_dir):
+        q = _client(runs_dir)
+        try:
+            getattr(q, op)(job_id)
+        finally:
+            q.shutdown()
+        click.echo(f"{job_id}: {op} {'requested' if q.owner_info() else 'done'}")
+
+    command.__doc__ = {"cancel": "Cancel a job (a running one checkpoints and stops within a step).",
+                       "pause": "Pause a job: it checkpoints and waits until resumed."}[op]
+    return queue.command(op)(command)
+
+
+for _op in ("cancel", "pause"):
+    _queue_command(_op)
+
+
+@queue.command("move")
+@click.argument("job_id")
+@click.argument("position", type=click.IntRange(0))
+@_RUNS
+def queue_move(job_id, position, runs_dir):
+    """Move a job to POSITION in the queue (0 = first): queued jobs start in this order."""
+    q = _client(runs_dir)
+    try:
+        q.move(job_id, position)
+    finally:
+        q.shutdown()
+    click.echo(f"{job_id}: move {'requested' if q.owner_info() else 'done'}")
+
+
+@queue.command("remove")
+@click.argument("job_id")
+@_RUNS
+def queue_remove(job_id, runs_dir):
+    """Take a finished job off the list (its run folder stays)."""
+    q = _client(runs_dir)
+    try:
+        q.remove(job_id)
+    finally:
+        q.shutdown()
+    click.echo(f"{job_id}: remove {'requested' if q.owner_info() else 'done'}")
+
+
+@queue.command("resume")
+@click.argument("job_id")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Change the run's config first (e.g. train.lr after a NaN); checked against its checkpoint.")
+@_RUNS
+def queue_resume(job_id, overrides, runs_dir):
+    """Resume a paused, failed or cancelled job from its last checkpoint."""
+    q = _client(runs_dir)
+    try:
+        q.resume(job_id, overrides)
+    finally:
+        q.shutdown()
+    click.echo(f"{job_id}: resume {'requested' if q.owner_info() else 'done'}")
+
+
+@queue.command("work")
+@click.option("--forever", is_flag=True, help="Keep waiting for new jobs instead of exiting once nothing is queued or running.")
+@click.option("--cpu-slots", type=click.IntRange(1), help="CPU workers, besides one per GPU (default: 1 without a GPU, none with one).")
+@_RUNS
+def queue_work(forever, cpu_slots, runs_dir):
+    """Own the queue and run its jobs headless until none is left; SIGTERM/SIGHUP/Ctrl-C checkpoint and requeue them."""
+    from workbench.errors import UserError
+    from workbench.jobreport import QueueReporter
+    from workbench.jobs import JobQueue
+    from workbench.signals import StopSignals
+
+    stop_requested = threading.Event()
+    with StopSignals(lambda signum: stop_requested.set()) as stop, QueueReporter() as reporter:
+        q = JobQueue(runs_dir, cpu_slots=cpu_slots, work=True)
+        if not q.owner:
+            owner = q.owner_info() or {}
+            q.shutdown()
+            raise UserError(f"{q.runs_dir}: the queue is already worked by process {owner.get('pid')} on "
+                            f"{owner.get('host')}; add jobs with genwb queue add, or stop that process first")
+        q.subscribe(reporter)
+        while not stop_requested.is_set() and (forever or q.busy()):
+            stop_requested.wait(0.5)
+        if stop.received:
+            reporter.line(f"{stop.name}: checkpointing running jobs; they resume with the next genwb queue work")
+        q.shutdown(wait=True)
+    from collections import Counter
+
+    counts = Counter(info.state for info in q.jobs())
+    click.echo("queue: " + (", ".join(f"{n} {state}" for state, n in counts.items()) or "empty"), err=True)
+    if stop.received:
+        sys.exit(stop.exit_code)
+    if reporter.failed:
+        click.echo(f"{len(reporter.failed)} job(s) failed: {', '.join(reporter.failed)}; see genwb queue list --runs {runs_dir}", err=True)
+        sys.exit(1)
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import re
 import tomllib
 import typing
@@ -28,7 +29,7 @@ class RunSection:
     name: str = "run"
     seed: int = field(default=0, metadata={"min": 0})
     device: str = "auto"
-    threads: int = field(default=0, metadata={"min": 0})  # CPU threads for torch; 0 = torch's default
+    threads: int = field(default=0, metadata={"min": 0, "max": 4096})  # CPU threads for torch; 0 = torch's default
     out: str = "runs"
 
 
@@ -55,8 +56,8 @@ class TrainConfig:
     optimizer: str = field(default="adam", metadata=_choice("adam", "adamw"))
     lr: float = field(default=1e-3, metadata={"min_exclusive": 0.0})
     weight_decay: float = field(default=0.0, metadata={"min": 0.0})
-    beta1: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
-    beta2: float = field(default=0.999, metadata={"min": 0.0, "max": 1.0})
+    beta1: float = field(default=0.9, metadata={"min": 0.0, "max_exclusive": 1.0})  # Adam needs 0 <= beta < 1
+    beta2: float = field(default=0.999, metadata={"min": 0.0, "max_exclusive": 1.0})
     schedule: str = field(default="constant", metadata=_choice("constant", "cosine"))
     warmup_steps: int = field(default=0, metadata={"min": 0})
     grad_clip: float = field(default=0.0, metadata={"min": 0.0})
@@ -67,12 +68,15 @@ class TrainConfig:
     val_batches: int = field(default=0, metadata={"min": 0})
     checkpoint_every: int = field(default=500, metadata={"min": 0})
     early_stopping: int = field(default=0, metadata={"min": 0})
-    bf16: bool = True
+    # bf16 autocast on CUDA: true, false, or "auto" (only models big enough to gain, see
+    # workbench.accel.use_bf16); on a CPU training is always fp32.
+    bf16: bool | str = field(default="auto", metadata=_choice("auto", True, False))
+    compile: str = field(default="off", metadata=_choice("off", "default", "reduce-overhead"))  # torch.compile of the loss
 
 
 @dataclass
 class SampleConfig:
-    n: int = field(default=64, metadata={"min": 1})
+    n: int = field(default=64, metadata={"min": 1, "max": 10000})  # one grid image per sampling step
     every: int = field(default=500, metadata={"min": 0})
 
 
@@ -114,28 +118,52 @@ def _type_name(kind) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
 
 
+def _show(value) -> str:
+    """A value as the user wrote it, on one line (TOML dates and tables included)."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return " ".join(str(value).split())
+
+
 def _check_value(where: str, key: str, value, kind, meta: dict) -> Any:
     """Check ``value`` against a field's type and metadata; return it normalised."""
+    choices = meta.get("choices", ())
+    if any(not isinstance(c, str) for c in choices):  # mixed choices, e.g. "auto" | true | false
+        if not any(type(value) is type(c) and value == c for c in choices):
+            raise UserError(f"{where}: {key} = {_show(value)} is not allowed; allowed: {', '.join(_show(c) for c in choices)}")
+        return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind in (bool, int, float, str) and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-        raise UserError(f"{where}: {key} must be {_type_name(kind)}, got {json.dumps(value)}")
+        raise UserError(f"{where}: {key} must be {_type_name(kind)}, got {_show(value)}")
+    if kind is float and not math.isfinite(value):
+        raise UserError(f"{where}: {key} must be a finite number, got {value}")
     if "choices" in meta and value not in meta["choices"]:
-        raise UserError(f"{where}: {key} = {json.dumps(value)} is not allowed{_nearest(str(value), meta['choices'])}; allowed: {', '.join(meta['choices'])}")
+        raise UserError(f"{where}: {key} = {_show(value)} is not allowed{_nearest(str(value), meta['choices'])}; allowed: {', '.join(meta['choices'])}")
     if "min" in meta and value < meta["min"]:
         raise UserError(f"{where}: {key} = {value} is below its minimum {meta['min']}")
     if "max" in meta and value > meta["max"]:
         raise UserError(f"{where}: {key} = {value} is above its maximum {meta['max']}")
     if "min_exclusive" in meta and value <= meta["min_exclusive"]:
         raise UserError(f"{where}: {key} = {value} must be greater than {meta['min_exclusive']}")
+    if "max_exclusive" in meta and value >= meta["max_exclusive"]:
+        raise UserError(f"{where}: {key} = {value} must be below {meta['max_exclusive']}")
     return value
 
 
 def _hparam_value(where: str, key: str, value, default):
-    """Model hyper-parameters are typed by their default in the model's signature."""
-    if default is None or isinstance(default, (list, tuple)):
-        if isinstance(default, (list, tuple)) and not isinstance(value, list):
-            raise UserError(f"{where}: {key} must be a list like {list(default)}, got {json.dumps(value)}")
+    """Model hyper-parameters are typed by their default in the model's signature; a list's
+    items by the type of the default's items (so 10.7 is not silently truncated to 10)."""
+    if default is None:
+        return value
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, list):
+            raise UserError(f"{where}: {key} must be a list like {list(default)}, got {_show(value)}")
+        kinds = {type(v) for v in default}
+        if len(kinds) == 1:
+            kind = kinds.pop()
+            return [_check_value(where, f"{key}[{i}]", v, kind, {}) for i, v in enumerate(value)]
         return value
     return _check_value(where, key, value, type(default), {})
 
@@ -175,6 +203,8 @@ def _build(source: str, raw: dict[str, Any]) -> RunConfig:
                     raise UserError(f"{where}: unknown key {key!r}{_nearest(key, list(allowed) + list(fields))} for model {values['name']!r}; allowed: {', '.join(list(fields) + sorted(allowed))}")
                 if key in allowed:
                     extra[key] = _hparam_value(where, key, value, allowed[key])
+                elif not isinstance(value, str) or not value.strip():
+                    raise UserError(f"{where}: {key} must name a run folder (a string like \"runs/{key[:-4]}\"), got {_show(value)}")
             values["hparams"] = extra
         sections[name] = cls(**values)
     cfg = RunConfig(**sections)
@@ -201,7 +231,11 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     """Read a preset, apply ``section.key=value`` overrides, validate."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark from a Windows editor is fine
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save the preset as UTF-8") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not a preset file; give a .toml file") from None
     except FileNotFoundError:
         presets = sorted(p.name for p in Path("presets").glob("*.toml")) if Path("presets").is_dir() else []
         hint = f"; presets here: {', '.join(presets)}" if presets else ""
@@ -227,9 +261,10 @@ def parse_config(text: str, source: str = "<preset>", overrides: list[str] = ())
 def parse_value(text: str) -> Any:
     """A --set value: a TOML literal (number, bool, list, quoted string), else a bare string."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        parsed = tomllib.loads(f"v = {text}")
     except tomllib.TOMLDecodeError:
         return text
+    return parsed["v"] if list(parsed) == ["v"] else text  # "1\nx = 2" is text, not the number 1
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

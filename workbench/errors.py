@@ -1,6 +1,9 @@
 """The one exception type the CLI turns into a one-line message and a non-zero exit code."""
 from __future__ import annotations
 
+import errno
+import os
+
 
 class UserError(Exception):
     """A problem the user can fix (bad preset, missing data, corrupt checkpoint, ...).
@@ -11,3 +14,11 @@ class UserError(Exception):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def os_error_text(e: OSError) -> str:
+    """"no space left on device", "permission denied", ...: the errno's text, lower case."""
+    if e.errno == errno.ENOSPC:
+        return "no space left on device"
+    text = e.strerror or (os.strerror(e.errno) if e.errno else str(e)) or type(e).__name__
+    return text[:1].lower() + text[1:]

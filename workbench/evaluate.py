@@ -38,6 +38,17 @@ from workbench.paths import cache_dir
 #: side of the metrics and the test NLL use the same draw.
 TEST_SPLIT_SEED = 2
 MIN_SAMPLES = 10
+MAX_SAMPLES = 1_000_000
+
+
+def check_arguments(n: int, batch_size: int) -> None:
+    """``genwb eval``'s numbers, checked before any work."""
+    if n < MIN_SAMPLES:
+        raise UserError(f"-n {n} is too few samples for the metrics; use at least {MIN_SAMPLES} (10000 is usual)")
+    if n > MAX_SAMPLES:
+        raise UserError(f"-n {n} is more samples than the metrics need; use at most {MAX_SAMPLES:,} (10000 is usual)")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size} must be at least 1 (500 is usual)")
 
 
 @dataclass
@@ -118,6 +129,32 @@ def draw_samples(model, n: int, batch_size: int, seed: int, progress: bool = Tru
     return torch.cat(chunks), labels
 
 
+def bound_name(model) -> str:
+    """What ``log_prob`` of ``model`` is: "exact", or which lower bound on log p(x)."""
+    if model.exact_likelihood:
+        return "exact"
+    if model.registered_name == "vqvae":
+        return "point-mass ELBO, uniform code prior"
+    if model.registered_name == "vqvae_prior":
+        return "point-mass ELBO, PixelCNN code prior"
+    if hasattr(model, "iw_samples"):
+        return f"IWAE, K={model.iw_samples}"
+    return "lower bound"
+
+
+def is_density(model) -> bool:
+    """True when log p(x) is a log density (mse/mae observation models), not a log probability:
+    its bits/dim can be negative and do not compare with those of the discrete models."""
+    likelihood = getattr(model, "likelihood", None) or getattr(getattr(model, "vqvae", None), "likelihood", None)
+    return getattr(likelihood, "kind", None) in ("mse", "mae")
+
+
+def likelihood_notes(model) -> dict:
+    """The eval.json fields that say what the test NLL is."""
+    return {"likelihood": "exact" if model.exact_likelihood else "lower bound", "bound": bound_name(model),
+            "density": is_density(model)}
+
+
 def test_likelihood(model, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
                     progress: bool = True) -> dict[str, float]:
     """Mean negative log-likelihood of the test split in nats per image, and bits/dim."""
@@ -131,8 +168,7 @@ def test_likelihood(model, x: torch.Tensor, y: torch.Tensor, batch_size: int, se
             total -= model.log_prob(xb, yb).double().sum().item()
             bar.advance(task, len(xb))
     nll = total / len(x)
-    return {"test_nll": nll, "test_bpd": nll / (model.num_dims * math.log(2)),
-            "likelihood": "exact" if model.exact_likelihood else "lower bound",
+    return {"test_nll": nll, "test_bpd": nll / (model.num_dims * math.log(2)), **likelihood_notes(model),
             "checkpoint": "best", "test_images": len(x)}
 
 
@@ -148,8 +184,7 @@ def evaluate_run(run_dir, n: int = 10000, extractor: str = "classifier", incepti
     """Evaluate a run's best checkpoint; writes eval.json and returns the flat results."""
     from workbench.runs import open_run
 
-    if n < MIN_SAMPLES:
-        raise UserError(f"-n {n} is too few samples for the metrics; use at least {MIN_SAMPLES} (10000 is usual)")
+    check_arguments(n, batch_size)
     run = open_run(run_dir)
     data = run.config.data
     root = data.root or None
@@ -180,10 +215,10 @@ def evaluate_run(run_dir, n: int = 10000, extractor: str = "classifier", incepti
         images, y = load_split(data.dataset, "test", root)
         x = to_model_domain(images, data.binarize, data.levels, seed=TEST_SPLIT_SEED)
         likelihood = test_likelihood(model, x, y, batch_size, seed, progress)
-        run.update_eval(likelihood)
-    run.update_eval({ext.name: record})
+    likelihood.update(likelihood_notes(model))  # the trainer's eval.json may predate these fields
+    run.update_eval({**likelihood, ext.name: record})
     return {"run": str(run.path), "model": run.config.model.name, **record,
-            **{k: likelihood[k] for k in ("test_nll", "test_bpd", "likelihood") if k in likelihood}}
+            **{k: likelihood[k] for k in ("test_nll", "test_bpd", "likelihood", "bound", "density") if k in likelihood}}
 
 
 def reference_figures(dataset: str = "fashion-mnist", n: int = 10000, extractor: str = "classifier",
@@ -233,6 +268,9 @@ def results_table(result: dict) -> Table:
                       f"samples classified as asked, by the {result['conditional_accuracy_by']}")
     if "test_nll" in result:
         bound = result.get("likelihood") == "lower bound"
-        table.add_row("test NLL (nats)", f"{result['test_nll']:.3f}", "upper bound (IWAE)" if bound else "exact")
-        table.add_row("bits/dim", f"{result['test_bpd']:.4f}", "upper bound" if bound else "exact")
+        kind = f"upper bound ({result.get('bound', 'from a lower bound on log p(x)')})" if bound else "exact"
+        if result.get("density"):
+            kind += "; of a density (mse/mae): not comparable with discrete models"
+        table.add_row("test NLL (nats)", f"{result['test_nll']:.3f}", kind)
+        table.add_row("bits/dim", f"{result['test_bpd']:.4f}", kind)
     return table

@@ -38,6 +38,7 @@ class Samples:
     step: int
     path: Path
     images: Any = field(repr=False)  # a CPU tensor (n, C, H, W) in [0, 1]
+    kind: str = "samples"      # or "recon": latent models' validation images above their reconstructions
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,12 @@ class Checkpointed:
 class Finished:
     step: int
     reason: str                # "completed", "early-stopped" or "cancelled"
+
+
+@dataclass(frozen=True)
+class Warned:
+    step: int
+    message: str               # one line: something the run works around (e.g. torch.compile failed)
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,9 @@ class HeadlessReporter:
             self.line(f"{event.split} step {event.step}: nll {event.metrics['nll']:.3f} nats  "
                       f"{event.metrics['bpd']:.4f} bits/dim{best}")
         elif isinstance(event, ev.Samples):
-            self.line(f"samples step {event.step}: {event.path}")
+            self.line(f"{event.kind} step {event.step}: {event.path}")
+        elif isinstance(event, ev.Warned):
+            self.line(f"warning: {event.message}")
         elif isinstance(event, ev.Failed):
             pass  # the CLI prints the one-line error
         elif isinstance(event, ev.Finished):

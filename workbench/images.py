@@ -34,3 +34,41 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
     img.save(tmp, format="PNG")
     os.replace(tmp, path)
     return path
+
+
+def _pil(images: torch.Tensor, nrow: int | None, scale: int) -> Image.Image:
+    img = Image.fromarray(grid(images, nrow))
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return img
+
+
+def pick_frames(frames: list, most: int) -> list:
+    """At most ``most`` of ``frames``, evenly spaced, always keeping the first and the last."""
+    if len(frames) <= most:
+        return list(frames)
+    idx = sorted({round(i * (len(frames) - 1) / (most - 1)) for i in range(most)})
+    return [frames[i] for i in idx]
+
+
+def save_strip(frames: list[torch.Tensor], path: str | Path, scale: int = 1) -> Path:
+    """Frames of the same n images, each (n, C, H, W), as one PNG: a row per image, a column
+    per frame (left to right in time)."""
+    stacked = torch.stack([f.float().cpu() for f in frames], 1)  # (n, F, C, H, W)
+    return save_grid(stacked.flatten(0, 1), path, nrow=len(frames), scale=scale)
+
+
+def save_gif(frames: list[torch.Tensor], path: str | Path, nrow: int | None = None, scale: int = 1,
+             frame_ms: int = 80, hold_ms: int = 1500) -> Path:
+    """Frames (each (n, C, H, W)) as an animated GIF of image grids, looping, the last frame held
+    for ``hold_ms``; scaled by nearest neighbour."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pictures = [_pil(f, nrow, scale) for f in frames]
+    if pictures[0].mode != "L":
+        pictures = [p.convert("P", palette=Image.ADAPTIVE) for p in pictures]
+    durations = [frame_ms] * (len(pictures) - 1) + [hold_ms]
+    tmp = path.with_name(f".{path.name}.tmp")
+    pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=durations, loop=0)
+    os.replace(tmp, path)
+    return path

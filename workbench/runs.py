@@ -9,34 +9,53 @@
       eval.json          test NLL, bits/dim, FID, ...
 
 Checkpoints, status and eval files are written to a temporary file, flushed, fsynced and
-renamed, so a crash leaves either the old file or the new one. Checkpoints load with
-``weights_only=True``.
+renamed, so a crash leaves either the old file or the new one (and a failed write, e.g. on a
+full disk, leaves no temporary file). Checkpoints load with ``weights_only=True``.
+
+``prepare(config)`` is the one validation pass before a run folder exists: the model is built
+(on the meta device where the model allows it) and the dataset is located and its split sizes
+checked, so bad input never leaves a folder behind.
 """
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import gzip
 import json
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from workbench.config import RunConfig, load_config, to_toml
-from workbench.errors import UserError
+from workbench.errors import UserError, os_error_text
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the old file stays as it was; no half-written file stays behind
+        raise
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def safe_name(name: str) -> str:
+    """``run.name`` as one harmless path component: letters, digits, ``.``, ``_`` and ``-``
+    only, no leading dot or dash (so never ``..``), at most 80 characters."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")[:80].strip(".-")
+    return safe or "run"
 
 
 class Run:
@@ -53,17 +72,29 @@ class Run:
             if key.endswith("_run"):
                 config.model.hparams[key] = str(latest_run(value))
         root = Path(out_dir or config.run.out)
+        name = safe_name(config.run.name)
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = root / f"{config.run.name}-{stamp}"
+        path = root / f"{name}-{stamp}"
         suffix = 1
         while path.exists():
             suffix += 1
-            path = root / f"{config.run.name}-{stamp}-{suffix}"
-        (path / "checkpoints").mkdir(parents=True)
-        (path / "samples").mkdir()
-        run = cls(path, config)
-        run.save_config()
-        run.write_status("created", 0)
+            path = root / f"{name}-{stamp}-{suffix}"
+        try:
+            if root.exists() and not root.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder")
+            (path / "checkpoints").mkdir(parents=True)
+        except OSError as e:
+            raise UserError(f"{root}: cannot make a run folder there ({os_error_text(e)}); give another --out") from None
+        try:
+            (path / "samples").mkdir()
+            run = cls(path, config)
+            run.save_config()
+            run.write_status("created", 0)
+        except OSError as e:
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+            raise UserError(f"{path}: cannot write the run folder ({os_error_text(e)})", exit_code=1) from None
         return run
 
     def save_config(self) -> None:
@@ -81,25 +112,39 @@ class Run:
         return self.path / "samples" / f"step-{step}.png"
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
+        data = (json.dumps(row) + "\n").encode()
+        with open(self.metrics_path, "ab") as f:
+            size = f.tell()
+            try:
+                f.write(data)
+                f.flush()
+            except OSError:
+                f.truncate(size)  # no half row: a resume redoes this step
+                raise
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.exists():
+        try:
+            text = self.metrics_path.read_text(errors="replace")
+        except FileNotFoundError:
             return []
         rows = []
-        for line in self.metrics_path.read_text().splitlines():
+        for line in text.splitlines():
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a crash: the only possible damage
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a crash
                 continue
+            if isinstance(row, dict) and isinstance(row.get("step", 0), int):  # a hand-edited line is skipped too
+                rows.append(row)
         return rows
 
     def truncate_metrics(self, step: int) -> None:
         """Drop rows logged after ``step`` (they are redone on resume), atomically."""
         rows = [r for r in self.read_metrics() if r.get("step", 0) <= step]
-        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+        try:
+            atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+        except OSError as e:
+            raise UserError(f"{os_error_text(e)} rewriting {self.metrics_path} to resume at step {step}; "
+                            f"free space and resume again", exit_code=1) from None
 
     def write_status(self, state: str, step: int, error: str | None = None) -> None:
         atomic_write_json(self.path / "status.json", {"state": state, "step": step, "error": error,
@@ -131,23 +176,31 @@ class Run:
         return path
 
     def load_checkpoint(self, which: str = "last", map_location="cpu") -> dict[str, Any]:
+        """A checkpoint's dict; UserError if it is missing, unreadable or not a genwb checkpoint."""
         path = self.checkpoint_path(which)
         if not path.exists():
             raise UserError(f"{path}: no such checkpoint; the run wrote none yet (see {self.path / 'status.json'})")
         try:
-            return torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as e:  # truncated, corrupt, or not a checkpoint at all
+            state = torch.load(path, map_location=map_location, weights_only=True)
+            problem = None if isinstance(state, dict) and isinstance(state.get("model"), dict) else "not a genwb checkpoint"
+        except Exception as e:  # truncated, corrupt, or pickled code that weights_only refuses
+            problem = type(e).__name__
+        if problem:
             other = "best" if which == "last" else "last"
-            raise UserError(f"{path}: checkpoint is corrupt or unreadable ({type(e).__name__}); "
-                            f"delete it and use checkpoints/{other}.pt, or start the run again") from None
+            advice = (f"use checkpoints/{other}.pt instead: pass --checkpoint {other}, or delete this file"
+                      if self.checkpoint_path(other).exists()
+                      else f"delete it and start the run again (genwb run --resume {self.path} starts from step 0)")
+            raise UserError(f"{path}: checkpoint is corrupt or unreadable ({problem}); {advice}")
+        return state
 
     def load_model(self, which: str = "best", device="cpu"):
-        """The run's model with the weights of checkpoint ``which`` ("last" if there is no best)."""
+        """The run's model with the weights of checkpoint ``which`` ("last" if there is no best);
+        UserError if the checkpoint does not fit the model that config.toml describes."""
         if which == "best" and not self.checkpoint_path("best").exists():
             which = "last"
         state = self.load_checkpoint(which, map_location=device)
         model = build_model(self.config).to(device)
-        model.load_state_dict(state["model"])
+        load_weights(model, state, self.checkpoint_path(which))
         return model.eval()
 
 
@@ -170,6 +223,19 @@ def latest_run(prefix: str | Path) -> Path:
     return candidates[-1]
 
 
+def load_weights(model, state: dict[str, Any], path: Path, advice: str | None = None) -> None:
+    """``model.load_state_dict(state["model"])``, with a mismatch (missing keys, wrong shapes, a
+    config edited to another model) as a one-line UserError."""
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        detail = " ".join(str(e).split())
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
+        advice = advice or (f"does not fit the model in {path.parent.parent / 'config.toml'}; was config.toml "
+                            f"edited? put back the config the run was trained with")
+        raise UserError(f"{path}: {advice} ({detail})") from None
+
+
 def build_model(config: RunConfig):
     """Build the model a config describes. A hyper-parameter ``<x>_run = "runs/..."`` names a
     finished run whose best model is passed in as ``<x>`` (e.g. the VQ-VAE under a prior)."""
@@ -185,3 +251,73 @@ def build_model(config: RunConfig):
                             num_classes=info.num_classes if config.model.conditional else None, **hparams)
     except ValueError as e:
         raise UserError(f"[model] {e}") from None
+    except TypeError as e:  # a hyper-parameter of a type the model cannot use
+        raise UserError(f"[model] {config.model.name}: {e}") from None
+
+
+def _build_checked(config: RunConfig):
+    """The model on the meta device (no memory, no time) where the model allows it; else at its
+    real size. Either way a model that cannot be built is a UserError."""
+    try:
+        with torch.device("meta"):
+            return build_model(config)
+    except Exception:  # a model that computes on its tensors while being built (e.g. MADE's masks):
+        pass           # the real build below gives the error that counts
+    try:
+        return build_model(config)
+    except UserError:
+        raise
+    except Exception as e:
+        detail = " ".join(str(e).split())[:160]
+        raise UserError(f"[model] cannot build {config.model.name!r} with these hyper-parameters ({type(e).__name__}: {detail})") from None
+
+
+def _train_size(data) -> int:
+    """Images in the dataset's training split, from the file headers (the data itself is read
+    once, by the Trainer); finding or downloading the dataset raises UserError if it is missing."""
+    from workbench.data import IDX_FILES, _idx_path, find_dataset, load_split
+
+    folder = find_dataset(data.dataset, data.root or None)
+    if folder is None:
+        return len(load_split(data.dataset, "train", data.root or None, data.download)[1])
+    if data.dataset == "cifar10":
+        return 50000
+    path = _idx_path(folder, IDX_FILES["train"][1])
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            header = f.read(8)
+    except (OSError, EOFError) as e:
+        raise UserError(f"cannot read {path}: {e}; delete the file and fetch the dataset again") from None
+    if len(header) < 8:
+        raise UserError(f"cannot read {path}: too short; delete the file and fetch the dataset again")
+    return int.from_bytes(header[4:8], "big")
+
+
+def prepare(config: RunConfig) -> None:
+    """The one validation pass before a run folder exists: the config can be written, the model
+    builds, the dataset is there and ``val_size`` leaves images to train on. Raises UserError."""
+    try:
+        to_toml(config)
+    except TypeError as e:
+        raise UserError(f"[model] {e}; use numbers, strings, booleans or lists") from None
+    n = _train_size(config.data)
+    if config.data.val_size >= n:
+        raise UserError(f"[data] val_size = {config.data.val_size} leaves no training images "
+                        f"({n} in {config.data.dataset}'s training split); lower it")
+    _build_checked(config)
+
+
+def check_resume(run: Run, config: RunConfig, which: str = "last") -> None:
+    """Will ``config`` (the run's config with new overrides) resume from checkpoint ``which``?
+    Checked before config.toml is rewritten, so a mismatch leaves the run as it was."""
+    prepare(config)
+    if which == "last" and not run.checkpoint_path("last").exists():
+        which = "best"  # where the Trainer resumes from then
+    if not run.checkpoint_path(which).exists():
+        return
+    model = _build_checked(config)
+    state = run.load_checkpoint(which)
+    with warnings.catch_warnings():  # loading into a meta model checks keys and shapes, copies nothing
+        warnings.simplefilter("ignore")
+        load_weights(model, state, run.checkpoint_path(which),
+                     "the overrides do not fit this checkpoint, so config.toml is left unchanged; start a new run to change the model")

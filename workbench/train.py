@@ -4,16 +4,28 @@ The Trainer reads a RunConfig, trains the model the config names through the mod
 (``loss``, ``log_prob``, ``sample``), writes the run folder, and emits typed events
 (``workbench.events``) to any number of subscribers. It knows nothing about terminals: the
 headless runner and the TUI are two subscribers. It checks a cancellation flag between steps,
-so a worker thread can stop it; cancelling writes a checkpoint first.
+so a worker thread or a signal handler can stop it; cancelling writes a checkpoint first, and
+the run's state becomes ``stop_state`` ("cancelled", "interrupted" for a signal, "paused").
+
+Failures are one-line ``UserError``s (exit code 1) after status "failed" is written: a loss or
+weights that stop being finite (no checkpoint is ever written from such weights, so the advice
+names one that is good), running out of memory (naming the setting of the phase that ran out),
+and a write that fails (a full disk: the previous checkpoint stays intact).
 
 Determinism: batches are a function of (seed, step) (see ``workbench.data``), the global RNG
 state is saved in every checkpoint, and validation and sampling run on forked RNG streams, so
 a run resumed from a checkpoint ends with the same weights as an uninterrupted one (on CPU).
+
+Data parallel: under torchrun (``genwb run --nproc N``; see ``workbench.distributed``) each rank
+trains on its share of the same global batch through DistributedDataParallel, the ranks agree
+on when to stop, validation and test are sharded, and rank 0 alone writes the run folder.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
+import shlex
 import threading
 import time
 from collections import defaultdict
@@ -21,15 +33,19 @@ from typing import Callable
 
 import torch
 
+from workbench import distributed
+from workbench import accel
 from workbench import events as ev
 from workbench.config import RunConfig
 from workbench.data import TrainBatches, load_data
 from workbench.devices import resolve_device
-from workbench.errors import UserError
+from workbench.errors import UserError, os_error_text
 from workbench.images import save_grid
-from workbench.runs import Run, build_model
+from workbench.runs import Run, build_model, load_weights
 
 Subscriber = Callable[[object], None]
+# How torch's samplers refuse NaN or infinite probabilities (weights that diverged).
+_NON_FINITE_PROBABILITIES = ("p_in >= 0 && p_in <= 1", "probability tensor contains either", "to satisfy the constraint")
 
 
 def _lr_factor(train_cfg, total_steps: int) -> Callable[[int], float]:
@@ -47,14 +63,32 @@ def _lr_factor(train_cfg, total_steps: int) -> Callable[[int], float]:
 
 
 class Trainer:
+    """``resume=True`` continues from ``checkpoint`` ("last" or "best"); a run that wrote no
+    checkpoint yet starts again from step 0 with its saved config."""
+
     def __init__(self, config: RunConfig, run: Run, *, device: str | None = None, resume: bool = False,
-                 cancel: threading.Event | None = None):
+                 cancel: threading.Event | None = None, checkpoint: str = "last"):
+        if checkpoint not in ("last", "best"):
+            raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+        if resume and checkpoint == "best" and not run.checkpoint_path("best").exists():
+            raise UserError(f"{run.checkpoint_path('best')}: no such checkpoint (the run has not validated yet); "
+                            f"resume from the last one: genwb run --resume {shlex.quote(str(run.path))}")
         self.config, self.run = config, run
         self.device = resolve_device(device or config.run.device)
-        self.resume = resume
+        self.resume, self.checkpoint = resume, checkpoint
         self.cancel = cancel or threading.Event()
+        self.stop_state = "cancelled"  # the state written when the cancel flag stops the run
         self.subscribers: list[Subscriber] = []
-        self.step = 0
+        self.step = self.saved_step = 0
+        self.phase = "training"  # what runs now, for out-of-memory advice
+        # A rank of a data-parallel run (torchrun): rank 0 alone writes the run folder.
+        self.world = distributed.from_env() if distributed.active() else None
+        self.main = self.world is None or self.world.main
+        if not self.main:
+            self.run = distributed.FollowerRun(run)
+        self._vote = None  # distributed.StopVote of a data-parallel run
+        self._self_updated: list[torch.Tensor] = []  # tensors a model writes outside autograd (rank 0's win)
+        self._rank_rng_restored = False
 
     def subscribe(self, fn: Subscriber) -> None:
         self.subscribers.append(fn)
@@ -73,20 +107,59 @@ class Trainer:
             self._fail(str(e))
             raise
         except torch.cuda.OutOfMemoryError:
-            msg = (f"out of GPU memory at step {self.step} with batch size {self.config.data.batch_size}; "
-                   f"lower it (--set data.batch_size={max(1, self.config.data.batch_size // 2)}) and resume")
+            msg = self._oom_advice("out of GPU memory")
             self._fail(msg)
             raise UserError(msg, exit_code=1) from None
-        except RuntimeError as e:
-            if "can't allocate memory" not in str(e) and "out of memory" not in str(e):
+        except (RuntimeError, ValueError, MemoryError) as e:
+            text = str(e)
+            if self.world and distributed.lost_peer(e):
+                msg = (f"rank {self.world.rank} lost the other ranks at step {self.step} ({self.phase}): another rank died or "
+                       f"hung (see its output above); resume from step {self.saved_step}: {self._resume_command()}")
+                self._fail(msg)
+                raise UserError(msg, exit_code=1) from None
+            if self.phase == "sampling" and any(sign in text for sign in _NON_FINITE_PROBABILITIES):
+                error = self._diverged("sampling met probabilities that are not finite")
+                self._fail(str(error))
+                raise error from None
+            if not isinstance(e, MemoryError) and "can't allocate memory" not in text and "out of memory" not in text:
+                self._fail(f"{type(e).__name__}: {' '.join(text.split())[:200]}")
                 raise
-            msg = (f"out of memory at step {self.step} with batch size {self.config.data.batch_size}; "
-                   f"lower it (--set data.batch_size={max(1, self.config.data.batch_size // 2)}) and resume")
+            msg = self._oom_advice("out of memory")
             self._fail(msg)
             raise UserError(msg, exit_code=1) from None
+        except OSError as e:
+            where = f" ({e.filename})" if e.filename else ""
+            fix = "free space" if e.errno == errno.ENOSPC else "fix that"
+            msg = f"{os_error_text(e)}{where} at step {self.step}; {fix} and resume: {self._resume_command()}"
+            self._fail(msg)
+            raise UserError(msg, exit_code=1) from None
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now; the last checkpoint is where a resume starts
+            self._write_status("interrupted", self.saved_step, f"aborted at step {self.step}; resume from step {self.saved_step}")
+            raise
+        except Exception as e:  # a bug: the caller shows it, the run folder says it failed
+            self._fail(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
+            raise
+
+    def _resume_command(self, extra: str = "") -> str:
+        nproc = f" --nproc {self.world.size}" if self.world else ""
+        return f"genwb run --resume {shlex.quote(str(self.run.path))}{nproc}{extra}"
+
+    def _oom_advice(self, what: str) -> str:
+        if self.phase == "training":
+            bs, key = self.config.data.batch_size, "data.batch_size"
+        else:  # validation, test and sampling all work in batches of eval.batch_size
+            bs, key = self.config.eval.batch_size, "eval.batch_size"
+        return (f"{what} at step {self.step} ({self.phase}) with {key} = {bs}; lower it and resume: "
+                f"{self._resume_command(f' --set {key}={max(1, bs // 2)}')}")
+
+    def _write_status(self, state: str, step: int, error: str | None = None) -> None:
+        try:
+            self.run.write_status(state, step, error)
+        except OSError:  # a full disk: the message still reaches the user through the exception
+            pass
 
     def _fail(self, message: str) -> None:
-        self.run.write_status("failed", self.step, message)
+        self._write_status("failed", self.step, message)
         self.emit(ev.Failed(self.step, message))
 
     def _fit(self) -> ev.Finished:
@@ -107,36 +180,46 @@ class Trainer:
         self.best, self.bad_validations = math.inf, 0
         self.saved_step = 0
         if self.resume:
-            self._restore(self.run.load_checkpoint("last", map_location=device), model, opt, sched)
-            self.run.truncate_metrics(self.step)
+            which = self.checkpoint
+            if which == "last" and not self.run.checkpoint_path("last").exists() and self.run.checkpoint_path("best").exists():
+                which = "best"  # stopped before its first last.pt, but after a validation wrote best.pt
+            if self.run.checkpoint_path(which).exists():
+                self._restore(which, self.run.load_checkpoint(which, map_location=device), model, opt, sched)
+            self.run.truncate_metrics(self.step)  # no checkpoint: start again from step 0
         self.model, self.opt, self.sched, self.splits = model, opt, sched, splits
+        loss_fn, rows = self._data_parallel(model, batches) if self.world else (model.loss, slice(None))
         self.run.write_status("running", self.step)
+        self.phase = "training"
         self.emit(ev.Started(self.run.path, self.step, total, sum(p.numel() for p in params), str(device)))
 
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.train.bf16
-                    else contextlib.nullcontext())
+        # bf16 autocast and torch.compile of the loss (workbench.accel); off, the step is the eager fp32 one
+        step_fn = accel.LossStep(loss_fn, cfg.train.compile, params=params,
+                                 bf16=accel.use_bf16(cfg.train.bf16, device.type, sum(p.numel() for p in params)),
+                                 warn=lambda message: self.emit(ev.Warned(self.step, message)))
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
         count, seen, busy = 0, 0, 0.0
         reason = "completed"
         model.train()
         while self.step < total:
-            if self.cancel.is_set():
+            if self._stop_agreed():
                 reason = "cancelled"
                 break
+            self.phase = "training"
             tick = time.perf_counter()
             self.step += 1
             x, y = batches.batch(self.step)
-            with autocast:
-                parts = model.loss(x, y if conditional else None)
+            x, y = x[rows], y[rows]  # this rank's share of the global batch
             opt.zero_grad(set_to_none=True)
-            parts["loss"].backward()
+            parts = step_fn(x, y if conditional else None)  # the forward (under autocast) and backward
             if cfg.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
             opt.step()
             sched.step()
+            for tensor in self._self_updated:  # see _data_parallel
+                distributed.broadcast_(tensor.data)
             for key, value in parts.items():
                 sums[key] += value.detach().float()
-            count, seen = count + 1, seen + x.shape[0]
+            count, seen = count + 1, seen + x.shape[0] * (self.world.size if self.world else 1)
             last = self.step == total
             if self.step % cfg.train.log_every == 0 or last:
                 means = self._finite_means(sums, count)  # .item() waits for the device: its work is timed too
@@ -162,24 +245,86 @@ class Trainer:
         if self.saved_step != self.step:
             self._finite_means(sums, count)
             self._checkpoint("last")
+        if self._stop_agreed(final=True) and reason == "completed":
+            reason = "cancelled"  # stopped while loading: nothing to test
         if reason != "cancelled" and cfg.eval.test:
             self._test()
-        self.run.write_status(reason if reason != "completed" else "finished", self.step)
+        state = {"completed": "finished", "cancelled": self.stop_state}.get(reason, reason)
+        self.run.write_status(state, self.step)
         done = ev.Finished(self.step, reason)
         self.emit(done)
         return done
 
+    # -- data parallel (a torchrun rank; see workbench.distributed) ---------------------------------
+    def _data_parallel(self, model, batches):
+        """The loss through DistributedDataParallel (so its gradient hooks average the
+        gradients over the ranks) and the rows of each global batch that this rank trains on.
+
+        Buffers (MADE's mask counter, the VAE's warm-up counter, the VQ-VAE's EMA statistics
+        and usage window) are broadcast from rank 0 before every forward (DDP's
+        ``broadcast_buffers``), so they stay identical on every rank; statistics a forward
+        gathers (the VQ-VAE's EMA) are therefore rank 0's share of the batch. The codebook, a
+        parameter that k-means, dead-code restarts and the EMA write outside autograd, is
+        broadcast from rank 0 after every step."""
+        import inspect
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        from models.vqvae import VectorQuantizer
+        from workbench.data import _mix
+
+        world = self.world
+        distributed.check_batch(batches.batch_size, world.size)
+        share = batches.batch_size // world.size
+        if world.rank and not self._rank_rng_restored:  # each rank draws its own noise (VAE, dropout)
+            torch.manual_seed(_mix(self.config.run.seed, world.rank, self.step))
+        self._self_updated = [p for m in model.modules() if isinstance(m, VectorQuantizer) for p in m.parameters(recurse=False)]
+        sync = {"forward_sync_buffers": True} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters \
+            else {"broadcast_buffers": True}  # its older name
+        net = DistributedDataParallel(_Loss(model), device_ids=[self.device] if self.device.type == "cuda" else None, **sync)
+        self._vote = distributed.StopVote()
+        return net, slice(world.rank * share, (world.rank + 1) * share)
+
+    def _stop_agreed(self, final: bool = False) -> bool:
+        """Whether to stop now: the cancel flag, agreed by every rank of a data-parallel run."""
+        if self._vote is None:
+            return self.cancel.is_set()
+        if not final:
+            return self._vote(self.cancel.is_set())
+        self._vote.close()
+        return distributed.any_rank(self.cancel.is_set())
+
     # -- pieces ------------------------------------------------------------------------------------
     def _finite_means(self, sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+        if self.world and count:  # the means over every rank's share: the global batch's
+            keys = sorted(sums)
+            total = distributed.all_reduce_sum(torch.stack([sums[k] for k in keys])) / self.world.size
+            sums = dict(zip(keys, total))
         means = {k: v.item() / count for k, v in sums.items()} if count else {}
         bad = [k for k, v in means.items() if not math.isfinite(v)]
         if bad:
-            last = self.saved_step
-            raise UserError(
-                f"{bad[0]} became {means[bad[0]]} by step {self.step}; lower train.lr or set train.grad_clip, then "
-                f"resume from the last good checkpoint: genwb run --resume {self.run.path} --set train.lr={self.config.train.lr / 10:g}"
-                + (f" (checkpoint at step {last})" if last else ""), exit_code=1)
+            raise self._diverged(f"{bad[0]} became {means[bad[0]]}")
         return means
+
+    def _diverged(self, what: str) -> UserError:
+        """The advice after a NaN: a smaller learning rate (or clipping), from the last checkpoint,
+        which holds finite weights since none is written from weights that are not."""
+        lr = min(self.config.train.lr / 10, 1e-3)  # 1e-3 is safe for Adam, whatever the lr that diverged
+        fix = f" --set train.lr={lr:.3g}" if float(f"{lr:.3g}") > 0 else ""
+        if self.config.train.grad_clip == 0:
+            fix += " --set train.grad_clip=1"
+        if self.saved_step:
+            start = f"the checkpoint at step {self.saved_step}"
+        elif self.run.checkpoint_path("best").exists():  # where a resume without last.pt starts
+            start = "checkpoints/best.pt"
+        else:
+            start = "step 0, as no checkpoint was written yet"
+        return UserError(f"{what} by step {self.step}; lower train.lr or set train.grad_clip, then resume from "
+                         f"{start}: {self._resume_command(fix)}", exit_code=1)
+
+    def _weights_finite(self) -> bool:
+        flags = [torch.isfinite(p.detach()).all() for p in self.model.parameters() if p.is_floating_point()]
+        return bool(torch.stack(flags).all().item()) if flags else True
 
     def _rng_fork(self, seed: int):
         """Validation and sampling draw from their own RNG stream, leaving training's untouched."""
@@ -193,6 +338,10 @@ class Trainer:
         model, bs = self.model, self.config.eval.batch_size
         if limit:
             x, y = x[:limit], y[:limit]
+        count = len(x)
+        if self.world:  # each rank scores its slice; the sums are added up below
+            share = -(-count // self.world.size)
+            x, y = x[self.world.rank * share:(self.world.rank + 1) * share], y[self.world.rank * share:(self.world.rank + 1) * share]
         was_training = model.training
         model.eval()
         total = 0.0
@@ -201,12 +350,17 @@ class Trainer:
                 yb = y[i:i + bs] if model.num_classes is not None else None
                 total += -model.log_prob(x[i:i + bs], yb).double().sum().item()
         model.train(was_training)
-        nll = total / len(x)
+        if self.world:
+            total = distributed.all_reduce_sum(torch.tensor([total], dtype=torch.float64)).item()
+        nll = total / count
         return {"nll": nll, "bpd": nll / (model.num_dims * math.log(2))}
 
     def _validate(self) -> None:
+        self.phase = "validation"
         limit = self.config.train.val_batches * self.config.eval.batch_size
         metrics = self.evaluate_nll(self.splits.val_x, self.splits.val_y, limit)
+        if not math.isfinite(metrics["nll"]):
+            raise self._diverged(f"validation nll became {metrics['nll']}")
         improved = metrics["nll"] < self.best
         if improved:
             self.best, self.bad_validations = metrics["nll"], 0
@@ -218,24 +372,46 @@ class Trainer:
             self._checkpoint("best")
 
     def _sample(self) -> None:
-        model = self.model
+        if not self.main:  # rank 0 alone draws the pictures; the others wait at the next collective
+            return
+        self.phase = "sampling"
+        model, n, bs = self.model, self.config.sample.n, self.config.eval.batch_size
         model.eval()
-        with self._rng_fork(self.config.run.seed + 2):
-            images = model.sample(self.config.sample.n).float().cpu()
+        with torch.no_grad(), self._rng_fork(self.config.run.seed + 2):  # in batches: any sample.n fits in memory
+            images = torch.cat([model.sample(min(bs, n - i)).float().cpu() for i in range(0, n, bs)])
+            recon = self._reconstructions()
         model.train()
+        if recon is not None:  # emitted first, so that the step's last event is its samples
+            recon_path = save_grid(recon, self.run.path / "samples" / f"recon-step-{self.step}.png", nrow=len(recon) // 2)
+            self.emit(ev.Samples(self.step, recon_path, recon, kind="recon"))
         path = save_grid(images, self.run.sample_path(self.step))
         self.emit(ev.Samples(self.step, path, images))
 
+    def _reconstructions(self, pairs: int = 8):
+        """Latent models: the first validation images above their reconstructions (2 rows), or None."""
+        from workbench.sampling import OPERATIONS, reconstruct
+
+        if self.model.registered_name not in OPERATIONS["recon"]:
+            return None
+        x, y = self.splits.val_x[:pairs], self.splits.val_y[:pairs]
+        return reconstruct(self.model, x, y if self.model.num_classes is not None else None)
+
     def _test(self) -> None:
+        self.phase = "test"
+        if self.world:
+            distributed.barrier()  # rank 0 has finished writing best.pt
         if self.run.checkpoint_path("best").exists():
-            self.model.load_state_dict(self.run.load_checkpoint("best", map_location=self.device)["model"])
+            load_weights(self.model, self.run.load_checkpoint("best", map_location=self.device), self.run.checkpoint_path("best"))
         metrics = self.evaluate_nll(self.splits.test_x, self.splits.test_y)
-        self.run.update_eval({"test_nll": metrics["nll"], "test_bpd": metrics["bpd"],
-                              "likelihood": "exact" if self.model.exact_likelihood else "lower bound",
+        from workbench.evaluate import likelihood_notes
+
+        self.run.update_eval({"test_nll": metrics["nll"], "test_bpd": metrics["bpd"], **likelihood_notes(self.model),
                               "checkpoint": "best", "test_images": len(self.splits.test_x)})
         self.emit(ev.Evaluated(self.step, "test", metrics))
 
     def _checkpoint(self, which: str) -> None:
+        if not self._weights_finite():
+            raise self._diverged("the weights stopped being finite")
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
@@ -247,22 +423,57 @@ class Trainer:
             "bad_validations": self.bad_validations,
             "config": self.config.to_dict(),
         }
-        path = self.run.save_checkpoint(which, state)
+        if self.world:  # every rank's RNG, so that each draws its own noise after a resume too
+            mine = {"cpu": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.empty(0, dtype=torch.uint8)}
+            state["rng_ranks"] = distributed.gather_objects(mine)
+        try:
+            path = self.run.save_checkpoint(which, state)
+        except OSError as e:
+            raise UserError(f"{os_error_text(e)} writing checkpoint at step {self.step}; free space and resume: "
+                            f"{self._resume_command()}", exit_code=1) from None
         if which == "last":
             self.saved_step = self.step
             self.run.write_status("running", self.step)
         self.emit(ev.Checkpointed(self.step, path))
 
-    def _restore(self, state, model, opt, sched) -> None:
+    def _restore(self, which: str, state, model, opt, sched) -> None:
+        load_weights(model, state, self.run.checkpoint_path(which))
         try:
-            model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
+            self._apply_optimizer_config(opt, sched)
             torch.set_rng_state(state["rng_cpu"].cpu())
             if self.device.type == "cuda" and state["rng_cuda"]:
                 torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+            ranks = state.get("rng_ranks") or []
+            if self.world and len(ranks) == self.world.size:  # else (another world size) _data_parallel reseeds
+                torch.set_rng_state(ranks[self.world.rank]["cpu"].cpu())
+                if self.device.type == "cuda" and ranks[self.world.rank]["cuda"].numel():
+                    torch.cuda.set_rng_state(ranks[self.world.rank]["cuda"].cpu(), self.device)
+                self._rank_rng_restored = True
             self.step, self.best, self.bad_validations = state["step"], state["best"], state["bad_validations"]
             self.saved_step = self.step
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise UserError(f"{self.run.checkpoint_path('last')}: does not match this run's model or config "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); start a new run") from None
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
+            raise UserError(f"{self.run.checkpoint_path(which)}: does not match this run's model or config "
+                            f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); start a new run") from None
+
+    def _apply_optimizer_config(self, opt, sched) -> None:
+        """The config's lr, betas and weight decay win over the checkpoint's, so a resume with
+        ``--set train.lr=...`` (the advice after a NaN) takes effect; unchanged, this is exact."""
+        t = self.config.train
+        sched.base_lrs = [t.lr] * len(opt.param_groups)
+        for group in opt.param_groups:
+            group["initial_lr"], group["betas"], group["weight_decay"] = t.lr, (t.beta1, t.beta2), t.weight_decay
+            group["lr"] = t.lr * sched.lr_lambdas[0](sched.last_epoch)
+
+
+class _Loss(torch.nn.Module):
+    """``model.loss`` as a module's forward, for DistributedDataParallel to wrap."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, y=None):
+        return self.model.loss(x, y)

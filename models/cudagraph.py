@@ -1,0 +1,85 @@
+"""CUDA graphs for the samplers: a function of a few tensors, replayed from a CUDA graph that
+captured it, so that the hundreds of small kernel launches a sampler makes per subpixel (and
+the Python that issues them) cost one graph launch per call.
+
+``CudaGraphs.run(key, fn, *inputs)`` returns ``fn(*inputs)``. Off CUDA it is exactly that call.
+On CUDA, the first call with a key runs ``fn`` eagerly (a one-off sample pays nothing for
+capturing); the second warms ``fn`` up on a side stream (that run is the call's answer) and
+captures it into a graph with static copies of the inputs; every later call copies its inputs
+into those and replays the graph. The replay launches the same kernels on the same values as
+the eager run, so it gives the same tensor, under these conditions on ``fn``:
+
+- it reads nothing but its inputs and tensors that keep their storage between calls (a model's
+  parameters updated in place by an optimiser are fine: the graph reads them as they are now);
+  whatever else it depends on (shapes, Python numbers such as a temperature, the storage of the
+  parameters) must be part of ``key``: the input shapes, dtypes and devices always are;
+- it neither waits for the device (``.item()``, ``.tolist()``, data-dependent Python control
+  flow) nor draws random numbers: the uniforms come in as an input.
+
+A capture that fails (an operation that synchronises, for instance) leaves its key eager for
+good, with one warning. At most ``max_graphs`` graphs (and their memory pools) are kept.
+"""
+from __future__ import annotations
+
+import threading
+import warnings
+from collections import OrderedDict
+from typing import Callable, Hashable
+
+import torch
+
+
+class CudaGraphs:
+    def __init__(self, max_graphs: int = 4):
+        self.max_graphs = max_graphs
+        self.graphs: OrderedDict = OrderedDict()  # key -> (static inputs, static output, graph)
+        self.seen: set = set()                    # keys called once (eagerly)
+        self.failed: set = set()                  # keys whose capture failed: eager for good
+        self.lock = threading.Lock()
+
+    def run(self, key: Hashable, fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+        if not inputs or not all(t.is_cuda for t in inputs):
+            return fn(*inputs)
+        key = (key, tuple((tuple(t.shape), t.dtype, t.device) for t in inputs))
+        with self.lock, torch.cuda.device(inputs[0].device):  # graphs capture and replay on the current device
+            entry = self.graphs.get(key)
+            if entry is not None:
+                self.graphs.move_to_end(key)
+                static_inputs, output, graph = entry
+                for static, t in zip(static_inputs, inputs):
+                    static.copy_(t)
+                graph.replay()
+                return output.clone()
+            if key in self.failed or key not in self.seen:
+                self.seen.add(key)
+                return fn(*inputs)
+            try:
+                result, entry = self._capture(fn, inputs)
+            except Exception as e:  # noqa: BLE001 - whatever stops a capture: stay eager
+                self.failed.add(key)
+                warnings.warn(f"CUDA graph capture failed, sampling without it "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:160]})", RuntimeWarning, stacklevel=2)
+                torch.cuda.synchronize(inputs[0].device)
+                return fn(*inputs)
+            self.graphs[key] = entry
+            while len(self.graphs) > self.max_graphs:
+                self.graphs.popitem(last=False)
+            return result
+
+    @staticmethod
+    def _capture(fn, inputs):
+        """Warm up on a side stream (as torch's documentation asks: lazy initialisations stay
+        out of the capture), then capture. Returns the warm-up's result and the entry."""
+        device = inputs[0].device
+        static_inputs = [t.clone() for t in inputs]
+        main, side = torch.cuda.current_stream(device), torch.cuda.Stream(device)
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            result = fn(*static_inputs)
+        main.wait_stream(side)
+        result.record_stream(main)  # made on the side stream, read on the main one
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: other threads (a training job on the same GPU) may go on using CUDA
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            output = fn(*static_inputs)
+        return result, (static_inputs, output, graph)

@@ -1,0 +1,102 @@
+"""CUDA graphs of the samplers (models.cudagraph): on CUDA, ``sample`` replays a captured graph
+from its second call on and draws exactly the images the eager sampler draws from the same
+noise; off CUDA nothing is captured. The CUDA tests skip where no GPU is available; on a GPU,
+``python -m pytest tests/test_cudagraph.py -q`` runs them all."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import models
+from models.base import _sample_graphs
+from models.cudagraph import CudaGraphs
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device; none here")
+
+CASES = [  # (name, image shape, levels, classes, hyper-parameters): every model that opts in
+    ("pixelcnn", (1, 8, 8), 2, None, dict(hidden_channels=16, num_layers=2, head_channels=16)),
+    ("pixelcnn", (1, 8, 8), 2, None, dict(gated=True, hidden_channels=16, num_layers=2, head_channels=16)),
+    ("pixelcnn", (3, 4, 4), 256, 3, dict(gated=True, hidden_channels=12, num_layers=1, head_channels=12,
+                                         output="logistic_mixture", mixtures=3)),
+    ("pixelcnn", (3, 4, 4), 4, 3, dict(hidden_channels=12, num_layers=1, head_channels=12)),
+    ("row_lstm", (1, 8, 8), 2, None, dict(hidden=8, layers=2)),
+    ("row_lstm", (3, 4, 4), 4, 3, dict(hidden=6, layers=1)),
+    ("diagonal_bilstm", (1, 8, 8), 2, None, dict(hidden=8, layers=2)),
+    ("diagonal_bilstm", (3, 4, 4), 256, None, dict(hidden=6, layers=1, output="logistic_mixture", mixtures=2)),
+]
+
+
+def _eager(model, noise, y, temperature=1.0):
+    with torch.inference_mode():
+        return model._sample_all(noise, y, temperature).clone()
+
+
+def test_off_cuda_run_is_the_plain_call_and_captures_nothing():
+    graphs = CudaGraphs()
+    x = torch.arange(6.0)
+    for _ in range(3):
+        assert torch.equal(graphs.run("double", lambda t: t * 2, x), x * 2)
+    assert not graphs.graphs and not graphs.seen and not graphs.failed
+
+
+def test_cpu_sampling_is_unchanged():
+    torch.manual_seed(0)
+    model = models.build("pixelcnn", (1, 4, 4), 2, hidden_channels=8, num_layers=1, head_channels=8).eval()
+    noise = torch.rand(3, 1, 4, 4)
+    first, second = model.sample(3, noise=noise), model.sample(3, noise=noise)
+    assert torch.equal(first, second) and torch.equal(first, model.sample_naive(3, noise=noise))
+    assert not _sample_graphs(model).graphs
+
+
+@cuda
+@pytest.mark.parametrize("name,shape,levels,classes,hparams", CASES)
+def test_graph_replays_draw_the_eager_images(name, shape, levels, classes, hparams):
+    torch.manual_seed(0)
+    model = models.build(name, shape, levels, classes, **hparams).to("cuda").eval()
+    assert model.graph_sampling
+    n = 5
+    labels = None if classes is None else torch.arange(n, device="cuda") % classes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a failed capture warns: fail the test
+        for call in range(4):  # eager, warm-up + capture, replay, replay
+            noise = torch.rand(n, *shape, device="cuda")
+            x = model.sample(n, y=labels, noise=noise)
+            assert torch.equal(x, _eager(model, noise, labels)), f"call {call}"
+    assert len(_sample_graphs(model).graphs) == 1  # replayed, not re-captured
+
+
+@cuda
+def test_replays_follow_weights_updated_in_place_and_soft_labels():
+    torch.manual_seed(1)
+    model = models.build("pixelcnn", (3, 4, 4), 4, 3, hidden_channels=12, num_layers=1, head_channels=12).to("cuda").eval()
+    soft = torch.tensor([[0.5, 0.5, 0.0]], device="cuda").expand(4, 3).contiguous()
+    noise = torch.rand(4, 3, 4, 4, device="cuda")
+    for _ in range(3):
+        model.sample(4, y=soft, noise=noise)
+    with torch.no_grad():  # as an optimiser step does: same storage, new values
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    for t in (1.0, 0.7):  # a new temperature is a new graph (eager first)
+        for _ in range(3):
+            noise = torch.rand(4, 3, 4, 4, device="cuda")
+            assert torch.equal(model.sample(4, y=soft, noise=noise, temperature=t), _eager(model, noise, soft, t))
+    assert len(_sample_graphs(model).graphs) == 2
+
+
+@cuda
+def test_a_capture_that_fails_stays_eager_with_one_warning():
+    graphs = CudaGraphs()
+    x = torch.arange(4.0, device="cuda")
+
+    def syncs(t):
+        return t * float(t.sum().item())  # waits for the device: not capturable
+
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
+        for _ in range(2):
+            assert torch.equal(graphs.run("s", syncs, x), x * 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(graphs.run("s", syncs, x + 1), (x + 1) * 10)
+    assert not graphs.graphs and graphs.failed

@@ -1,0 +1,265 @@
+"""workbench.sampling on small models: reconstructions that beat random pairs, interpolations
+that end in the two reconstructions, temperature and class weights that reach the sampler,
+progress frames that end in the draw, code grids, the checks of bad combinations, and the
+test images the trainer scores."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import models
+from workbench import evaluate, sampling
+from workbench.config import load_config
+from workbench.data import load_data
+from workbench.errors import UserError
+from workbench.images import pick_frames, save_gif, save_strip
+from workbench.runs import Run
+
+
+def squares(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Binary 28x28 images of one class-dependent square each (like the test fixture's data)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = torch.zeros(n, 1, 28, 28)
+    for i, k in enumerate(y.tolist()):
+        r, c = divmod(k, 5)
+        x[i, 0, 4 + 10 * r: 12 + 10 * r, 2 + 5 * c: 6 + 5 * c] = 1.0
+    return x, y
+
+
+def build(name, shape=(1, 28, 28), levels=2, num_classes=None, **hp):
+    torch.manual_seed(0)
+    return models.build(name, shape, levels, num_classes, **hp).eval()
+
+
+@pytest.fixture(scope="module")
+def trained_vae():
+    """An MLP VAE fitted for a few hundred steps to the ten square images."""
+    torch.manual_seed(0)
+    model = models.build("vae", (1, 28, 28), 2, latent_dim=4, arch="mlp", hidden=64)
+    x, _ = squares(100)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(250):
+        batch = x[(torch.arange(25) + 25 * step) % 100]
+        loss = model.loss(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_reconstructions_of_a_trained_vae_beat_random_pairs(trained_vae):
+    x, y = squares(40, seed=1)
+    both = sampling.reconstruct(trained_vae, x)
+    assert both.shape == (80, 1, 28, 28) and torch.equal(both[:40], x)
+    recon = both[40:]
+    own = (recon - x).pow(2).flatten(1).mean(1)
+    other = (recon - x[torch.roll(torch.arange(40), 1)]).pow(2).flatten(1).mean(1)
+    differs = y != torch.roll(y, 1)
+    assert own.mean() < 0.5 * other[differs].mean()
+    assert (own < 0.02).float().mean() > 0.8  # most squares come back nearly exactly
+
+
+def _ends(rows, steps):
+    rows = rows.view(-1, steps, *rows.shape[1:])
+    return rows[:, 0], rows[:, -1], rows[:, steps // 2]
+
+
+@pytest.mark.parametrize("slerp", [False, True])
+def test_interpolation_ends_are_the_reconstructions_vae(trained_vae, slerp):
+    x, _ = squares(6, seed=2)
+    rows = sampling.interpolate(trained_vae, x[:3], x[3:], 7, slerp=slerp)
+    assert rows.shape == (21, 1, 28, 28)
+    recon = sampling.reconstruct(trained_vae, x)[6:]
+    first, last, middle = _ends(rows, 7)
+    torch.testing.assert_close(first, recon[:3], atol=1e-5, rtol=0)
+    torch.testing.assert_close(last, recon[3:], atol=1e-5, rtol=0)
+    assert (middle - first).abs().amax() > 1e-2 and (middle - last).abs().amax() > 1e-2
+
+
+def test_interpolation_ends_are_the_reconstructions_cvae_with_walking_labels():
+    model = build("cvae", num_classes=10, latent_dim=4, arch="mlp", hidden=32)
+    x, y = squares(6, seed=3)
+    y[3:] = (y[:3] + 1) % 10  # every pair changes class: the label walks as class weights
+    rows = sampling.interpolate(model, x[:3], x[3:], 5, y=(y[:3], y[3:]))
+    recon = sampling.reconstruct(model, x, y)[6:]
+    first, last, _ = _ends(rows, 5)
+    torch.testing.assert_close(first, recon[:3], atol=1e-5, rtol=0)
+    torch.testing.assert_close(last, recon[3:], atol=1e-5, rtol=0)
+    with pytest.raises(UserError):
+        sampling.interpolate(model, x[:3], x[3:], 5)  # a CVAE needs the labels
+
+
+def test_interpolation_ends_are_the_reconstructions_vqvae():
+    model = build("vqvae", num_codes=16, code_dim=4, channels=8, res_channels=4, res_blocks=1).train()
+    x, _ = squares(6, seed=4)
+    model.loss(x)  # k-means initialisation: the codes differ between images
+    model.eval()
+    rows = sampling.interpolate(model, x[:3], x[3:], 4)
+    recon = sampling.reconstruct(model, x)[6:]
+    first, last, _ = _ends(rows, 4)
+    torch.testing.assert_close(first, recon[:3], atol=1e-5, rtol=0)
+    torch.testing.assert_close(last, recon[3:], atol=1e-5, rtol=0)
+    assert not torch.allclose(recon[0], recon[3])
+    with pytest.raises(UserError):
+        sampling.interpolate(model, x[:3], x[3:], 4, slerp=True)
+
+
+def test_temperature_reaches_the_sampler():
+    made = build("made", (1, 4, 4), hidden=[16])
+    with torch.no_grad():
+        for p in made.parameters():
+            p.normal_(0, 0.5)
+    # T -> 0 is greedy: the noise no longer matters; T = 1 is today's sampler from the same uniforms
+    cold = [sampling.draw(made, 32, temperature=1e-9, seed=s) for s in (0, 1)]
+    assert torch.equal(cold[0], cold[1]) and torch.equal(cold[0][0].expand_as(cold[0]), cold[0])
+    warm = sampling.draw(made, 32, seed=0)
+    noise = torch.rand((32, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(warm, made.sample(32, noise=noise)) and not torch.equal(warm, cold[0])
+    vae = build("vae", latent_dim=4, arch="mlp", hidden=32)  # T scales the prior's std: T -> 0 decodes z = 0
+    a, b = (sampling.draw(vae, 4, temperature=1e-6, mean=True, seed=s) for s in (0, 1))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a[0], vae.decode(torch.zeros(1, 4))[0], atol=1e-5, rtol=0)
+    assert not torch.allclose(sampling.draw(vae, 4, mean=True, seed=0), a)
+
+
+def test_draws_are_reproducible_in_any_batch_size():
+    made = build("made", (1, 4, 4), num_classes=3, hidden=[16])
+    one = sampling.draw(made, 10, seed=5)
+    assert torch.equal(one, sampling.draw(made, 10, seed=5, batch_size=3))
+    assert not torch.equal(one, sampling.draw(made, 10, seed=6))
+    vae = build("cvae", num_classes=10, latent_dim=4, arch="mlp", hidden=32)
+    assert torch.equal(sampling.draw(vae, 5, seed=1, label=2), sampling.draw(vae, 5, seed=1, label=2))
+
+
+def test_weight_one_mixture_is_the_label_and_a_mixture_differs():
+    made = build("made", (1, 4, 4), num_classes=3, hidden=[16])
+    with torch.no_grad():
+        for p in made.parameters():
+            p.normal_(0, 1.0)
+    label = sampling.draw(made, 64, label=2, seed=0)
+    assert torch.equal(sampling.draw(made, 64, label=sampling.soft_label(3, {2: 1.0}), seed=0), label)
+    mixed = sampling.draw(made, 64, label=sampling.soft_label(3, {0: 0.5, 2: 0.5}), seed=0)
+    assert not torch.equal(mixed, label)
+
+
+def test_progress_ends_in_the_draw_and_fills_in_generation_order():
+    made = build("made", (1, 4, 4), num_classes=3, hidden=[16])
+    frames = list(sampling.progress(made, 6, every=5, label=1, temperature=0.7, seed=2))
+    assert [d for d, _ in frames] == [5, 10, 15, 16]
+    assert torch.equal(frames[-1][1], sampling.draw(made, 6, label=1, temperature=0.7, seed=2))
+    order = made.order()
+    for done, x in frames:
+        later = order[done:]
+        assert (x.flatten(1)[:, later] == 0).all()
+    prior = build("vqvae_prior", vqvae=build("vqvae", num_codes=8, code_dim=4, channels=8, res_channels=4, res_blocks=1),
+                  hidden_channels=8, num_layers=2, head_channels=8)
+    frames = list(sampling.progress(prior, 2, every=16, seed=3))
+    assert [d for d, _ in frames] == [16, 32, 48, 49] and frames[-1][1].shape == (2, 1, 28, 28)
+    assert torch.equal(frames[-1][1], sampling.draw(prior, 2, mean=True, seed=3))
+
+
+def test_class_sweep_shares_the_randomness_across_classes():
+    made = build("made", (1, 4, 4), num_classes=3, hidden=[16])
+    sweep = sampling.class_sweep(made, 2, seed=4)
+    assert sweep.shape == (6, 1, 4, 4)
+    for k in range(3):  # row 0 used the first uniforms of the seed's stream, as draw does
+        assert torch.equal(sweep[k], sampling.draw(made, 1, label=k, seed=4)[0])
+    cvae = build("cvae", num_classes=10, latent_dim=4, arch="mlp", hidden=32)
+    sweep = sampling.class_sweep(cvae, 2, seed=0, mean=True)
+    assert sweep.shape == (20, 1, 28, 28)
+    z = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(sweep[10:], cvae.decode(z[1:].expand(10, 4), torch.arange(10)), atol=1e-5, rtol=0)
+    with pytest.raises(UserError):
+        sampling.class_sweep(build("vae", latent_dim=4, arch="mlp", hidden=32), 2)
+
+
+def test_code_grid_shows_codes_beside_their_decoded_images():
+    vq = build("vqvae", num_codes=16, code_dim=4, channels=8, res_channels=4, res_blocks=1).train()
+    x, _ = squares(5, seed=5)
+    vq.loss(x)
+    vq.eval()
+    grid = sampling.code_grid(vq, x, usage_x=torch.cat([x, x]))
+    assert grid.codes.shape == (5, 7, 7) and torch.equal(grid.codes, vq.encode_codes(x))
+    assert grid.images.shape == (5, 1, 28, 28) and grid.picture.shape == (10, 3, 28, 28)
+    torch.testing.assert_close(grid.picture[1::2], grid.images.expand(-1, 3, -1, -1))
+    colours = sampling.palette(16)[grid.codes]  # (5, 7, 7, 3): each code its colour, 4x4 pixels per code
+    torch.testing.assert_close(grid.picture[0::2, :, ::4, ::4], colours.permute(0, 3, 1, 2))
+    assert torch.equal(grid.usage, 2 * torch.bincount(grid.codes.flatten(), minlength=16))
+    assert 1 <= grid.perplexity <= grid.used <= 16
+    assert sampling.usage_picture(grid.usage).shape == (3, 48, 32)
+    prior = build("vqvae_prior", num_classes=10, vqvae=vq, hidden_channels=8, num_layers=2, head_channels=8)
+    torch.testing.assert_close(sampling.reconstruct(prior, x), sampling.reconstruct(vq, x))  # through its VQ-VAE
+    drawn = sampling.code_grid(prior, n=3, label=4, temperature=0.5, seed=1)
+    assert drawn.codes.shape == (3, 7, 7) and drawn.usage.sum() == 3 * 49
+    torch.testing.assert_close(drawn.images, sampling.draw(prior, 3, label=4, temperature=0.5, mean=True, seed=1))
+
+
+@pytest.mark.parametrize("name, op, kwargs, words", [
+    ("made", "interpolate", {}, "needs a model with an encoder"),
+    ("made", "recon", {}, "needs a model with an encoder"),
+    ("vae", "progress", {}, "autoregressive"),
+    ("made", "codes", {}, "VQ-VAE"),
+    ("made", "samples", {"temperature": 0}, "positive"),
+    ("made", "samples", {"temperature": -1.0}, "positive"),
+    ("made", "samples", {"temperature": float("nan")}, "positive"),
+    ("vqvae", "samples", {"temperature": 0.5}, "no temperature"),
+    ("vae", "recon", {"temperature": 0.5}, "drawn samples"),
+    ("made", "samples", {"mean": True}, "latent model"),
+    ("made", "samples", {"mix": {3: 1.0}}, "not class-conditional"),
+    ("made", "samples", {"label": 1}, "not class-conditional"),
+    ("made_c", "samples", {"label": 1, "mix": {3: 1.0}}, "not both"),
+    ("made_c", "samples", {"label": 3}, "out of range"),
+    ("made_c", "samples", {"label": -1}, "out of range"),
+    ("made_c", "samples", {"mix": {5: 1.0}}, "out of range"),
+    ("made_c", "classes", {"label": 1}, "every class"),
+    ("made", "classes", {}, "class-conditional"),
+    ("made", "paint", {}, "unknown mode"),
+])
+def test_check_rejects_bad_combinations(name, op, kwargs, words):
+    model = build("made", (1, 2, 2), num_classes=3 if name == "made_c" else None, hidden=[8]) if name.startswith("made") \
+        else build(name, latent_dim=2, arch="mlp", hidden=8) if name == "vae" \
+        else build(name, num_codes=4, code_dim=2, channels=4, res_channels=2, res_blocks=0)
+    with pytest.raises(UserError) as e:
+        sampling.check(model, op, **kwargs)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_check_accepts_what_the_modes_offer():
+    made = build("made", (1, 2, 2), num_classes=3, hidden=[8])
+    for op in ("samples", "classes", "progress"):
+        sampling.check(made, op, temperature=0.5)
+    sampling.check(made, "samples", mix={0: 1, 2: 3})
+    sampling.check(made, "progress", label=2)
+
+
+def test_parse_mix_and_soft_label():
+    assert sampling.parse_mix("3:0.5, 7:1.5") == {3: 0.5, 7: 1.5} and sampling.parse_mix("3,7") == {3: 1.0, 7: 1.0}
+    torch.testing.assert_close(sampling.soft_label(10, {3: 1, 7: 3}), torch.eye(10)[3] * 0.25 + torch.eye(10)[7] * 0.75)
+    for bad in ["", "3:", "x:1", "3:a", "3:-1", "3:0,4:0", "3:1,3:2", "3:inf"]:
+        with pytest.raises(UserError):
+            sampling.parse_mix(bad)
+
+
+def test_test_images_are_the_trainers_test_split(tiny_preset):
+    config = load_config(tiny_preset)
+    assert sampling.TEST_SPLIT_SEED == evaluate.TEST_SPLIT_SEED
+    splits = load_data(config.data)  # dynamic binarisation: the same draw as the trainer's test NLL
+    x, y = sampling.test_images(Run(tiny_preset.parent, config), 7, seed=1)
+    pick = torch.randperm(len(splits.test_x), generator=torch.Generator().manual_seed(1))[:7]
+    assert torch.equal(x, splits.test_x[pick]) and torch.equal(y, splits.test_y[pick])
+    with pytest.raises(UserError):
+        sampling.test_images(Run(tiny_preset.parent, config), 61)
+
+
+def test_progress_pictures(tmp_path):
+    frames = [torch.full((3, 1, 4, 4), v) for v in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert pick_frames(frames, 3) == [frames[0], frames[2], frames[4]]
+    strip = Image.open(save_strip(frames, tmp_path / "p.png", scale=2))
+    assert strip.size == (2 * (5 * 5 + 1), 2 * (3 * 5 + 1))
+    gif = Image.open(save_gif(frames, tmp_path / "p.gif", scale=3))
+    assert gif.n_frames == 5 and gif.info["loop"] == 0
+    gif.seek(4)
+    assert np.asarray(gif.convert("L"))[3 * 1 + 1, 3 * 1 + 1] == 255

@@ -1,0 +1,344 @@
+"""The sampling session screen, the ImageGrid widget and the image-protocol setting.
+
+Two tiny runs are trained once for the module (a class-conditional MADE and an unconditional
+VAE); the screen runs in a minimal App with images forced to half-cell blocks."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+from textual.app import App
+from textual.widgets import Static
+
+from tests.conftest import TINY_PRESET, make_idx_dataset
+from workbench import sampling
+from workbench.config import load_config
+from workbench.errors import UserError
+from workbench.runs import Run
+from workbench.train import Trainer
+from workbench.tui import settings
+from workbench.tui.screens.sampling import INTERP_STEPS, SamplingScreen
+from workbench.tui.widgets.image_grid import HIGHLIGHT, ImageGrid, fit_size, scale_nearest, tile_size
+
+# Two mask sets: the animation must end on the draw even when each image picks its own.
+MADE = (TINY_PRESET.replace('name = "made"\n', 'name = "made"\nconditional = true\n')
+        .replace("max_steps = 24", "max_steps = 6"))
+VAE = TINY_PRESET.replace('name = "made"\nhidden = [32]\nnum_masks = 2',
+                          'name = "vae"\narch = "mlp"\nhidden = 32\nlatent_dim = 4\niw_samples = 2')
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tui-sampling")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENWB_CACHE", str(root / "cache"))
+        mp.setenv("GENWB_OFFLINE", "1")
+        mp.setenv("GENWB_DATA", str(root / "data"))
+        make_idx_dataset(root / "data" / "fashion-mnist")
+        made = {}
+        for name, text in (("made", MADE), ("vae", VAE)):
+            (root / f"{name}.toml").write_text(text.replace('name = "tiny"', f'name = "{name}"'))
+            run = Run.create(load_config(root / f"{name}.toml"), root / "runs")
+            Trainer(run.config, run).fit()
+            made[name] = run.path
+        yield made
+
+
+@pytest.fixture(autouse=True)
+def halfcell():
+    settings.use_image_protocol("halfcell")
+    yield
+    settings.use_image_protocol("auto")
+
+
+class SessionApp(App):
+    def __init__(self, run_dir, **kwargs):
+        super().__init__()
+        self.run_dir, self.kwargs = run_dir, kwargs
+
+    def on_mount(self) -> None:
+        self.push_screen(SamplingScreen(self.run_dir, **self.kwargs))
+
+
+async def settle(pilot, screen, timeout=30.0):
+    """Wait until the model is loaded and no draw is under way."""
+    deadline = time.monotonic() + timeout
+    await pilot.pause()
+    while (screen.model is None and screen.error is None) or screen.busy:
+        assert time.monotonic() < deadline, f"still busy: {screen._status}"
+        await pilot.pause(0.02)
+    await pilot.pause()
+
+
+def notes(app) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+def shown_settings(screen) -> str:
+    return str(screen.query_one("#settings", Static).render())
+
+
+# -- the session ------------------------------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_class_mixture_and_temperature_keys_change_what_is_drawn(runs):
+    app = SessionApp(runs["made"], seed=5)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await settle(pilot, screen)
+        assert screen.error is None and screen.draws == 1 and screen.checkpoint_step == 6
+        model, n = screen.model, len(screen.last)
+        assert n >= 4 and screen.last.shape[1:] == (1, 28, 28)
+        assert torch.equal(screen.last, sampling.draw(model, n, seed=5))
+
+        await pilot.press("3")
+        await settle(pilot, screen)
+        assert screen.label == 3 and "class 3" in shown_settings(screen)
+        assert torch.equal(screen.last, sampling.draw(model, n, label=3, seed=5))
+
+        await pilot.press("m", "7")
+        await settle(pilot, screen)
+        assert screen.mix == (3, 7) and screen.weight == 0.5 and "mix 3×0.5 + 7×0.5" in shown_settings(screen)
+        assert torch.equal(screen.last, sampling.draw(model, n, label=sampling.soft_label(10, {3: 0.5, 7: 0.5}), seed=5))
+
+        await pilot.press("right")
+        await settle(pilot, screen)
+        assert screen.weight == pytest.approx(0.6)
+        mixed = sampling.soft_label(10, {3: 0.4, 7: 0.6})
+        assert torch.equal(screen.last, sampling.draw(model, n, label=mixed, seed=5))
+
+        await pilot.press("t", "t", "t")
+        await settle(pilot, screen)
+        assert screen.temperature == pytest.approx(0.7) and "T 0.7" in shown_settings(screen)
+        cold = sampling.draw(model, n, label=mixed, temperature=0.7, seed=5)
+        assert torch.equal(screen.last, cold)
+        assert not torch.equal(cold, sampling.draw(model, n, label=mixed, seed=5))
+
+        await pilot.press("T")
+        await settle(pilot, screen)
+        assert screen.temperature == pytest.approx(0.8)
+
+        await pilot.press("space")
+        await settle(pilot, screen)
+        assert screen.seed == 6 and "seed 6" in shown_settings(screen)
+        assert torch.equal(screen.last, sampling.draw(model, n, label=mixed, temperature=0.8, seed=6))
+
+        await pilot.press("m")  # m again leaves the mixture
+        await settle(pilot, screen)
+        assert screen.mix is None and torch.equal(screen.last, sampling.draw(model, n, label=3, temperature=0.8, seed=6))
+
+
+@pytest.mark.asyncio
+async def test_w_writes_the_grid_into_the_run_folder(runs):
+    app = SessionApp(runs["made"], seed=1)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await settle(pilot, screen)
+        await pilot.press("w")
+        await pilot.pause()
+        [path] = screen.saved
+        assert path.parent == runs["made"] / "samples" and path.name.startswith("session-") and path.suffix == ".png"
+        assert str(path) in notes(app)
+        with PILImage.open(path) as saved:
+            shown = np.asarray(saved)
+        from workbench.images import grid
+
+        assert np.array_equal(shown, grid(screen.last, screen.last_nrow))
+
+
+@pytest.mark.asyncio
+async def test_a_animates_and_ends_on_the_plain_draw(runs):
+    app = SessionApp(runs["made"], seed=2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await settle(pilot, screen)
+        await pilot.press("4", "a")
+        assert screen.mode == "animate"
+        await settle(pilot, screen)
+        assert screen.frames_shown >= 2 and "frames shown" in screen._status
+        assert torch.equal(screen.last, sampling.draw(screen.model, len(screen.last), label=4, seed=2))
+
+
+@pytest.mark.asyncio
+async def test_any_key_stops_an_animation_and_esc_then_goes_back(runs, monkeypatch):
+    real = sampling.progress
+
+    def slow(*args, **kwargs):
+        for frame in real(*args, **kwargs):
+            time.sleep(0.01)
+            yield frame
+
+    monkeypatch.setattr(sampling, "progress", slow)
+    app = SessionApp(runs["made"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await settle(pilot, screen)
+        await pilot.press("a")
+        deadline = time.monotonic() + 20
+        while screen.frames_shown < 1:
+            assert time.monotonic() < deadline
+            await pilot.pause(0.02)
+        await pilot.press("escape")
+        assert app.screen is screen and not screen.busy and "stopped" in screen._status
+        frames = screen.frames_shown
+        await pilot.pause(0.3)
+        assert screen.frames_shown == frames  # no frame arrives after the stop
+        await pilot.press("escape")
+        assert app.screen is not screen
+
+
+@pytest.mark.asyncio
+async def test_keys_the_model_cannot_honour_say_why(runs):
+    app = SessionApp(runs["made"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await settle(pilot, screen)
+        draws = screen.draws
+        for key in ("i", "o", "v", "left"):
+            await pilot.press(key)
+        await settle(pilot, screen)
+        said = notes(app)
+        assert any("no encoder" in s for s in said) and any("needs an encoder" in s for s in said)
+        assert any("no codebook" in s for s in said) and any("mixture weight" in s for s in said)
+        assert screen.draws == draws and screen.mode == "samples"
+
+    app = SessionApp(runs["vae"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await settle(pilot, screen)
+        for key in ("3", "m", "a"):
+            await pilot.press(key)
+        said = notes(app)
+        assert sum("unconditional" in s for s in said) == 2 and any("animate" in s for s in said)
+        assert screen.label is None and screen.mode == "samples"
+
+
+@pytest.mark.asyncio
+async def test_interpolation_walks_and_reconstructions_show_on_a_vae(runs):
+    app = SessionApp(runs["vae"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await settle(pilot, screen)
+        await pilot.press("i")
+        await settle(pilot, screen)
+        assert screen.mode == "interpolate" and screen.last.shape == (INTERP_STEPS, 1, 28, 28)
+        middle = screen.interp_step
+        await pilot.press("right", "right")
+        assert screen.interp_step == middle + 2 and f"{middle + 3}/{INTERP_STEPS}" in shown_settings(screen)
+        main = screen.query_one("#main", ImageGrid)
+        assert main.picture.size == (30, 30)  # one image, with its frame
+        strip = screen.query_one("#strip", ImageGrid)
+        assert strip.display and strip.picture.size[0] > 8 * 28
+        framed = (np.asarray(strip.shown) == HIGHLIGHT).all(-1)  # the current step, framed
+        columns = np.flatnonzero(framed.any(0))
+        assert framed.any() and columns.min() > framed.shape[1] * (middle + 1) // INTERP_STEPS
+        await pilot.press("o")
+        await settle(pilot, screen)
+        n = screen.last_nrow
+        assert screen.mode == "recon" and screen.last.shape == (2 * n, 1, 28, 28)
+        x, _ = sampling.test_images(screen.run, n, seed=screen.seed)
+        assert torch.equal(screen.last[:n], x)
+        await pilot.press("o")  # again: back to samples
+        await settle(pilot, screen)
+        assert screen.mode == "samples"
+
+
+@pytest.mark.asyncio
+async def test_a_run_without_a_checkpoint_says_so(tmp_path, runs):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(runs["vae"], bare)
+    shutil.rmtree(bare / "checkpoints")
+    app = SessionApp(bare)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await settle(pilot, screen)
+        assert "no checkpoint" in screen.error and any("no checkpoint" in s for s in notes(app))
+        await pilot.press("space", "3", "w")  # nothing to draw: still alive
+        assert app.screen is screen
+
+
+# -- ImageGrid ----------------------------------------------------------------------------------------
+def test_fit_size_enlarges_by_whole_factors_and_shrinks_to_fit():
+    assert fit_size(28, 28, 100, 60) == (56, 56)
+    assert fit_size(29, 10, 29, 10) == (29, 10)
+    assert fit_size(10, 5, 35, 100) == (30, 15)
+    assert fit_size(100, 50, 40, 40) == (40, 20)
+    assert fit_size(0, 5, 10, 10) == (0, 0)
+    assert tile_size(9, 28, 28, 9, 300, 40) == (28, 28)
+    h, w = tile_size(9, 28, 28, 9, 120, 40)
+    assert (h, w) == (12, 12) and 9 * w + 10 <= 120
+
+
+def test_scale_nearest_never_blurs():
+    rng = np.random.default_rng(0)
+    src = rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    big = np.asarray(scale_nearest(PILImage.fromarray(src), 23, 40))
+    assert big.shape == (28, 20, 3)  # 4x: the largest whole factor that fits 23 wide x 40 high
+    assert np.array_equal(big, src.repeat(4, 0).repeat(4, 1))  # every pixel a 4x4 block
+    small = np.asarray(scale_nearest(PILImage.fromarray(src), 3, 3))
+    assert {tuple(p) for p in small.reshape(-1, 3)} <= {tuple(p) for p in src.reshape(-1, 3)}
+
+
+class GridApp(App):
+    def compose(self):
+        yield ImageGrid(id="grid")
+
+
+@pytest.mark.asyncio
+async def test_image_grid_shows_pngs_by_whole_pixels_and_survives_bad_files(tmp_path):
+    good = tmp_path / "good.png"
+    PILImage.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(good)
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(good.read_bytes()[:40])
+    app = GridApp()
+    async with app.run_test(size=(40, 12)) as pilot:
+        grid = app.query_one(ImageGrid)
+        assert grid.protocol == "halfcell"
+        grid.update(good)
+        await pilot.pause()
+        # 40 x 12 cells = 40 x 24 half-cell pixels: 8 x 8 enlarges 3x to 24 x 24 = 24 x 12 cells
+        assert grid.shown.size == (24, 24) and grid.query_one("#picture").size == (24, 12)
+        src = np.asarray(PILImage.open(good).convert("RGB"))
+        assert np.array_equal(np.asarray(grid.shown), src.repeat(3, 0).repeat(3, 1))
+        for bad, said in ((corrupt, "cannot show corrupt.png"), (tmp_path / "missing.png", "no image at")):
+            grid.update(bad)
+            await pilot.pause()
+            assert grid.picture is None and said in grid.message
+            assert said in str(grid.query_one(".message", Static).render())
+        grid.update(torch.rand(6, 1, 4, 4), nrow=3)
+        await pilot.pause()
+        assert grid.message is None and grid.picture.size == (16, 11)
+
+
+# -- settings -----------------------------------------------------------------------------------------
+def test_image_protocol_comes_from_cli_env_or_the_user_config(tmp_path, monkeypatch):
+    monkeypatch.delenv(settings.ENV_VAR, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    warnings: list[str] = []
+    assert settings.config_path() == tmp_path / "genwb" / "config.toml"
+    assert settings.resolve_image_protocol(None, warn=warnings.append) == "auto"  # no file
+    (tmp_path / "genwb").mkdir()
+    settings.config_path().write_text('[tui]\nimage_protocol = "halfcell"\n')
+    assert settings.resolve_image_protocol(None, warn=warnings.append) == "halfcell"
+    assert settings.resolve_image_protocol("kitty", warn=warnings.append) == "kitty"
+    monkeypatch.setenv(settings.ENV_VAR, "sixel")
+    assert settings.resolve_image_protocol(None, warn=warnings.append) == "sixel"
+    monkeypatch.delenv(settings.ENV_VAR)
+    assert warnings == []
+    with pytest.raises(UserError, match="--image-protocol"):
+        settings.resolve_image_protocol("iterm", warn=warnings.append)
+
+    settings.config_path().write_text('[tui]\nimage_protocol = "retina"\n')
+    assert settings.resolve_image_protocol(None, warn=warnings.append) == "auto"
+    settings.config_path().write_text('[tui\nimage_protocol = "halfcell"\n')
+    assert settings.resolve_image_protocol(None, warn=warnings.append) == "auto"
+    assert len(warnings) == 2 and "retina" in warnings[0] and "not valid TOML" in warnings[1]
+    assert all("\n" not in w for w in warnings)
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", "")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert settings.config_path() == tmp_path / "home" / ".config" / "genwb" / "config.toml"

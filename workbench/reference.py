@@ -1,0 +1,67 @@
+"""Reference figures that give sample-quality metrics a scale: the floor (real test images
+against real training images, what a perfect model scores) and the ceiling (real test images
+against uniform noise on the level grid, what a useless one scores).
+
+``reference(dataset, binarize)`` reads ``benchmarks/results/fid_reference*.json`` (written by
+``benchmarks/bench_fid.py``) when the source tree is at hand, else falls back on the figures
+measured for the README (classifier extractor, n = 10,000, Fashion-MNIST). It never computes
+anything.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class Reference:
+    dataset: str
+    binarize: str          # "none" for grey data, else "dynamic"/"threshold"
+    extractor: str
+    source: str            # where the figures come from
+    floor: dict[str, float]
+    ceiling: dict[str, float]
+
+
+#: Classifier-feature figures from the README's table, keyed by (dataset, binarize).
+_README = {
+    ("fashion-mnist", "none"): (
+        {"fid": 0.090, "kid_mean": -0.0018, "is_mean": 8.28, "precision": 0.853, "recall": 0.851},
+        {"fid": 166.97, "kid_mean": 6.101, "is_mean": 1.27, "precision": 0.052, "recall": 0.000}),
+    ("fashion-mnist", "dynamic"): (
+        {"fid": 0.069, "kid_mean": -0.0019, "is_mean": 7.07, "precision": 0.866, "recall": 0.871},
+        {"fid": 106.0, "kid_mean": 1.333, "is_mean": 1.17, "precision": 0.695, "recall": 0.000}),
+}
+
+
+def _binarized(binarize: str) -> str:
+    return "none" if binarize == "none" else "dynamic"
+
+
+def _from_files(folder: Path) -> dict[tuple[str, str], Reference]:
+    found = {}
+    for path in sorted(folder.glob("fid_reference*.json")) if folder.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+            key = (str(data["dataset"]), _binarized(str(data.get("binarize", "none"))))
+            found[key] = Reference(key[0], key[1], str(data.get("extractor", "classifier")),
+                                   f"{path.name} (n = {data.get('n', '?')})",
+                                   dict(data["floor"]), dict(data["ceiling"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def reference(dataset: str, binarize: str = "none", folder: Path | None = None) -> Reference | None:
+    """The floor and ceiling for a dataset as the model sees it, or None if never measured."""
+    key = (dataset, _binarized(binarize))
+    measured = _from_files(folder if folder is not None else RESULTS)
+    if key in measured:
+        return measured[key]
+    if key in _README:
+        floor, ceiling = _README[key]
+        return Reference(key[0], key[1], "classifier", "README table (n = 10,000)", floor, ceiling)
+    return None

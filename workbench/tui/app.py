@@ -1,0 +1,317 @@
+"""The genwb app and its factory, shared by ``genwb`` (no sub-command) and the tests.
+
+    app = create_app("runs")            # owns the queue's workers, or attaches to the owner's
+    app.run()
+
+The queue's events arrive on worker threads; the subscriber only posts a message (coalesced:
+at most one pending message per job for training steps). The UI marks jobs dirty and a 4 Hz
+timer takes one snapshot of the queue and hands it to the screens, so the UI never waits on
+training and redraws at most four times a second however fast jobs log. When no event comes
+(a client attached to another process's queue) the snapshot is still taken once a second.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Iterable
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Grid
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Label
+
+from workbench import events as ev
+from workbench.runindex import MetricsTail, Series, sparkline
+
+REFRESH_HZ = 4
+POLL_S = 1.0  # a snapshot at least this often, events or not
+SPARK_POINTS = 128
+TAIL_BYTES = 256_000  # how much of a long metrics file the sparkline and the log start from
+
+
+class QueueEvent(Message):
+    """A queue event, posted from a worker thread."""
+
+    def __init__(self, job_id: str, event) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.event = event
+
+
+class JobsUpdated(Message):
+    """Sent to the screens after each snapshot: ``jobs`` in queue order, ``changed`` job ids."""
+
+    bubble = False
+
+    def __init__(self, jobs: list, changed: set[str]) -> None:
+        super().__init__()
+        self.jobs = jobs
+        self.changed = changed
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question; y/enter answers yes, n/escape no."""
+
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Grid { grid-size: 2; grid-gutter: 1 2; grid-rows: auto 3; padding: 1 2; width: 70;
+                           height: auto; border: thick $warning; background: $surface; }
+    ConfirmScreen #question { column-span: 2; width: 1fr; }
+    ConfirmScreen Button { width: 100%; }
+    """
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str, yes: str = "Yes", no: str = "No") -> None:
+        super().__init__()
+        self.question, self.yes, self.no = question, yes, no
+
+    def compose(self) -> ComposeResult:
+        with Grid():
+            yield Label(self.question, id="question")
+            yield Button(f"{self.yes} (y)", variant="warning", id="yes")
+            yield Button(f"{self.no} (n)", variant="primary", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+def describe_event(event) -> str | None:
+    """One log line for a trainer event; None for steps and validations, which the detail
+    screen's log reads from metrics.jsonl (every row, not only those that reached the UI)."""
+    if isinstance(event, ev.Started):
+        return f"started at step {event.step} of {event.total_steps} on {event.device}, {event.num_params:,} parameters"
+    if isinstance(event, ev.Evaluated) and event.split != "val":
+        parts = " ".join(f"{k} {v:.4g}" for k, v in event.metrics.items() if isinstance(v, (int, float)))
+        return f"step {event.step}: {event.split} {parts}{' (best)' if event.best else ''}"
+    if isinstance(event, ev.Samples):
+        return f"step {event.step}: samples {Path(event.path).name}"
+    if isinstance(event, ev.Checkpointed):
+        return f"step {event.step}: checkpoint {Path(event.path).name}"
+    if isinstance(event, ev.Finished):
+        return f"finished at step {event.step}: {event.reason}"
+    if isinstance(event, ev.Failed):
+        return f"failed at step {event.step}: {event.message}"
+    if isinstance(event, str):
+        return event
+    return None
+
+
+class GenwbApp(App):
+    """Shows and drives a JobQueue; every view reads the run folders back from disk."""
+
+    TITLE = "genwb"
+    CSS = """
+    Screen { layout: vertical; }
+    .title-bar { height: 1; padding: 0 1; background: $boost; color: $text; }
+    .hint { height: auto; color: $text-muted; padding: 0 1; }
+    JobTable { height: 1fr; }
+    """
+    BINDINGS = [Binding("q", "quit", "Quit", priority=False), Binding("ctrl+q", "quit", "Quit", show=False)]
+
+    def __init__(self, runs_dir: Path, queue, *, owns_queue: bool, image_protocol: str = "auto") -> None:
+        super().__init__()
+        if "TEXTUAL_ANIMATIONS" not in os.environ:
+            # Sliding tab underlines and scrolls redraw the screen dozens of times a second: over
+            # SSH, next to training, that costs more than it shows (measured: a tab switch 2.5x slower).
+            self.animation_level = "none"
+        self.runs_dir = Path(runs_dir)
+        self.queue = queue
+        self.owns_queue = owns_queue
+        self.image_protocol = image_protocol
+        self.jobs: list = []
+        self.sparks: dict[str, str] = {}
+        self._loss_tails: dict[str, tuple[MetricsTail, Series]] = {}
+        self.event_log: dict[str, deque[tuple[int, str]]] = {}  # (sequence number, line) per job
+        self._seq = 0
+        self.marked_runs: set[Path] = set()  # runs chosen (space) to overlay or evaluate
+        self.devices = ["auto", "cpu"]  # completed by _probe_devices
+        self._dirty: set[str] = set()
+        self._pending: set[str] = set()   # jobs with a step message in flight (touched by threads)
+        self._pending_lock = threading.Lock()
+        self._last_poll = 0.0
+        self._queue_closed = False
+        self._unsubscribe = None
+
+    # -- queue events (any thread) ---------------------------------------------------------------
+    def _queue_callback(self, job_id: str, event) -> None:
+        if isinstance(event, ev.Step):
+            with self._pending_lock:
+                if job_id in self._pending:
+                    return
+                self._pending.add(job_id)
+        self.post_message(QueueEvent(job_id, event))
+
+    def on_queue_event(self, message: QueueEvent) -> None:
+        with self._pending_lock:
+            self._pending.discard(message.job_id)
+        self._dirty.add(message.job_id)
+        line = describe_event(message.event)
+        if line:
+            self._seq += 1
+            self.event_log.setdefault(message.job_id, deque(maxlen=500)).append((self._seq, line))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        from workbench.tui.screens.jobs import JobsScreen
+
+        self._unsubscribe = self.queue.subscribe(self._queue_callback)
+        self.push_screen(JobsScreen())
+        self.refresh_jobs(force=True)
+        self.set_interval(1 / REFRESH_HZ, self.refresh_jobs)
+        self._probe_devices()
+        self._catch_hangup()
+
+    def _catch_hangup(self) -> None:
+        """A closed SSH session (SIGHUP) or a kill (SIGTERM) leaves like a confirmed quit: running
+        jobs checkpoint and go back to the queue before the process ends."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGHUP, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, self._hung_up, signum)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), or Windows
+                pass
+
+    def _hung_up(self, signum: int) -> None:
+        # Checkpoint first, here and now: the terminal may be gone, and exiting may not get far.
+        self.close_queue()
+        self.exit()
+
+    @work(thread=True, exit_on_error=False, group="devices")
+    def _probe_devices(self) -> None:
+        """The devices the new-job form offers; importing torch takes seconds, so not on the UI thread."""
+        from workbench.tui.screens.newjob import device_choices
+
+        self.devices = device_choices()
+
+    def on_unmount(self) -> None:
+        self.close_queue()
+
+    def close_queue(self) -> None:
+        """Stop listening; if this app opened the queue, shut it down with checkpoints (idempotent)."""
+        if self._queue_closed:
+            return
+        self._queue_closed = True
+        if self._unsubscribe is not None:
+            try:
+                self._unsubscribe()
+            except Exception:  # the queue may be gone already
+                pass
+        if self.owns_queue:
+            self.queue.shutdown(wait=True, checkpoint=True)
+
+    def refresh_jobs(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not (force or self._dirty or now - self._last_poll >= POLL_S):
+            return
+        self._last_poll = now
+        changed, self._dirty = self._dirty, set()
+        try:
+            jobs = self.queue.jobs()
+        except Exception as e:  # a queue file being replaced, a vanished owner: try again next tick
+            self.log.warning(f"queue snapshot failed: {e!r}")
+            return
+        previous = {j.id: j for j in self.jobs}
+        for job in jobs:
+            old = previous.get(job.id)
+            if old != job:
+                changed.add(job.id)
+            if old is not None and old.state != job.state and job.state in ("done", "failed"):
+                what = "evaluation" if job.kind == "eval" else "job"
+                if job.state == "failed":
+                    self.notify(f"{what} {job.id} ({job.name}) failed: {job.error or 'see its log'}",
+                                severity="error", timeout=15)
+                else:
+                    self.notify(f"{what} {job.id} ({job.name}) done")
+            if job.kind == "train" and (job.id in changed or job.id not in self.sparks):
+                self.sparks[job.id] = self._spark(job)
+        self.jobs = jobs
+        for screen in self.screen_stack:
+            screen.post_message(JobsUpdated(jobs, changed))
+
+    def _spark(self, job) -> str:
+        """The job's training loss as a sparkline, from its metrics file read incrementally."""
+        if not job.run_dir:
+            return ""
+        path = Path(job.run_dir) / "metrics.jsonl"
+        tail, series = self._loss_tails.get(job.id, (None, None))
+        if tail is None or tail.path != path:
+            tail, series = MetricsTail(path), Series(SPARK_POINTS)
+            tail.skip_to_tail(TAIL_BYTES)  # the recent past of a long run, read at once
+        rows = tail.read_new()
+        if tail.restarted:
+            series = Series(SPARK_POINTS)
+        for row in rows:
+            if row.get("split", "train") == "train" and isinstance(row.get("loss"), (int, float)):
+                series.append(row["step"], row["loss"])
+        self._loss_tails[job.id] = (tail, series)
+        return sparkline(series.points()[1], 14)
+
+    def job(self, job_id: str | None):
+        return next((j for j in self.jobs if j.id == job_id), None)
+
+    # -- quitting --------------------------------------------------------------------------------
+    async def action_quit(self) -> None:
+        running = [j for j in self.jobs if j.state == "running"]
+        if not (self.owns_queue and self.queue.owner and running):
+            self.exit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.notify(f"checkpointing {len(running)} job(s)…", timeout=30)
+                self._shutdown_then_exit()
+
+        self.push_screen(ConfirmScreen(
+            f"{len(running)} job(s) running. Quit? They stop at a checkpoint now and resume "
+            f"the next time a genwb app or `genwb queue work` opens {self.runs_dir}.",
+            yes="Checkpoint and quit", no="Stay"), answered)
+
+    @work(thread=True, exit_on_error=False, group="shutdown")
+    def _shutdown_then_exit(self) -> None:
+        self.close_queue()
+        self.call_from_thread(self.exit)
+
+    # -- command palette -------------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for binding in getattr(screen, "BINDINGS", []):
+            if isinstance(binding, Binding) and binding.show and binding.description:
+                key = binding.key_display or binding.key.split(",")[0]
+                yield SystemCommand(f"{binding.description} ({key})", f"{type(screen).__name__}: key {key}",
+                                    lambda action=binding.action, s=screen: self.call_later(s.run_action, action))
+
+
+def create_app(runs_dir: str | Path = "runs", *, queue=None, image_protocol: str = "auto",
+               cpu_slots: int | None = None) -> GenwbApp:
+    """The app on ``runs_dir``: with ``queue`` given, shows it (the caller shuts it down);
+    else opens ``JobQueue(runs_dir, work=True)``: the owner of the workers if no other live
+    process owns the folder, a client of that process otherwise."""
+    from workbench.tui import settings
+
+    settings.use_image_protocol(image_protocol)
+    runs_dir = Path(runs_dir)
+    owns = queue is None
+    if queue is None:
+        from workbench.errors import UserError
+        from workbench.jobs import JobQueue
+
+        try:
+            runs_dir.mkdir(parents=True, exist_ok=True)
+            queue = JobQueue(runs_dir, cpu_slots=cpu_slots, work=True)
+        except OSError as e:
+            raise UserError(f"{runs_dir}: cannot open the runs folder ({e.strerror or e}); choose another with --runs DIR") from None
+    return GenwbApp(runs_dir, queue, owns_queue=owns, image_protocol=image_protocol)

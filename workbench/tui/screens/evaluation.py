@@ -1,0 +1,178 @@
+"""The FID/IS panel: runs by sample-quality metric, read from each run's eval.json, with the
+reference floor (real against real) and ceiling (noise) of each dataset beside them.
+
+``e`` queues an evaluation of the marked runs (or the selected one) as queue jobs; their
+progress shows in the job column and the row fills in when eval.json is rewritten."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from workbench.reference import reference
+from workbench.runindex import EVAL_METRICS, EvalRow, eval_rows
+from workbench.tui.app import JobsUpdated
+from workbench.tui.screens.runs import OpenTable
+from workbench.tui.widgets.job_table import format_number
+
+RESCAN_S = 2.0
+SAMPLE_COUNTS = (10000, 5000, 1000)
+ACTIVE = ("queued", "waiting", "running", "paused")
+
+
+class EvaluationScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("space", "mark", "Mark"),
+        Binding("e", "evaluate", "Evaluate marked"),
+        Binding("n", "samples", "Samples n"),
+        Binding("enter", "open", "Open run", show=False),
+        Binding("q", "app.quit", "Quit", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[EvalRow] = []
+        self.n = SAMPLE_COUNTS[0]
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="eval-title", classes="title-bar")
+        yield OpenTable(id="eval-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="eval-note", classes="hint")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_column(" ", key="mark")
+        table.add_column("run", key="run")
+        table.add_column("model", key="model")
+        table.add_column("features", key="extractor")
+        for key, heading in EVAL_METRICS:
+            table.add_column(heading, key=key)
+        table.add_column("job", key="job")
+        table.focus()
+        self.rescan()
+        self.set_interval(RESCAN_S, self.rescan)
+
+    @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
+    def rescan(self) -> None:
+        rows = eval_rows(self.app.runs_dir)
+        self.app.call_from_thread(self.show_rows, rows)
+
+    def show_rows(self, rows: list[EvalRow]) -> None:
+        self.rows = rows
+        self.redraw()
+
+    def on_jobs_updated(self, message: JobsUpdated) -> None:
+        if any(j.kind == "eval" and j.id in message.changed for j in message.jobs):
+            self.rescan()
+
+    def _job_cell(self, path: Path) -> str:
+        jobs = [j for j in self.app.jobs if j.kind == "eval" and j.run_dir and Path(j.run_dir) == path]
+        active = [j for j in jobs if j.state in ACTIVE]
+        if active:
+            j = active[-1]
+            return f"{j.id} {j.state} {j.progress:.0%}" if j.state == "running" else f"{j.id} {j.state}"
+        failed = [j for j in jobs if j.state == "failed"]
+        return f"{failed[-1].id} failed" if failed else ""
+
+    def redraw(self) -> None:
+        table = self.query_one(DataTable)
+        keep = table.cursor_row
+        table.clear()
+        datasets, extractors = [], []
+        for i, r in enumerate(self.rows):
+            mark = Text("●", style="bold yellow") if r.path in self.app.marked_runs else ""
+            values = [format_number(r.values.get(key)) for key, _ in EVAL_METRICS]
+            table.add_row(mark, r.name, r.model, r.extractor or "—", *values,
+                          self._job_cell(r.path), key=f"{i}:{r.path}")
+            if r.extractor_label and r.extractor_label not in extractors:
+                extractors.append(r.extractor_label)
+            if (r.dataset, r.binarize) not in datasets:
+                datasets.append((r.dataset, r.binarize))
+        notes = []
+        for dataset, binarize in datasets:
+            ref = reference(dataset, binarize)
+            if ref is None:
+                continue
+            data = dataset + ("" if binarize == "none" else " bin.")
+            for label, figures in (("floor", ref.floor), ("ceiling", ref.ceiling)):
+                values = [Text(format_number(figures.get(key)), style="italic") if key in figures else ""
+                          for key, _ in EVAL_METRICS]
+                table.add_row("", Text(f"{label}: {data}", style="italic"), "reference", ref.extractor, *values, "",
+                              key=f"ref:{dataset}:{binarize}:{label}")
+            notes.append(f"{data} from {ref.source}")
+        if table.row_count:
+            table.move_cursor(row=min(keep, table.row_count - 1), animate=False)
+        self.query_one("#eval-title", Static).update(
+            f"FID/IS · {len(self.rows)} row(s) from eval.json under {self.app.runs_dir} · "
+            f"{len(self.app.marked_runs)} run(s) marked · e evaluates with n = {self.n}")
+        self.query_one("#eval-note", Static).update(
+            "Lower is better for FID, KID, NLL, bits/dim; higher for IS, precision, recall, cond. acc.\n"
+            f"Features: {'; '.join(extractors) or 'none yet'}.\n"
+            "Reference rows (real test images against real training images = floor, against uniform noise "
+            "= ceiling): " + ("; ".join(notes) if notes else "none measured for these datasets") + ".")
+
+    def selected(self) -> EvalRow | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        if key.startswith("ref:"):
+            return None
+        return self.rows[int(key.split(":", 1)[0])]
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    # -- actions ---------------------------------------------------------------------------------
+    def action_mark(self) -> None:
+        row = self.selected()
+        if row is None:
+            self.notify("select a run (reference rows cannot be marked)", severity="warning")
+            return
+        self.app.marked_runs ^= {row.path}
+        self.redraw()
+
+    def action_samples(self) -> None:
+        self.n = SAMPLE_COUNTS[(SAMPLE_COUNTS.index(self.n) + 1) % len(SAMPLE_COUNTS)]
+        self.redraw()
+
+    def action_open(self) -> None:
+        row = self.selected()
+        if row is None:
+            return
+        from workbench.tui.screens.detail import DetailScreen
+
+        self.app.push_screen(DetailScreen(row.path, tab="evaluation"))
+
+    def action_evaluate(self) -> None:
+        paths = sorted(p for p in self.app.marked_runs if (p / "config.toml").is_file())
+        if not paths:
+            row = self.selected()
+            if row is None:
+                self.notify("select or mark (space) the runs to evaluate", severity="warning")
+                return
+            paths = [row.path]
+        queued = []
+        for path in paths:
+            if not ((path / "checkpoints" / "best.pt").exists() or (path / "checkpoints" / "last.pt").exists()):
+                self.notify(f"{path.name}: no checkpoint, skipped", severity="warning")
+                continue
+            if any(j.kind == "eval" and j.run_dir and Path(j.run_dir) == path and j.state in ACTIVE
+                   for j in self.app.jobs):
+                self.notify(f"{path.name}: an evaluation is already queued", severity="warning")
+                continue
+            try:
+                queued.append(self.app.queue.submit_eval(str(path), n=self.n))
+            except Exception as e:
+                self.notify(f"evaluate {path.name}: {e}", severity="error")
+        if queued:
+            self.notify(f"queued {len(queued)} evaluation(s): {', '.join(queued)}")
+            self.app.refresh_jobs(force=True)
+            self.redraw()

@@ -1,0 +1,189 @@
+"""The home screen: the queue as a live table, and the keys that drive it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from workbench.tui.app import JobsUpdated
+from workbench.tui.widgets.job_table import JobTable
+
+FINISHED = ("done", "failed", "cancelled")
+
+
+def has_checkpoint(run_dir: str | Path | None) -> bool:
+    if not run_dir:
+        return False
+    folder = Path(run_dir) / "checkpoints"
+    return (folder / "last.pt").exists() or (folder / "best.pt").exists()
+
+
+class JobsScreen(Screen):
+    BINDINGS = [
+        Binding("n", "new_job", "New job"),
+        Binding("c", "cancel_job", "Cancel"),
+        Binding("p", "pause_job", "Pause"),
+        Binding("plus,equals_sign", "move(-1)", "Up", key_display="+"),
+        Binding("minus", "move(1)", "Down", key_display="-"),
+        Binding("enter", "details", "Details", show=False),  # the table's enter shows in the footer
+        Binding("e", "evaluate", "Evaluate"),
+        Binding("s", "sample", "Sample"),
+        Binding("r", "runs", "Runs"),
+        Binding("f", "fid", "FID/IS"),
+        Binding("space", "mark", "Mark", show=False),
+        Binding("delete,x", "remove_job", "Remove", show=False),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="jobs-title", classes="title-bar")
+        yield JobTable(id="jobs")
+        yield Static("", id="jobs-hint", classes="hint")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._update_title()
+        self.query_one(JobTable).focus()
+        if self.app.jobs:
+            self.on_jobs_updated(JobsUpdated(self.app.jobs, set()))
+
+    def _update_title(self) -> None:
+        app = self.app
+        role = "owner: this app runs the jobs" if app.queue.owner else "attached to the process that runs the jobs"
+        counts: dict[str, int] = {}
+        for job in app.jobs:
+            counts[job.state] = counts.get(job.state, 0) + 1
+        summary = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no jobs"
+        self.query_one("#jobs-title", Static).update(f"genwb · {app.runs_dir} · {role} · {summary}")
+        hint = "" if app.jobs else "The queue is empty: press n to start a job from a preset, r to browse runs."
+        selected = app.job(self.query_one(JobTable).selected_id)
+        if selected is not None and selected.error:
+            hint = f"{selected.id}: {selected.error}"
+        self.query_one("#jobs-hint", Static).update(hint)
+        self.query_one("#jobs-hint", Static).display = bool(hint)
+
+    def on_data_table_row_selected(self, event) -> None:
+        self.action_details()
+
+    def on_data_table_row_highlighted(self, event) -> None:
+        self._update_title()
+
+    def on_jobs_updated(self, message: JobsUpdated) -> None:
+        self.query_one(JobTable).show(message.jobs, self.app.sparks, self.app.marked_runs)
+        self._update_title()
+
+    # -- the selected job ------------------------------------------------------------------------
+    def selected(self, need_run: bool = False, need_checkpoint: bool = False):
+        job = self.app.job(self.query_one(JobTable).selected_id)
+        if job is None:
+            self.notify("no job selected: press n to start one", severity="warning")
+            return None
+        if need_run and not job.run_dir:
+            self.notify(f"{job.id} has no run folder yet ({job.state})", severity="warning")
+            return None
+        if need_checkpoint and not has_checkpoint(job.run_dir):
+            self.notify(f"{job.id} has no checkpoint yet; wait for its first one", severity="warning")
+            return None
+        return job
+
+    def _command(self, what: str, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as e:  # a job that finished meanwhile, a UserError from the queue
+            self.notify(f"{what}: {e}", severity="error")
+        self.app.refresh_jobs(force=True)
+
+    # -- actions ---------------------------------------------------------------------------------
+    def action_new_job(self) -> None:
+        from workbench.tui.screens.newjob import NewJobScreen
+
+        self.app.push_screen(NewJobScreen())
+
+    def action_cancel_job(self) -> None:
+        job = self.selected()
+        if job is None:
+            return
+        if job.state in FINISHED:
+            self.notify(f"{job.id} is already {job.state}", severity="warning")
+            return
+        self._command(f"cancel {job.id}", self.app.queue.cancel, job.id)
+
+    def action_pause_job(self) -> None:
+        job = self.selected()
+        if job is None:
+            return
+        if job.state == "paused":
+            self._command(f"resume {job.id}", self.app.queue.resume, job.id)
+        elif job.state in FINISHED:
+            self.notify(f"{job.id} is {job.state}: nothing to pause", severity="warning")
+        else:
+            self._command(f"pause {job.id}", self.app.queue.pause, job.id)
+
+    def action_move(self, delta: int) -> None:
+        job = self.selected()
+        if job is None:
+            return
+        ids = [j.id for j in self.app.jobs]
+        position = min(max(ids.index(job.id) + delta, 0), len(ids) - 1)
+        if position == ids.index(job.id):
+            return
+        self._command(f"move {job.id}", self.app.queue.move, job.id, position)
+        table = self.query_one(JobTable)
+        self.call_after_refresh(lambda: table.move_cursor(row=position, animate=False))
+
+    def action_mark(self) -> None:
+        """Mark the job's run to overlay its curves in another run's detail (o there)."""
+        job = self.selected(need_run=True)
+        if job is not None:
+            self.app.marked_runs ^= {Path(job.run_dir)}
+            self.query_one(JobTable).show(self.app.jobs, self.app.sparks, self.app.marked_runs)
+
+    def action_remove_job(self) -> None:
+        job = self.selected()
+        if job is not None:
+            self._command(f"remove {job.id}", self.app.queue.remove, job.id)
+
+    def action_details(self) -> None:
+        job = self.selected(need_run=True)
+        if job is None:
+            return
+        from workbench.tui.screens.detail import DetailScreen
+
+        self.app.push_screen(DetailScreen(Path(job.run_dir), job_id=job.id))
+
+    def action_evaluate(self) -> None:
+        job = self.selected(need_run=True, need_checkpoint=True)
+        if job is None:
+            return
+        if job.kind != "train":
+            self.notify(f"{job.id} is an evaluation; select a training job", severity="warning")
+            return
+        try:
+            eval_id = self.app.queue.submit_eval(job.run_dir)
+        except Exception as e:
+            self.notify(f"evaluate {job.id}: {e}", severity="error")
+            return
+        self.notify(f"evaluation of {Path(job.run_dir).name} queued as {eval_id}")
+        self.app.refresh_jobs(force=True)
+
+    def action_sample(self) -> None:
+        job = self.selected(need_run=True, need_checkpoint=True)
+        if job is None:
+            return
+        from workbench.tui.screens.sampling import SamplingScreen
+
+        which = "best" if job.state == "done" and (Path(job.run_dir) / "checkpoints" / "best.pt").exists() else "last"
+        self.app.push_screen(SamplingScreen(Path(job.run_dir), which=which))
+
+    def action_runs(self) -> None:
+        from workbench.tui.screens.runs import RunsScreen
+
+        self.app.push_screen(RunsScreen())
+
+    def action_fid(self) -> None:
+        from workbench.tui.screens.evaluation import EvaluationScreen
+
+        self.app.push_screen(EvaluationScreen())

@@ -1,0 +1,580 @@
+"""The sampling session: draw from a run's checkpoint from the keyboard, over workbench.sampling.
+
+    SamplingScreen(run_dir, which="best" | "last", seed=0)
+
+Keys: space/r draw again (new seed), 0-9 class (conditional runs), m mix the class with the next
+digit pressed (m again ends the mix; ←/→ move the second class's weight by 0.1), t/T lower/raise
+the temperature along TEMPERATURES, i interpolation between two test images (←/→ walk it; the
+current step large, the path below), o reconstructions, a animate generation subpixel by subpixel
+(autoregressive models; code by code for the VQ-VAE prior), v the VQ-VAE code grid (i, o, v again:
+back to samples), w write the grid as a PNG into <run>/samples/session-<time>.png, esc stop an
+animation, else go back. Any key stops an animation. A key the model cannot honour says why.
+As many samples as fit the image area at 1x (4 to 64) are drawn, unless ``n`` is given.
+
+Every draw runs in one exclusive thread worker; results come back as messages tagged with a
+generation number, so a result that a newer key press made stale is dropped. The UI thread
+never waits on torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from textual import events, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+from textual.worker import get_current_worker
+
+from workbench.tui.widgets.image_grid import ImageGrid, cell_pixels
+
+TEMPERATURES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0)
+FPS = 15  # animation frames shown per second at most
+MAX_SAMPLES = 64  # as many as fit the screen at 1x, between MIN_SAMPLES and this
+MIN_SAMPLES = 4
+N_RECON = 8
+INTERP_STEPS = 9
+MODES = ("samples", "interpolate", "recon", "animate", "codes")
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What to draw: a snapshot of the session's settings, tagged with a generation number."""
+
+    gen: int
+    mode: str
+    n: int
+    nrow: int | None  # images per row of the grid
+    seed: int
+    temperature: float
+    label: int | None
+    mix: tuple[int, int] | None
+    weight: float  # the weight of mix[1]
+
+
+class SessionLoaded(Message):
+    def __init__(self, run: Any, model: Any, step: int | None, checkpoint: str) -> None:
+        super().__init__()
+        self.run, self.model, self.step, self.checkpoint = run, model, step, checkpoint
+
+
+class SessionDrawn(Message):
+    """A grid (or one animation frame) drawn by the worker for request ``gen``."""
+
+    def __init__(self, gen: int, images: Any, nrow: int | None, *, done: int | None = None,
+                 total: int | None = None, final: bool = True, seconds: float = 0.0, note: str | None = None) -> None:
+        super().__init__()
+        self.gen, self.images, self.nrow, self.note = gen, images, nrow, note
+        self.done, self.total, self.final, self.seconds = done, total, final, seconds
+
+
+class SessionFailed(Message):
+    def __init__(self, gen: int, text: str) -> None:
+        super().__init__()
+        self.gen, self.text = gen, text
+
+
+def _error_text(error: BaseException) -> str:
+    from workbench.errors import UserError
+
+    if isinstance(error, UserError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+class SamplingScreen(Screen):
+    """Draws from one run's model; see the module docstring for the keys."""
+
+    DEFAULT_CSS = """
+    SamplingScreen { layout: vertical; }
+    SamplingScreen #settings { height: auto; padding: 0 1; background: $boost; }
+    SamplingScreen #status { height: 1; padding: 0 1; color: $text-muted; }
+    SamplingScreen #main { height: 1fr; }
+    SamplingScreen #strip { height: 6; display: none; }
+    SamplingScreen.interpolating #strip { display: block; }
+    """
+
+    BINDINGS = [
+        Binding("space,r", "redraw", "Draw again"),
+        *[Binding(str(k), f"digit({k})", f"Class {k}", show=False) for k in range(10)],
+        Binding("m", "mix", "Mix"),
+        Binding("left", "arrow(-1)", "◀", show=False),
+        Binding("right", "arrow(1)", "▶", show=False),
+        Binding("t", "temperature(-1)", "T−"),
+        Binding("T", "temperature(1)", "T+"),
+        Binding("i", "interpolate", "Interpolate"),
+        Binding("o", "reconstruct", "Recon"),
+        Binding("a", "animate", "Animate"),
+        Binding("v", "codes", "Codes"),
+        Binding("w", "write", "Save PNG"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, run_dir: str | Path, which: str = "best", seed: int = 0, *, n: int | None = None,
+                 device: str = "auto", name: str | None = None, id: str | None = None) -> None:
+        super().__init__(name=name, id=id)
+        self.run_dir = Path(run_dir)
+        self.which = which
+        self.device = device
+        self.n = n  # samples per draw; None: as many as fit the screen
+        self.run: Any = None
+        self.model: Any = None
+        self.checkpoint: str = which
+        self.checkpoint_step: int | None = None
+        self.error: str | None = None
+        # the session's settings (only the UI thread touches them)
+        self.mode = "samples"
+        self.seed = seed
+        self.temperature = 1.0
+        self.label: int | None = None
+        self.mix: tuple[int, int] | None = None
+        self.weight = 0.5
+        self.awaiting_mix = False
+        self.interp_step = 0
+        # what is on screen
+        self.last: Any = None  # the tensor grid drawn last (what `w` writes)
+        self.last_nrow: int | None = None
+        self.frames_shown = 0  # animation frames shown for the current animation
+        self.draws = 0  # finished draws
+        self.saved: list[Path] = []
+        self._gen = 0
+        self._busy_gen: int | None = None
+        self._frame_in_flight = threading.Event()
+        # One draw at a time: a superseded worker cannot be interrupted mid-call, and sampling
+        # seeds torch's global RNG, so two overlapping draws could disturb each other's seed.
+        self._model_lock = threading.Lock()
+        self._status = "loading the model…"
+
+    # -- layout ------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(self._settings_text(), id="settings")
+        yield Static(self._status, id="status")
+        yield ImageGrid(id="main")
+        yield ImageGrid(id="strip")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._load()
+
+    # -- model properties ----------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.run.config.model.name if self.run is not None else "?"
+
+    @property
+    def num_classes(self) -> int | None:
+        return getattr(self.model, "num_classes", None) or None
+
+    def _supports(self, op: str) -> bool:
+        from workbench import sampling
+
+        if op == "temperature":
+            return self.model_name in sampling.TEMPERATURE
+        return self.model_name in sampling.OPERATIONS.get(op, set())
+
+    @property
+    def has_temperature(self) -> bool:
+        return self.model is not None and self._supports("temperature")
+
+    def why_not(self, op: str) -> str | None:
+        """None if the model supports ``op`` ("class", "mix", "temperature", or a mode of
+        workbench.sampling.OPERATIONS), else one line that says why not."""
+        if self.model is None:
+            return self.error or "the model is still loading"
+        name = self.model_name
+        if op in ("class", "mix"):
+            if not self.num_classes:
+                return (f"this {name} is unconditional: classes and mixtures need a class-conditional "
+                        "run (train one with conditional = true)")
+            return None
+        if op == "temperature":
+            return None if self._supports(op) else f"{name} has no temperature (its codes are uniform; its prior has one)"
+        if self._supports(op):
+            return None
+        return {
+            "interpolate": f"interpolation walks between encoded images: {name} has no encoder (vae, cvae, vqvae have one)",
+            "recon": f"reconstruction needs an encoder: {name} has none (vae, cvae, vqvae have one)",
+            "progress": f"{name} draws every pixel at once: only autoregressive models (and the VQ-VAE prior) animate",
+            "codes": f"{name} has no codebook: the code grid is for vqvae and vqvae_prior",
+        }.get(op, f"{name} cannot do {op}")
+
+    def _refuse(self, op: str) -> bool:
+        reason = self.why_not(op)
+        if reason:
+            self.notify(reason, title="Not for this model", severity="warning", timeout=4)
+        return reason is not None
+
+    # -- what the screen says -----------------------------------------------------------------------
+    def settings_text(self) -> str:
+        return self._settings_text()
+
+    def _settings_text(self) -> str:
+        if self.model is None:
+            return f"[b]{self.run_dir.name}[/b] · {self.error or 'loading…'}"
+        parts = [f"[b]{self.model_name}[/b]"]
+        step = f", step {self.checkpoint_step}" if self.checkpoint_step is not None else ""
+        parts.append(f"checkpoint {self.checkpoint}{step}")
+        if self.num_classes:
+            if self.mix:
+                a, b = self.mix
+                parts.append(f"mix {a}×{1 - self.weight:.1f} + {b}×{self.weight:.1f}")
+            else:
+                parts.append(f"class {self.label}" if self.label is not None else "classes in turn")
+        if self.has_temperature:
+            parts.append(f"T {self.temperature:g}")
+        parts.append(f"seed {self.seed}")
+        mode = self.mode
+        if mode == "interpolate":
+            mode += f" {self.interp_step + 1}/{INTERP_STEPS}"
+        parts.append(f"mode {mode}")
+        return " · ".join(parts)
+
+    def _refresh_labels(self) -> None:
+        self.query_one("#settings", Static).update(self._settings_text())
+        self.query_one("#status", Static).update(self._status)
+
+    def _set_status(self, text: str) -> None:
+        self._status = text
+        self.query_one("#status", Static).update(text)
+
+    # -- loading ------------------------------------------------------------------------------------
+    @work(thread=True, exit_on_error=False, group="load")
+    def _load(self) -> None:
+        from workbench import sampling
+
+        try:
+            run, model = sampling.load(self.run_dir, which=self.which, device=self.device)
+            checkpoint = self.which
+            if checkpoint == "best" and not run.checkpoint_path("best").exists():
+                checkpoint = "last"
+            step = None
+            try:
+                import torch
+
+                state = torch.load(run.checkpoint_path(checkpoint), map_location="cpu", weights_only=True, mmap=True)
+                step = int(state.get("step")) if isinstance(state, dict) and state.get("step") is not None else None
+            except Exception:  # the step is only shown; the model loaded already
+                pass
+            self.post_message(SessionLoaded(run, model, step, checkpoint))
+        except Exception as e:
+            self.post_message(SessionFailed(-1, _error_text(e)))
+
+    def on_session_loaded(self, message: SessionLoaded) -> None:
+        self.run, self.model = message.run, message.model
+        self.checkpoint, self.checkpoint_step = message.checkpoint, message.step
+        self._start("samples")
+
+    # -- drawing ------------------------------------------------------------------------------------
+    def _layout(self) -> tuple[int, int]:
+        """(n, images per row) for a grid of samples: as many as fit the image area at 1x."""
+        shape = getattr(self.model, "image_shape", None) or (1, 28, 28)
+        cols, rows = self.query_one("#main", ImageGrid).capacity(shape[-1], shape[-2])
+        cols, rows = max(1, min(cols, 8)), max(1, min(rows, 8))
+        n = self.n or max(MIN_SAMPLES, min(MAX_SAMPLES, cols * rows))
+        return n, cols if cols * rows >= n else math.ceil(math.sqrt(n))
+
+    def _request(self) -> Request:
+        self._gen += 1
+        n, nrow = self._layout()
+        if self.mode == "recon":  # a row of originals over a row of their reconstructions
+            n = nrow = max(2, min(N_RECON, nrow))
+        elif self.mode == "codes":  # pairs: an image's coloured codes, then the decoded image
+            n, nrow = max(1, min(N_RECON, n // 2)), max(2, nrow - nrow % 2)
+        elif self.mode == "interpolate":
+            n, nrow = 2, INTERP_STEPS
+        return Request(self._gen, self.mode, n, nrow, self.seed, self.temperature, self.label, self.mix, self.weight)
+
+    def _start(self, mode: str | None = None) -> None:
+        """Draw the current settings in ``mode`` (default: the current mode)."""
+        if self.model is None:
+            self.notify(self.why_not("samples") or "", severity="warning")
+            return
+        if mode is not None:
+            self.mode = mode
+        self.set_class(self.mode == "interpolate", "interpolating")
+        self.frames_shown = 0
+        request = self._request()
+        self._busy_gen = request.gen
+        self._frame_in_flight.clear()
+        self._status = "animating…" if request.mode == "animate" else "drawing…"
+        self._refresh_labels()
+        self._draw(request)
+
+    @property
+    def busy(self) -> bool:
+        """A draw or an animation is under way."""
+        return self._busy_gen is not None
+
+    @property
+    def animating(self) -> bool:
+        return self.busy and self.mode == "animate"
+
+    def _label_argument(self, request: Request, sampling) -> Any:
+        if request.mix is not None:
+            a, b = request.mix
+            return sampling.soft_label(self.num_classes, {a: 1.0 - request.weight, b: request.weight})
+        return request.label
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="draw")
+    def _draw(self, request: Request) -> None:
+        from workbench import sampling
+
+        worker = get_current_worker()
+        with self._model_lock:
+            if not worker.is_cancelled:  # superseded while waiting: skip the work
+                self._draw_now(request, sampling, worker)
+
+    def _draw_now(self, request: Request, sampling, worker) -> None:
+        started = time.perf_counter()
+        note = None
+        try:
+            model, label = self.model, self._label_argument(request, sampling)
+            temperature = {"temperature": request.temperature} if self.has_temperature else {}
+            if request.mode == "samples":
+                images = sampling.draw(model, request.n, label=label, seed=request.seed, **temperature)
+                nrow = request.nrow
+            elif request.mode == "recon":
+                x, y = sampling.test_images(self.run, request.n, seed=request.seed)
+                images = sampling.reconstruct(model, x, y if self.num_classes else None)
+                nrow = request.n
+            elif request.mode == "interpolate":
+                x, y = sampling.test_images(self.run, 2, seed=request.seed)
+                ends = (y[:1], y[1:2]) if self.num_classes else None  # a CVAE's label walks too
+                images = sampling.interpolate(model, x[:1], x[1:2], INTERP_STEPS, y=ends)
+                nrow = INTERP_STEPS
+            elif request.mode == "codes":
+                prior = {"label": label, **temperature} if self.model_name == "vqvae_prior" else {}
+                codes = sampling.code_grid(model, n=request.n, seed=request.seed, **prior)
+                images, nrow = codes.picture, request.nrow
+                note = f"{codes.used} of {len(codes.usage)} codes used, perplexity {codes.perplexity:.1f}"
+            elif request.mode == "animate":
+                self._play_progress(request, sampling, label, worker, started)
+                return
+            else:
+                raise ValueError(f"unknown mode {request.mode}")
+            if not worker.is_cancelled:
+                self.post_message(SessionDrawn(request.gen, images, nrow, seconds=time.perf_counter() - started,
+                                               note=note))
+        except Exception as e:
+            if not worker.is_cancelled:
+                self.post_message(SessionFailed(request.gen, _error_text(e)))
+
+    def _play_progress(self, request: Request, sampling, label, worker, started: float) -> None:
+        model = self.model
+        if self.model_name == "vqvae_prior":
+            total = math.prod(model.code_shape)
+        else:
+            total = math.prod(model.image_shape)
+        every = max(1, total // 1024)
+        frames = sampling.progress(model, request.n, every=every, label=label,
+                                   temperature=request.temperature, seed=request.seed)
+        last_post, latest = 0.0, None
+        try:
+            for latest in frames:
+                if worker.is_cancelled:
+                    return
+                now = time.perf_counter()
+                # At most FPS frames a second, and only once the UI has taken the previous one.
+                if now - last_post >= 1 / FPS and not self._frame_in_flight.is_set():
+                    self._frame_in_flight.set()
+                    done, x = latest
+                    self.post_message(SessionDrawn(request.gen, x, request.nrow, done=done, total=total,
+                                                   final=False, seconds=now - started))
+                    last_post = now
+        finally:
+            frames.close()
+        if latest is not None and not worker.is_cancelled:
+            done, x = latest
+            self.post_message(SessionDrawn(request.gen, x, request.nrow, done=done, total=total, final=True,
+                                           seconds=time.perf_counter() - started))
+
+    def on_session_drawn(self, message: SessionDrawn) -> None:
+        if message.gen != self._gen:
+            return  # a newer request replaced this one
+        self._frame_in_flight.clear()
+        self.last, self.last_nrow = message.images, message.nrow
+        if message.total is not None:
+            self.frames_shown += 1
+            self._status = f"frame {self.frames_shown}: {message.done}/{message.total} subpixels"
+        if self.mode == "interpolate":
+            strip = self.query_one("#strip", ImageGrid)
+            _, cell_height = cell_pixels(strip.protocol)
+            tall = math.ceil((message.images.shape[-2] + 2) / cell_height)  # one row of images at 1x
+            strip.styles.height = max(3, min(self.size.height // 3, tall))
+            self.interp_step = min(self.interp_step, len(message.images) - 1)
+            self.query_one("#main", ImageGrid).update(message.images[self.interp_step])
+            strip.update(message.images, nrow=message.nrow, highlight=self.interp_step)
+        else:
+            self.query_one("#main", ImageGrid).update(message.images, nrow=message.nrow)
+        if message.final:
+            self._busy_gen = None
+            self.draws += 1
+            what = {"interpolate": "interpolation", "recon": f"{len(message.images) // 2} reconstructions",
+                    "codes": "code grid"}.get(self.mode, f"{len(message.images)} images")
+            self._status = (f"animated in {message.seconds:.2f} s, {self.frames_shown} frames shown"
+                            if message.total is not None else f"{what} in {message.seconds:.2f} s")
+            if message.note:
+                self._status += f" · {message.note}"
+        self._refresh_labels()
+
+    def on_session_failed(self, message: SessionFailed) -> None:
+        if message.gen == -1:
+            self.error = message.text
+            self._status = "cannot load the model"
+            self.query_one("#main", ImageGrid).update(None)
+            self.notify(message.text, title="Cannot load the model", severity="error", timeout=8)
+        elif message.gen != self._gen:
+            return
+        else:
+            self._busy_gen = None
+            self._status = "the draw failed"
+            self.notify(message.text, title="Drawing failed", severity="error", timeout=8)
+        self._refresh_labels()
+
+    def _stop_animation(self) -> bool:
+        """Stop a running animation (keeps its last frame); True if there was one."""
+        if self.mode != "animate" or self._busy_gen is None:
+            return False
+        self._gen += 1  # frames still in the queue are stale now
+        self._busy_gen = None
+        self.workers.cancel_group(self, "draw")
+        self._status = f"animation stopped after {self.frames_shown} frames"
+        self.mode = "samples"
+        self._refresh_labels()
+        return True
+
+    # -- keys -----------------------------------------------------------------------------------------
+    def on_key(self, event: events.Key) -> None:
+        # Any key stops an animation; keys with an action then do it, esc does nothing more.
+        if self.animating and event.key not in ("a",):
+            self._stop_animation()
+            if event.key == "escape":
+                event.stop()
+                event.prevent_default()
+
+    def action_redraw(self) -> None:
+        if self.model is None:
+            return self._start()
+        self.seed += 1
+        self._start("samples" if self.mode == "animate" else None)
+
+    def action_digit(self, k: int) -> None:
+        if self._refuse("class"):
+            self.awaiting_mix = False
+            return
+        if k >= self.num_classes:
+            self.notify(f"class {k} does not exist: this model has {self.num_classes} classes "
+                        f"(0–{self.num_classes - 1})", severity="warning")
+            return
+        if self.awaiting_mix:
+            self.awaiting_mix = False
+            first = self.label if self.label is not None else 0
+            if k == first:
+                self.notify(f"mixing {k} with itself is class {k}: press m and another digit", severity="warning")
+                return
+            self.mix, self.weight = (first, k), 0.5
+        else:
+            self.mix, self.label = None, k
+        self._start("samples")  # classes steer draws; recon and interpolation use the test images' own
+
+    def action_mix(self) -> None:
+        if self._refuse("mix"):
+            return
+        if self.mix is not None:  # m again leaves the mixture
+            self.mix = None
+            self._start("samples")
+            return
+        self.awaiting_mix = True
+        first = self.label if self.label is not None else 0
+        self.notify(f"mix class {first} with which class? Press its digit (esc cancels)", title="Mix")
+
+    def action_arrow(self, delta: int) -> None:
+        if self.mode == "interpolate" and self.last is not None:
+            self.interp_step = max(0, min(INTERP_STEPS - 1, self.interp_step + delta))
+            self.query_one("#main", ImageGrid).update(self.last[self.interp_step])
+            self.query_one("#strip", ImageGrid).update(self.last, nrow=INTERP_STEPS, highlight=self.interp_step)
+            self._refresh_labels()
+        elif self.mix is not None:
+            self.weight = round(max(0.0, min(1.0, self.weight + 0.1 * delta)), 1)
+            self._start("samples")
+        else:
+            self.notify("←/→ move the mixture weight (m) or walk an interpolation (i)", severity="warning")
+
+    def action_temperature(self, direction: int) -> None:
+        if self._refuse("temperature"):
+            return
+        if direction < 0:
+            lower = [t for t in TEMPERATURES if t < self.temperature - 1e-9]
+            if not lower:
+                self.notify(f"T {self.temperature:g} is the lowest step", severity="warning")
+                return
+            self.temperature = lower[-1]
+        else:
+            higher = [t for t in TEMPERATURES if t > self.temperature + 1e-9]
+            if not higher:
+                self.notify(f"T {self.temperature:g} is the highest step", severity="warning")
+                return
+            self.temperature = higher[0]
+        self._start("samples" if self.mode in ("animate", "recon", "interpolate") else None)
+
+    def _toggle(self, mode: str, op: str) -> None:
+        if self._refuse(op):
+            return
+        self.interp_step = INTERP_STEPS // 2 if mode == "interpolate" else 0
+        self._start("samples" if self.mode == mode and mode != "animate" else mode)
+
+    def action_interpolate(self) -> None:
+        self._toggle("interpolate", "interpolate")
+
+    def action_reconstruct(self) -> None:
+        self._toggle("recon", "recon")
+
+    def action_codes(self) -> None:
+        self._toggle("codes", "codes")
+
+    def action_animate(self) -> None:
+        if self.mode == "animate" and self._busy_gen is not None:
+            self._stop_animation()
+            return
+        self._toggle("animate", "progress")
+
+    def action_write(self) -> None:
+        if self.last is None or self.run is None:
+            self.notify("nothing drawn yet", severity="warning")
+            return
+        from workbench.images import save_grid
+
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = self.run.path / "samples"
+        path = folder / f"session-{stamp}.png"
+        k = 1
+        while path.exists():
+            k += 1
+            path = folder / f"session-{stamp}-{k}.png"
+        try:
+            save_grid(self.last, path, nrow=self.last_nrow)
+        except OSError as e:
+            self.notify(f"cannot write {path}: {e.strerror or e}", title="Not saved", severity="error")
+            return
+        self.saved.append(path)
+        self.notify(str(path), title="Saved")
+
+    def action_back(self) -> None:
+        if self._stop_animation():
+            return
+        if self.awaiting_mix:
+            self.awaiting_mix = False
+            self.notify("mix cancelled")
+            return
+        self.workers.cancel_group(self, "draw")
+        if len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+        else:
+            self.app.exit()

@@ -1,0 +1,90 @@
+"""The queue as a DataTable: one row per job, keyed by job id, updated cell by cell so the
+cursor and scroll position survive the 4 Hz refresh."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
+
+COLUMNS = [("id", "id"), ("name", "name"), ("model", "model"), ("dataset", "dataset"), ("device", "device"),
+           ("state", "state"), ("progress", "step/total"), ("loss", "loss"), ("speed", "img/s"), ("eta", "ETA"),
+           ("curve", "loss curve")]
+
+STATE_STYLES = {"running": "bold green", "queued": "cyan", "waiting": "yellow", "paused": "magenta",
+                "done": "dim green", "failed": "bold red", "cancelled": "dim"}
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return ""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def format_number(value: float | None, digits: int = 4) -> str:
+    if value is None or value != value:
+        return ""
+    return f"{value:.{digits}g}" if abs(value) < 1e5 else f"{value:.3e}"
+
+
+def job_cells(job, curve: str = "", marked: bool = False) -> dict[str, object]:
+    """The cells of one job's row, by column key (a marked job's run is overlaid in its curves)."""
+    if job.kind == "eval":
+        progress = f"{job.progress:.0%}" if job.state in ("running", "paused") else ""
+    else:
+        progress = f"{job.step}/{job.total}" if job.total else str(job.step)
+    state = job.state + (f" → {job.after}" if job.state == "waiting" and job.after else "")
+    job_id = Text.assemble(job.id, (" ●", "bold yellow")) if marked else job.id
+    return {"id": job_id, "name": job.name or "", "model": job.model or "", "dataset": job.dataset or "",
+            "device": job.device or "", "state": Text(state, style=STATE_STYLES.get(job.state, "")),
+            "progress": progress, "loss": format_number(job.loss),
+            "speed": format_number(job.images_per_s, 3) if job.state == "running" else "",
+            "eta": format_eta(job.eta_s) if job.state == "running" else "",
+            "curve": Text(curve, style="green")}
+
+
+class JobTable(DataTable):
+    """Rows follow ``show(jobs, curves)``: added, updated in place, removed, in queue order."""
+
+    BINDINGS = [Binding("enter", "select_cursor", "Details")]
+
+    def __init__(self, **kwargs):
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self._cells: dict[str, dict[str, object]] = {}
+        self._order: list[str] = []
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+
+    @property
+    def selected_id(self) -> str | None:
+        if not self._order or self.cursor_row < 0 or self.cursor_row >= self.row_count:
+            return None
+        return self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value
+
+    def show(self, jobs: list, curves: dict[str, str], marked: set = frozenset()) -> None:
+        order = [job.id for job in jobs]
+        cells = {job.id: job_cells(job, curves.get(job.id, ""), bool(job.run_dir) and Path(job.run_dir) in marked)
+                 for job in jobs}
+        if order != self._order:
+            keep = self.selected_id
+            self.clear()
+            for job_id in order:
+                self.add_row(*cells[job_id].values(), key=job_id)
+            self._order = order
+            if keep in order:
+                self.move_cursor(row=order.index(keep), animate=False)
+        else:
+            for job_id in order:
+                old = self._cells.get(job_id, {})
+                for key, value in cells[job_id].items():
+                    if str(old.get(key)) != str(value) or (isinstance(value, Text) and old.get(key) != value):
+                        self.update_cell(job_id, key, value, update_width=True)
+        self._cells = cells
