@@ -66,7 +66,7 @@ class NADE(AutoregressiveModel):
     #: Positions per block of the training path's cumulative sum. None: on a CPU, as many as
     #: keep one block's (block, n, H) slab near ``SLAB_BYTES``; elsewhere all D at once.
     block_size: int | None = None
-    SLAB_BYTES = 1 << 20
+    SLAB_BYTES = 2 << 20
 
     def _block_size(self, n: int, device: torch.device) -> int:
         d = self.num_dims
@@ -95,18 +95,20 @@ class NADE(AutoregressiveModel):
             if class_c is not None:
                 a = a + class_c
             return self._to_image_layout(torch.baddbmm(b, torch.sigmoid(a), vt))  # (D, n, L_out)
-        # Blocked (CPUs): each (block, n, H) slab stays in cache from the sum to the output
-        # layer; the running sum before a block (with the class offset) is added to its sums.
-        # The running sum moves on by one small matmul rather than by slicing the slab's last
-        # row, whose gradient would be a zero-filled slab.
+        # Blocked (CPUs): for a block of k positions, the sums within the block are one matmul
+        # of the inputs masked to j <= i with the block's weights, plus the running sum before
+        # the block (with the class offset); each (n, k, H) slab stays in cache from the sum to
+        # the output layer. The running sum moves on by one small matmul as well.
         out, carry = [], class_c
+        causal = torch.ones(block, block, dtype=x_prev.dtype, device=x.device).tril_()
         for s in range(0, self.num_dims, block):
             xb, wb = x_prev[s:s + block], w_prev[s:s + block]
-            a = torch.cumsum(xb[:, :, None] * wb[:, None, :], dim=0)
+            k = xb.shape[0]
+            a = ((causal[:k, :k] * xb.T[:, None, :]).reshape(n * k, k) @ wb).view(n, k, -1)
             if carry is not None:
-                a.add_(carry)
+                a.add_(carry[:, None, :])
             carry = xb.T @ wb if carry is None else carry + xb.T @ wb
-            out.append(torch.baddbmm(b[s:s + block], torch.sigmoid(a), vt[s:s + block]))
+            out.append(torch.baddbmm(b[s:s + block], torch.sigmoid(a).transpose(0, 1), vt[s:s + block]))
         return self._to_image_layout(torch.cat(out))
 
     def _sample_steps(self, noise: torch.Tensor, y: torch.Tensor | None, temperature: float):

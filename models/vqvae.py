@@ -162,7 +162,7 @@ class VectorQuantizer(nn.Module):
                 self.initialised.fill_(True)
             if self.restart_dead:
                 restarted = self.restart(flat)
-        codes = self.codes(z_e.detach())
+        codes = nearest_codes(flat, self.embedding).view(z_e.shape[0], *z_e.shape[2:])  # = self.codes(z_e)
         z_q = self.lookup(codes)
         counts = code_counts(codes, self.num_codes)
         out = {

@@ -1,9 +1,13 @@
 """Fixtures shared by the tests: a tiny Fashion-MNIST written as IDX files, an isolated cache,
-and a small preset that trains in about a second."""
+and a small preset that trains in about a second; helpers to vary the preset, train it once
+for a whole module, and wait on a queue."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import struct
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,7 +55,7 @@ def tiny_data(isolated, monkeypatch):
     return root
 
 
-TINY_PRESET = """
+_TINY_TEMPLATE = """
 [run]
 name = "tiny"
 seed = 3
@@ -65,9 +69,7 @@ val_size = 40
 batch_size = 20
 
 [model]
-name = "made"
-hidden = [32]
-num_masks = 2
+{model}
 
 [train]
 lr = 3e-3
@@ -83,6 +85,13 @@ every = 12
 [eval]
 batch_size = 50
 """
+TINY_MODEL = 'name = "made"\nhidden = [32]\nnum_masks = 2'
+TINY_PRESET = _TINY_TEMPLATE.replace("{model}", TINY_MODEL)
+
+
+def preset_text(model: str = TINY_MODEL, name: str = "tiny") -> str:
+    """TINY_PRESET with another [model] section (its TOML lines) and run name."""
+    return _TINY_TEMPLATE.replace("{model}", model).replace('name = "tiny"', f'name = "{name}"')
 
 
 @pytest.fixture
@@ -90,3 +99,47 @@ def tiny_preset(tiny_data, isolated):
     path = isolated / "tiny.toml"
     path.write_text(TINY_PRESET)
     return path
+
+
+@contextlib.contextmanager
+def offline_workspace(root: Path):
+    """What ``isolated`` and ``tiny_data`` give a test, for a module-scoped fixture: a cache, no
+    network and the tiny Fashion-MNIST, all under ``root``, inside the with block."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENWB_CACHE", str(root / "cache"))
+        mp.setenv("GENWB_OFFLINE", "1")
+        mp.setenv("GENWB_DATA", str(root / "data"))
+        make_idx_dataset(root / "data" / "fashion-mnist")
+        yield root
+
+
+def train_tiny(preset: Path, out: Path, overrides=(), on_event=None) -> Path:
+    """Train ``preset`` to its end in a new run folder under ``out``; that folder."""
+    from workbench.config import load_config
+    from workbench.runs import Run
+    from workbench.train import Trainer
+
+    config = load_config(preset, list(overrides))
+    run = Run.create(config, out)
+    trainer = Trainer(config, run)
+    if on_event is not None:
+        trainer.subscribe(on_event)
+    trainer.fit()
+    return run.path
+
+
+def wait(predicate, what: str, timeout: float = 90, every: float = 0.03) -> None:
+    """Poll until ``predicate()`` holds (a queue works in threads or another process)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def train_steps(run_dir) -> list[int]:
+    """The steps of a run's training rows in metrics.jsonl."""
+    from workbench.runs import open_run
+
+    return [r["step"] for r in open_run(run_dir).read_metrics() if r["split"] == "train"]

@@ -49,8 +49,9 @@ def _marked_processes() -> list[int]:
     return pids
 
 
-def _genwb(*args, cwd) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "workbench.cli", "run", *map(str, args)], cwd=cwd, env=_env(),
+def _genwb(*args, cwd, timeout_s: int = 20) -> subprocess.Popen:
+    env = {**_env(), "GENWB_DDP_TIMEOUT": str(timeout_s)}
+    return subprocess.Popen([sys.executable, "-m", "workbench.cli", "run", *map(str, args)], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
@@ -164,6 +165,34 @@ def test_a_killed_rank_fails_the_run_within_the_timeout(tiny_preset, isolated):
     status = open_run(run_dir).status()
     assert status["state"] == "failed" and "--nproc 2" in status["error"], status
     assert "\n" not in status["error"]
+    assert not _marked_processes(), "a rank outlived the launcher"
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_hung_rank_fails_the_others_after_the_timeout_and_the_run_says_so(tiny_preset, isolated):
+    """Rank 0 stops answering (SIGSTOP): rank 1 gives up after GENWB_DDP_TIMEOUT instead of
+    waiting for ever; rank 0 then dies without a word, so the launcher marks the run failed."""
+    proc = _genwb(tiny_preset, "--out", isolated / "two", "--nproc", 2, *EXACT, "--set", "train.max_steps=100000",
+                  cwd=isolated, timeout_s=4)
+    run_dir = _wait_for_metrics(isolated / "two", proc)
+    rank0, rank1 = _rank_pid(proc.pid, 0), _rank_pid(proc.pid, 1)
+    os.kill(rank0, signal.SIGSTOP)
+    hung = time.monotonic()
+    while _running(rank1) and time.monotonic() - hung < 40:
+        time.sleep(0.1)
+    waited = time.monotonic() - hung
+    os.kill(rank0, signal.SIGKILL)
+    code, out = _finish(proc, timeout=60)
+    assert 3 < waited < 30, f"rank 1 gave up after {waited:.1f} s with a 4 s timeout"
+    assert code == 1 and "error: rank 1 lost the other ranks" in out, out[-3000:]
+    status = open_run(run_dir).status()
+    assert status["state"] == "failed" and "a rank died" in status["error"] and "--nproc 2" in status["error"], status
     assert not _marked_processes(), "a rank outlived the launcher"
 
 

@@ -92,10 +92,13 @@ def test_second_evaluation_computes_only_the_generated_side(tiny_run, count_extr
 def test_test_nll_is_computed_when_the_trainer_did_not_write_it(tiny_run):
     trainer_nll = tiny_run.read_eval()["test_nll"]
     (tiny_run.path / "eval.json").unlink()
-    result = evaluate_run(tiny_run.path, **ARGS)
+    fractions = []
+    result = evaluate_run(tiny_run.path, on_progress=fractions.append, **ARGS)
     # MADE's likelihood is exact and the test split is binarised with the trainer's seed.
     assert result["test_nll"] == pytest.approx(trainer_nll, rel=1e-5)
     assert tiny_run.read_eval()["likelihood"] == "exact"
+    # batches of 20: 40 samples drawn, their 40 features, then the 60 test images' likelihood
+    assert fractions == pytest.approx([k * 20 / 140 for k in range(1, 8)])
 
 
 def test_conditional_run_gets_balanced_samples_and_conditional_accuracy(tiny_preset, isolated, monkeypatch):

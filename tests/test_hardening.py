@@ -18,7 +18,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tests.conftest import TINY_PRESET, make_idx_dataset
+from tests.conftest import TINY_PRESET, offline_workspace, train_tiny
 from workbench import events as ev
 from workbench.cli import main
 from workbench.config import load_config
@@ -141,17 +141,10 @@ def test_hostile_run_names_stay_one_safe_folder_inside_out(tiny_preset, isolated
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A finished tiny run (4 steps), trained once for the module and copied per test."""
-    base = tmp_path_factory.mktemp("trained")
-    make_idx_dataset(base / "data" / "fashion-mnist")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GENWB_DATA", str(base / "data"))
-        mp.setenv("GENWB_OFFLINE", "1")
-        mp.setenv("GENWB_CACHE", str(base / "cache"))
+    with offline_workspace(tmp_path_factory.mktemp("trained")) as base:
         (base / "tiny.toml").write_text(TINY_PRESET)
-        config = load_config(base / "tiny.toml", ["train.max_steps=4", "train.val_every=2", "sample.every=0", "eval.test=false"])
-        run = Run.create(config, base / "runs")
-        Trainer(config, run).fit()
-    return run.path
+        return train_tiny(base / "tiny.toml", base / "runs",
+                          ["train.max_steps=4", "train.val_every=2", "sample.every=0", "eval.test=false"])
 
 
 @pytest.fixture
@@ -327,8 +320,6 @@ def test_out_of_memory_while_sampling_blames_eval_batch_size(tiny_preset, isolat
 
 # -- a full disk ----------------------------------------------------------------------------------
 def _full_disk_for(patch: pytest.MonkeyPatch, suffixes):
-    import workbench.runs as runs
-
     real = os.replace
 
     def replace(src, dst, *a, **k):
@@ -336,7 +327,7 @@ def _full_disk_for(patch: pytest.MonkeyPatch, suffixes):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(src, dst, *a, **k)
 
-    patch.setattr(runs.os, "replace", replace)
+    patch.setattr(os, "replace", replace)
 
 
 def test_a_full_disk_while_checkpointing_is_one_line_and_loses_nothing(tiny_preset, isolated):

@@ -7,30 +7,21 @@ import json
 import os
 import pickle
 import threading
-import time
 
 import pytest
 import torch
 
+from tests.conftest import preset_text, train_steps, wait
 from workbench import events as ev
 from workbench.errors import UserError
-from workbench.jobs import History, JobChanged, JobQueue, safe_name
-from workbench.runs import Run, open_run
+from workbench.jobs import History, JobChanged, JobQueue
+from workbench.runs import Run, open_run, safe_name
 
 QUIET = ["train.val_every=0", "sample.every=0", "eval.test=false"]
 
 
 def long(steps: int) -> list[str]:
     return [f"train.max_steps={steps}", "train.checkpoint_every=10", *QUIET]
-
-
-def wait(predicate, what: str, timeout: float = 90) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.03)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -49,10 +40,6 @@ def queues(isolated):
 
 def state(q: JobQueue, job_id: str) -> str:
     return q.job(job_id).state
-
-
-def train_steps(run_dir) -> list[int]:
-    return [r["step"] for r in open_run(run_dir).read_metrics() if r["split"] == "train"]
 
 
 def test_two_cpu_slots_run_at_once_and_names_stay_inside_runs(tiny_preset, queues, isolated):
@@ -135,46 +122,18 @@ def test_cancel_pause_resume_and_move(tiny_preset, queues):
     assert train_steps(d_run.path) == list(range(2, 301, 2))
 
 
-TINY_VQVAE = """
-[run]
-name = "vq"
-device = "cpu"
-[data]
-dataset = "fashion-mnist"
-binarize = "dynamic"
-levels = 2
-val_size = 40
-batch_size = 20
-[model]
-name = "vqvae"
-num_codes = 8
-code_dim = 4
-channels = 16
-res_channels = 8
-res_blocks = 1
-[train]
-max_steps = 4
-log_every = 2
-val_every = 0
-checkpoint_every = 0
-[sample]
-n = 4
-every = 0
-[eval]
-test = false
-batch_size = 50
-"""
-TINY_PRIOR = TINY_VQVAE.replace('name = "vq"', 'name = "prior"').replace(
-    'name = "vqvae"\nnum_codes = 8\ncode_dim = 4\nchannels = 16\nres_channels = 8\nres_blocks = 1',
-    'name = "vqvae_prior"\nvqvae_run = "runs/nothing-yet"\nhidden_channels = 8\nnum_layers = 2\nhead_channels = 16\nembed_dim = 4')
+VQVAE = 'name = "vqvae"\nnum_codes = 8\ncode_dim = 4\nchannels = 16\nres_channels = 8\nres_blocks = 1'
+PRIOR = ('name = "vqvae_prior"\nvqvae_run = "runs/nothing-yet"\nhidden_channels = 8\nnum_layers = 2\n'
+         'head_channels = 16\nembed_dim = 4')
+SHORT = ["train.max_steps=4", "train.val_every=0", "train.checkpoint_every=0", "sample.every=0", "eval.test=false"]
 
 
 def test_a_prior_job_after_a_vqvae_job_uses_its_run(tiny_data, queues, isolated):
-    (isolated / "vq.toml").write_text(TINY_VQVAE)
-    (isolated / "prior.toml").write_text(TINY_PRIOR)
+    (isolated / "vq.toml").write_text(preset_text(VQVAE, "vq"))
+    (isolated / "prior.toml").write_text(preset_text(PRIOR, "prior"))
     q = queues(cpu_slots=2)  # two slots: the prior still waits for the VQ-VAE
-    vq = q.submit(isolated / "vq.toml")
-    prior = q.submit(isolated / "prior.toml", after=vq)
+    vq = q.submit(isolated / "vq.toml", SHORT)
+    prior = q.submit(isolated / "prior.toml", SHORT, after=vq)
     assert state(q, prior) == "waiting" and q.job(prior).after == vq
     q.pause(prior)  # held back until its parent is done and gone from the list
     wait(lambda: state(q, vq) == "done", "the VQ-VAE")

@@ -1,4 +1,4 @@
-"""NADE's blocked training path (the cumulative sum in cache-sized blocks of positions, the
+"""NADE's blocked training path (the sums computed in cache-sized blocks of positions, the
 CPU default) equals the one-shot (D, n, H) cumulative sum: log_prob and every parameter's
 gradient, for block sizes that do and do not divide D, binary and multi-level, with and
 without class conditioning; and the block size is chosen by device type."""
@@ -57,7 +57,7 @@ def test_blocked_equals_one_shot_with_soft_labels():
 
 
 def test_default_block_at_28x28_equals_one_shot():
-    """The block the CPU picks by itself (about 1 MiB slabs) at the preset's size."""
+    """The block the CPU picks by itself (about 2 MiB slabs) at the preset's size."""
     model = build((1, 28, 28), 2, hidden_units=250)
     x = torch.bernoulli(torch.full((64, 1, 28, 28), 0.3))
     block = model._block_size(64, x.device)
@@ -69,9 +69,9 @@ def test_block_size_is_chosen_by_device():
     model = build((1, 28, 28), 2, hidden_units=500)
     d = model.num_dims
     assert model._block_size(64, torch.device("cuda")) == d   # GPUs: one shot, as before
-    assert model._block_size(64, torch.device("cpu")) == 8    # 1 MiB / (64 * 500 * 4 bytes)
+    assert model._block_size(64, torch.device("cpu")) == 16   # 2 MiB / (64 * 500 * 4 bytes)
     assert model._block_size(4096, torch.device("cpu")) == 2  # never below 2 positions
-    assert model._block_size(1, torch.device("cpu")) == 524   # 1 MiB / (500 * 4 bytes)
+    assert model._block_size(1, torch.device("cpu")) == d     # 2 MiB / (500 * 4 bytes) > D
     assert build((1, 4, 4), 2)._block_size(64, torch.device("cpu")) == 16  # never above D
     model.block_size = 10
     assert model._block_size(64, torch.device("cuda")) == 10  # an explicit block wins everywhere

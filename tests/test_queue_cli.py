@@ -12,6 +12,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from tests.conftest import train_steps, wait
 from workbench.cli import main
 from workbench.jobs import JobQueue
 from workbench.runs import open_run
@@ -24,21 +25,8 @@ def long(steps: int) -> list[str]:
     return [f"train.max_steps={steps}", "train.checkpoint_every=20", *QUIET]
 
 
-def wait(predicate, what: str, timeout: float = 90) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def genwb(*args) -> list[str]:
     return [sys.executable, "-m", "workbench.cli", *map(str, args)]
-
-
-def train_steps(run_dir) -> list[int]:
-    return [r["step"] for r in open_run(run_dir).read_metrics() if r["split"] == "train"]
 
 
 def test_commands_and_their_errors(tiny_preset, isolated):
@@ -149,3 +137,18 @@ def test_sigterm_checkpoints_and_leaves_a_consistent_queue(tiny_preset, isolated
     stopped = run.load_checkpoint("last")["step"]
     assert stopped == run.status()["step"] >= 10 and max(train_steps(run.path)) <= stopped
     client.shutdown()
+
+
+def test_the_plain_reporter_names_each_job_and_the_kind_of_images(capsys):
+    from workbench import events as ev
+    from workbench.jobreport import QueueReporter
+
+    with QueueReporter(live=False) as report:
+        report("j2", ev.Samples(8, Path("r/samples/recon-step-8.png"), None, kind="recon"))
+        report("j3", ev.Samples(4, Path("r/samples/step-4.png"), None))
+        report("j3", ev.Evaluated(4, "val", {"nll": 70.25, "bpd": 0.12926}, best=True))
+    assert capsys.readouterr().out.splitlines() == [
+        "[j2] recon step 8: r/samples/recon-step-8.png",
+        "[j3] samples step 4: r/samples/step-4.png",
+        "[j3] val step 4: nll 70.250 nats  0.1293 bits/dim  (best)",
+    ]

@@ -12,15 +12,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from tests.conftest import TINY_PRESET, make_idx_dataset
+from tests.conftest import offline_workspace, preset_text, train_tiny
 from workbench import events as ev
 from workbench.cli import main
 from workbench.config import load_config
 from workbench.runs import Run
-from workbench.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-MADE = 'name = "made"\nhidden = [32]\nnum_masks = 2'
 FAMILIES = {
     "made": 'name = "made"\nconditional = true\nhidden = [32]',
     "cvae": 'name = "cvae"\nconditional = true\narch = "mlp"\nhidden = 32\nlatent_dim = 4\niw_samples = 2',
@@ -34,23 +32,14 @@ STEPS = ["train.max_steps=4", "train.val_every=4", "train.checkpoint_every=4", "
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One tiny trained run per family, and the Samples events each emitted."""
-    root = tmp_path_factory.mktemp("sample_cli")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GENWB_CACHE", str(root / "cache"))
-        mp.setenv("GENWB_OFFLINE", "1")
-        mp.setenv("GENWB_DATA", str(root / "data"))
-        make_idx_dataset(root / "data" / "fashion-mnist")
+    with offline_workspace(tmp_path_factory.mktemp("sample_cli")) as root:
         out, seen = {}, {}
         for name, model in FAMILIES.items():
             preset = root / f"{name}.toml"
-            preset.write_text(TINY_PRESET.replace(MADE, model.format(vqvae=out.get("vqvae", ""))).replace('"tiny"', f'"{name}"'))
-            config = load_config(preset, STEPS)
-            run = Run.create(config, root / "runs")
-            trainer = Trainer(config, run, device="cpu")
+            preset.write_text(preset_text(model.format(vqvae=out.get("vqvae", "")), name))
             seen[name] = []
-            trainer.subscribe(lambda e, into=seen[name]: into.append(e) if isinstance(e, ev.Samples) else None)
-            trainer.fit()
-            out[name] = run.path
+            out[name] = train_tiny(preset, root / "runs", STEPS,
+                                   lambda e, into=seen[name]: into.append(e) if isinstance(e, ev.Samples) else None)
         yield out, seen, root
 
 

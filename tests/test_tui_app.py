@@ -50,7 +50,7 @@ def fixed_app(tmp_path, jobs=(), owner=True):
 # -- jobs screen, fixed queue -------------------------------------------------------------------------
 async def test_jobs_table_shows_queue_with_sparkline(tmp_path):
     run = make_run(tmp_path / "runs", "tiny-a", state="running")
-    jobs = [job_info("j1", "running", step=12, loss=510.25, images_per_s=95.0, eta_s=75, run_dir=str(run)),
+    jobs = [job_info("j1", "running", step=12, loss=510.25, images_per_s=4310.2, eta_s=75, run_dir=str(run)),
             job_info("j2", "waiting", after="j1")]
     app, queue = fixed_app(tmp_path, jobs)
     async with app.run_test(size=SIZE) as pilot:
@@ -58,7 +58,7 @@ async def test_jobs_table_shows_queue_with_sparkline(tmp_path):
         assert isinstance(app.screen, JobsScreen)
         rows = table_rows(app.screen.query_one(JobTable))
         assert rows[0][:7] == ["j1", "tiny", "made", "fashion-mnist", "cpu", "running", "12/24"]
-        assert rows[0][7:10] == ["510.2", "95", "1m15s"]
+        assert rows[0][7:10] == ["510.2", "4,310", "1m15s"]
         assert set(rows[0][10]) <= set("▁▂▃▄▅▆▇█") and len(rows[0][10]) > 4  # falling loss
         assert rows[0][10][0] == "█" and rows[0][10][-1] == "▁"
         assert rows[1][5] == "waiting → j1"
@@ -468,13 +468,14 @@ async def test_fid_panel_fills_from_eval_json_with_references(tmp_path):
         assert rows[0][1:5] == ["made-a", "made", "classifier", "12.5"]
         assert rows[0][6] == "4.5" and rows[0][10] == "470"
         assert rows[1][1] == "made-b" and rows[1][4] == ""
-        refs = [r for r in rows if r[2] == "reference"]
-        assert [r[1] for r in refs] == ["floor: fashion-mnist bin.", "ceiling: fashion-mnist bin."]
+        refs = [r for r in rows if r[2] in ("floor", "ceiling")]
+        assert [r[1:3] for r in refs] == [["fashion-mnist bin.", "floor"], ["fashion-mnist bin.", "ceiling"]]
         from workbench.reference import reference
+        from workbench.tui.screens.evaluation import DIGITS
         from workbench.tui.widgets.job_table import format_number
 
         figures = reference("fashion-mnist", "dynamic")
-        assert (refs[0][4], refs[1][4]) == (format_number(figures.floor["fid"]), format_number(figures.ceiling["fid"]))
+        assert (refs[0][4], refs[1][4]) == (format_number(figures.floor["fid"], DIGITS), format_number(figures.ceiling["fid"], DIGITS))
         assert "classifier (fashion-mnist, binary)" in str(screen.query_one("#eval-note", Static).render())
         await pilot.press("down", "space", "n", "e")
         assert queue.calls == [("submit_eval", str(pending), 5000)]

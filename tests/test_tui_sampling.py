@@ -13,37 +13,27 @@ from PIL import Image as PILImage
 from textual.app import App
 from textual.widgets import Static
 
-from tests.conftest import TINY_PRESET, make_idx_dataset
+from tests.conftest import offline_workspace, preset_text, train_tiny
 from workbench import sampling
-from workbench.config import load_config
 from workbench.errors import UserError
-from workbench.runs import Run
-from workbench.train import Trainer
 from workbench.tui import settings
 from workbench.tui.screens.sampling import INTERP_STEPS, SamplingScreen
 from workbench.tui.widgets.image_grid import HIGHLIGHT, ImageGrid, fit_size, scale_nearest, tile_size
 
 # Two mask sets: the animation must end on the draw even when each image picks its own.
-MADE = (TINY_PRESET.replace('name = "made"\n', 'name = "made"\nconditional = true\n')
-        .replace("max_steps = 24", "max_steps = 6"))
-VAE = TINY_PRESET.replace('name = "made"\nhidden = [32]\nnum_masks = 2',
-                          'name = "vae"\narch = "mlp"\nhidden = 32\nlatent_dim = 4\niw_samples = 2')
+PRESETS = {
+    "made": (preset_text('name = "made"\nconditional = true\nhidden = [32]\nnum_masks = 2', "made"), ["train.max_steps=6"]),
+    "vae": (preset_text('name = "vae"\narch = "mlp"\nhidden = 32\nlatent_dim = 4\niw_samples = 2', "vae"), []),
+}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tui-sampling")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GENWB_CACHE", str(root / "cache"))
-        mp.setenv("GENWB_OFFLINE", "1")
-        mp.setenv("GENWB_DATA", str(root / "data"))
-        make_idx_dataset(root / "data" / "fashion-mnist")
+    with offline_workspace(tmp_path_factory.mktemp("tui-sampling")) as root:
         made = {}
-        for name, text in (("made", MADE), ("vae", VAE)):
-            (root / f"{name}.toml").write_text(text.replace('name = "tiny"', f'name = "{name}"'))
-            run = Run.create(load_config(root / f"{name}.toml"), root / "runs")
-            Trainer(run.config, run).fit()
-            made[name] = run.path
+        for name, (text, overrides) in PRESETS.items():
+            (root / f"{name}.toml").write_text(text)
+            made[name] = train_tiny(root / f"{name}.toml", root / "runs", overrides)
         yield made
 
 

@@ -2,6 +2,7 @@
 ``genwb --help`` answers at once and ``genwb run`` never loads Textual."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -286,10 +287,23 @@ def queue():
     """The job queue of a runs folder: add, list, cancel, pause, resume, and work it headless."""
 
 
+@contextlib.contextmanager
 def _client(runs_dir):
     from workbench.jobs import JobQueue
 
-    return JobQueue(runs_dir, work=False)
+    q = JobQueue(runs_dir, work=False)
+    try:
+        yield q
+    finally:
+        q.shutdown()
+
+
+def _job_command(runs_dir, job_id: str, op: str, *args) -> None:
+    """``q.<op>(job_id, *args)`` as a client: the owner applies it within a moment, or, with no
+    owner alive, it is applied now."""
+    with _client(runs_dir) as q:
+        getattr(q, op)(job_id, *args)
+    click.echo(f"{job_id}: {op} {'requested' if q.owner_info() else 'done'}")
 
 
 @queue.command("add")
@@ -306,8 +320,7 @@ def queue_add(preset, overrides, after, name, device, runs_dir):
 
     from workbench.errors import UserError
 
-    q = _client(runs_dir)
-    try:
+    with _client(runs_dir) as q:
         if Path(preset).is_dir():
             if overrides or after or name or device:
                 raise UserError(f"{preset} is a run folder: it carries on with its own config; --set, --after, --name "
@@ -315,8 +328,6 @@ def queue_add(preset, overrides, after, name, device, runs_dir):
             click.echo(q.submit_resume(preset))
         else:
             click.echo(q.submit(preset, overrides, after=after, name=name, device=device))
-    finally:
-        q.shutdown()
 
 
 @queue.command("eval")
@@ -327,11 +338,8 @@ def queue_add(preset, overrides, after, name, device, runs_dir):
 @_RUNS
 def queue_eval(run_dir, n, extractor, batch_size, runs_dir):
     """Queue genwb eval of RUN_DIR (FID, KID, IS, ... into its eval.json); prints the job id."""
-    q = _client(runs_dir)
-    try:
+    with _client(runs_dir) as q:
         click.echo(q.submit_eval(run_dir, n=n, extractor=extractor, batch_size=batch_size))
-    finally:
-        q.shutdown()
 
 
 @queue.command("list")
@@ -340,12 +348,9 @@ def queue_list(runs_dir):
     """One line per job: id, name, state, step/total, loss."""
     from workbench.jobreport import job_line
 
-    q = _client(runs_dir)
-    try:
+    with _client(runs_dir) as q:
         owner = q.owner_info()
         jobs = q.jobs()
-    finally:
-        q.shutdown()
     for info in jobs:
         click.echo(job_line(info))
     who = f"worked by pid {owner.get('pid')} on {owner.get('host')}" if owner else "no process works it (genwb queue work)"
@@ -356,12 +361,7 @@ def _queue_command(op):
     @click.argument("job_id")
     @_RUNS
     def command(job_id, runs_dir):
-        q = _client(runs_dir)
-        try:
-            getattr(q, op)(job_id)
-        finally:
-            q.shutdown()
-        click.echo(f"{job_id}: {op} {'requested' if q.owner_info() else 'done'}")
+        _job_command(runs_dir, job_id, op)
 
     command.__doc__ = {"cancel": "Cancel a job (a running one checkpoints and stops within a step).",
                        "pause": "Pause a job: it checkpoints and waits until resumed."}[op]
@@ -378,12 +378,7 @@ for _op in ("cancel", "pause"):
 @_RUNS
 def queue_move(job_id, position, runs_dir):
     """Move a job to POSITION in the queue (0 = first): queued jobs start in this order."""
-    q = _client(runs_dir)
-    try:
-        q.move(job_id, position)
-    finally:
-        q.shutdown()
-    click.echo(f"{job_id}: move {'requested' if q.owner_info() else 'done'}")
+    _job_command(runs_dir, job_id, "move", position)
 
 
 @queue.command("remove")
@@ -391,12 +386,7 @@ def queue_move(job_id, position, runs_dir):
 @_RUNS
 def queue_remove(job_id, runs_dir):
     """Take a finished job off the list (its run folder stays)."""
-    q = _client(runs_dir)
-    try:
-        q.remove(job_id)
-    finally:
-        q.shutdown()
-    click.echo(f"{job_id}: remove {'requested' if q.owner_info() else 'done'}")
+    _job_command(runs_dir, job_id, "remove")
 
 
 @queue.command("resume")
@@ -406,12 +396,7 @@ def queue_remove(job_id, runs_dir):
 @_RUNS
 def queue_resume(job_id, overrides, runs_dir):
     """Resume a paused, failed or cancelled job from its last checkpoint."""
-    q = _client(runs_dir)
-    try:
-        q.resume(job_id, overrides)
-    finally:
-        q.shutdown()
-    click.echo(f"{job_id}: resume {'requested' if q.owner_info() else 'done'}")
+    _job_command(runs_dir, job_id, "resume", overrides)
 
 
 @queue.command("work")

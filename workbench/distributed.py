@@ -18,8 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from workbench.errors import UserError
+
+if TYPE_CHECKING:  # torch itself loads in the ranks only, not in the --nproc launcher
+    import torch
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -86,7 +90,7 @@ def setup(world: World, device: torch.device) -> torch.device:
     timeout = dt.timedelta(seconds=timeout_s())
     kwargs = {"device_id": device} if backend == "nccl" else {}
     dist.init_process_group(backend, timeout=timeout, **kwargs)
-    _control = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else dist.group.WORLD
+    _control = dist.new_group(backend="gloo", timeout=timeout)  # its own group: votes never queue behind gradients
     return device
 
 

@@ -21,6 +21,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -114,8 +115,10 @@ def balanced_labels(n: int, num_classes: int | None) -> torch.Tensor | None:
     return None if num_classes is None else torch.arange(n) % num_classes
 
 
-def draw_samples(model, n: int, batch_size: int, seed: int, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """n samples (float32, CPU) and the labels they were drawn for (classes in turn), in batches."""
+def draw_samples(model, n: int, batch_size: int, seed: int, progress: bool = True,
+                 on_advance: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n samples (float32, CPU) and the labels they were drawn for (classes in turn), in batches;
+    ``on_advance(count)`` after each batch."""
     labels = balanced_labels(n, model.num_classes)
     torch.manual_seed(seed)
     chunks = []
@@ -126,6 +129,8 @@ def draw_samples(model, n: int, batch_size: int, seed: int, progress: bool = Tru
             y = None if labels is None else labels[start:start + size].to(model.device)
             chunks.append(model.sample(size, y=y).float().cpu())
             bar.advance(task, size)
+            if on_advance is not None:
+                on_advance(size)
     return torch.cat(chunks), labels
 
 
@@ -156,7 +161,7 @@ def likelihood_notes(model) -> dict:
 
 
 def test_likelihood(model, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
-                    progress: bool = True) -> dict[str, float]:
+                    progress: bool = True, on_advance: Callable[[int], None] | None = None) -> dict[str, float]:
     """Mean negative log-likelihood of the test split in nats per image, and bits/dim."""
     torch.manual_seed(seed)
     total = 0.0
@@ -167,6 +172,8 @@ def test_likelihood(model, x: torch.Tensor, y: torch.Tensor, batch_size: int, se
             yb = None if model.num_classes is None else y[start:start + batch_size].to(model.device)
             total -= model.log_prob(xb, yb).double().sum().item()
             bar.advance(task, len(xb))
+            if on_advance is not None:
+                on_advance(len(xb))
     nll = total / len(x)
     return {"test_nll": nll, "test_bpd": nll / (model.num_dims * math.log(2)), **likelihood_notes(model),
             "checkpoint": "best", "test_images": len(x)}
@@ -178,10 +185,26 @@ def metric_labels(extractor: FeatureExtractor) -> dict[str, str]:
             "precision": f"precision ({on})", "recall": f"recall ({on})"}
 
 
+def _progress_counter(on_progress: Callable[[float], None] | None, total: int) -> Callable[[int], None] | None:
+    """``advance(count)``: ``count`` more images through a phase, reported as the fraction done."""
+    if on_progress is None:
+        return None
+    done = 0
+
+    def advance(count: int) -> None:
+        nonlocal done
+        done += count
+        on_progress(min(1.0, done / max(1, total)))
+
+    return advance
+
+
 def evaluate_run(run_dir, n: int = 10000, extractor: str = "classifier", inception_weights=None,
                  batch_size: int = 500, device: str = "auto", seed: int = 0, progress: bool = True,
-                 budget=None) -> dict:
-    """Evaluate a run's best checkpoint; writes eval.json and returns the flat results."""
+                 budget=None, on_progress: Callable[[float], None] | None = None) -> dict:
+    """Evaluate a run's best checkpoint; writes eval.json and returns the flat results.
+    ``on_progress(fraction)`` follows the images drawn, their features, the separate judging of
+    conditional samples and the test likelihood (when eval.json has none yet), 0 to 1."""
     from workbench.runs import open_run
 
     check_arguments(n, batch_size)
@@ -193,15 +216,18 @@ def evaluate_run(run_dir, n: int = 10000, extractor: str = "classifier", incepti
     domain = classifier_domain(data.binarize, data.levels)
     ext = get_extractor(extractor, data.dataset, root, inception_weights, dev, progress, budget, domain)
     real = real_statistics(ext, data.dataset, "test", data.binarize, data.levels, root, batch_size, progress)
+    judged_apart = model.num_classes is not None and ext.name != "classifier"
+    needs_likelihood = "test_nll" not in run.read_eval()
+    advance = _progress_counter(on_progress, 2 * n + n * judged_apart + len(real.labels) * needs_likelihood)
 
-    samples, labels = draw_samples(model, n, batch_size, seed, progress)
-    fake = ext.extract(samples, batch_size, progress, description="generated images")
+    samples, labels = draw_samples(model, n, batch_size, seed, progress, advance)
+    fake = ext.extract(samples, batch_size, progress, description="generated images", on_advance=advance)
     quality = sample_quality(real, fake, seed)
     if labels is not None:
         # Inception's classes are not the dataset's: whether samples respect their condition is
         # always read off the dataset classifier.
         judge = ext if ext.name == "classifier" else load_classifier(data.dataset, root, budget, dev, progress, domain)
-        judged = fake if judge is ext else judge.extract(samples, batch_size, progress, "classifying samples")
+        judged = fake if judge is ext else judge.extract(samples, batch_size, progress, "classifying samples", advance)
         quality["conditional_accuracy"] = metrics.conditional_accuracy(judged.probs, labels)
         quality["conditional_accuracy_by"] = judge.label
 
@@ -214,7 +240,7 @@ def evaluate_run(run_dir, n: int = 10000, extractor: str = "classifier", incepti
     if "test_nll" not in previous:
         images, y = load_split(data.dataset, "test", root)
         x = to_model_domain(images, data.binarize, data.levels, seed=TEST_SPLIT_SEED)
-        likelihood = test_likelihood(model, x, y, batch_size, seed, progress)
+        likelihood = test_likelihood(model, x, y, batch_size, seed, progress, advance)
     likelihood.update(likelihood_notes(model))  # the trainer's eval.json may predate these fields
     run.update_eval({**likelihood, ext.name: record})
     return {"run": str(run.path), "model": run.config.model.name, **record,

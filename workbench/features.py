@@ -87,7 +87,8 @@ class FeatureExtractor:
         raise NotImplementedError
 
     def extract(self, images: torch.Tensor, batch_size: int = 500, progress: bool = True,
-                description: str = "features") -> Extracted:
+                description: str = "features", on_advance=None) -> Extracted:
+        """Features and class probabilities of ``images``; ``on_advance(count)`` after each batch."""
         feats, probs = [], []
         with torch.inference_mode(), progress_bar(progress) as bar:
             task = bar.add_task(f"{description} ({self.name})", total=len(images), info="")
@@ -96,6 +97,8 @@ class FeatureExtractor:
                 feats.append(f.float().cpu())
                 probs.append(torch.softmax(logits.double(), 1).cpu())
                 bar.advance(task, len(batch))
+                if on_advance is not None:
+                    on_advance(len(batch))
         return Extracted(torch.cat(feats).numpy(), torch.cat(probs).numpy())
 
 

@@ -14,12 +14,34 @@ def _fmt(metrics: dict[str, float], keys=None) -> str:
     return "  ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
 
 
-class HeadlessReporter:
+def started_line(event: ev.Started) -> str:
+    return (f"run {event.run_dir}  device {event.device}  {event.num_params:,} parameters"
+            + (f"  resuming after step {event.step}" if event.step else ""))
+
+
+def step_line(event: ev.Step) -> str:
+    return (f"step {event.step}/{event.total_steps}  {_fmt(event.metrics)}  "
+            f"lr {event.lr:.3g}  {event.images_per_s:,.0f} img/s")
+
+
+def evaluated_line(event: ev.Evaluated) -> str:
+    best = "  (best)" if event.best else ""
+    return (f"{event.split} step {event.step}: nll {event.metrics['nll']:.3f} nats  "
+            f"{event.metrics['bpd']:.4f} bits/dim{best}")
+
+
+def samples_line(event: ev.Samples) -> str:
+    return f"{event.kind} step {event.step}: {event.path}"
+
+
+class ProgressConsole:
+    """Rich progress bars on a terminal (``live``), plain printed lines otherwise; use it as a
+    context manager. Tasks carry the fields ``loss`` and ``speed``."""
+
     def __init__(self, console: Console | None = None, live: bool | None = None):
         self.console = console or Console()
         self.live = self.console.is_terminal if live is None else live
         self.progress: Progress | None = None
-        self.task = None
 
     def __enter__(self):
         if self.live:
@@ -36,30 +58,37 @@ class HeadlessReporter:
 
     def line(self, text: str) -> None:
         if self.progress:
-            self.progress.console.print(text, highlight=False)
+            self.progress.console.print(text, highlight=False, markup=False)
         else:
             print(text, flush=True)
 
+    def add_task(self, description: str, event: ev.Started):
+        return self.progress.add_task(description, total=event.total_steps, completed=event.step, loss="-", speed="-")
+
+    def update_task(self, task, event: ev.Step) -> None:
+        self.progress.update(task, completed=event.step, loss=f"{event.metrics.get('loss', float('nan')):.4g}",
+                             speed=f"{event.images_per_s:,.0f}")
+
+
+class HeadlessReporter(ProgressConsole):
+    def __init__(self, console: Console | None = None, live: bool | None = None):
+        super().__init__(console, live)
+        self.task = None
+
     def __call__(self, event) -> None:
         if isinstance(event, ev.Started):
-            self.line(f"run {event.run_dir}  device {event.device}  {event.num_params:,} parameters"
-                      + (f"  resuming after step {event.step}" if event.step else ""))
+            self.line(started_line(event))
             if self.progress:
-                self.task = self.progress.add_task(event.run_dir.name, total=event.total_steps,
-                                                   completed=event.step, loss="-", speed="-")
+                self.task = self.add_task(event.run_dir.name, event)
         elif isinstance(event, ev.Step):
             if self.progress:
-                self.progress.update(self.task, completed=event.step, loss=f"{event.metrics.get('loss', float('nan')):.4g}",
-                                     speed=f"{event.images_per_s:,.0f}")
+                self.update_task(self.task, event)
             else:
-                self.line(f"step {event.step}/{event.total_steps}  {_fmt(event.metrics)}  "
-                          f"lr {event.lr:.3g}  {event.images_per_s:,.0f} img/s")
+                self.line(step_line(event))
         elif isinstance(event, ev.Evaluated):
-            best = "  (best)" if event.best else ""
-            self.line(f"{event.split} step {event.step}: nll {event.metrics['nll']:.3f} nats  "
-                      f"{event.metrics['bpd']:.4f} bits/dim{best}")
+            self.line(evaluated_line(event))
         elif isinstance(event, ev.Samples):
-            self.line(f"{event.kind} step {event.step}: {event.path}")
+            self.line(samples_line(event))
         elif isinstance(event, ev.Warned):
             self.line(f"warning: {event.message}")
         elif isinstance(event, ev.Failed):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import threading
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from workbench import events as ev
-from workbench.headless import _fmt
+from workbench.headless import ProgressConsole, evaluated_line, samples_line, started_line, step_line
 from workbench.jobs import JobChanged, JobInfo
 
 
@@ -23,35 +22,14 @@ def job_line(info: JobInfo) -> str:
     return f"{info.id:<5} {info.name:<20} {info.state:<9} {steps:>11}  {what} {loss}{eta}{extra}{error}"
 
 
-class QueueReporter:
+class QueueReporter(ProgressConsole):
     """A queue subscriber: ``queue.subscribe(reporter)``; use it as a context manager."""
 
     def __init__(self, console: Console | None = None, live: bool | None = None):
-        self.console = console or Console()
-        self.live = self.console.is_terminal if live is None else live
-        self.progress: Progress | None = None
+        super().__init__(console, live)
         self.tasks: dict[str, int] = {}
         self.failed: list[str] = []
         self._lock = threading.Lock()
-
-    def __enter__(self):
-        if self.live:
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} img/s"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console)
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.progress:
-            self.progress.stop()
-
-    def line(self, text: str) -> None:
-        if self.progress:
-            self.progress.console.print(text, highlight=False, markup=False)
-        else:
-            print(text, flush=True)
 
     def __call__(self, job_id: str, event) -> None:
         with self._lock:
@@ -69,23 +47,17 @@ class QueueReporter:
                 if self.progress and job_id in self.tasks:
                     self.progress.remove_task(self.tasks.pop(job_id))
         elif isinstance(event, ev.Started):
-            self.line(f"{tag} run {event.run_dir}  device {event.device}  {event.num_params:,} parameters"
-                      + (f"  resuming after step {event.step}" if event.step else ""))
+            self.line(f"{tag} {started_line(event)}")
             if self.progress:
                 if job_id in self.tasks:
                     self.progress.remove_task(self.tasks.pop(job_id))
-                self.tasks[job_id] = self.progress.add_task(f"{job_id} {event.run_dir.name}", total=event.total_steps,
-                                                            completed=event.step, loss="-", speed="-")
+                self.tasks[job_id] = self.add_task(f"{job_id} {event.run_dir.name}", event)
         elif isinstance(event, ev.Step):
             if self.progress and job_id in self.tasks:
-                self.progress.update(self.tasks[job_id], completed=event.step,
-                                     loss=f"{event.metrics.get('loss', float('nan')):.4g}", speed=f"{event.images_per_s:,.0f}")
+                self.update_task(self.tasks[job_id], event)
             elif not self.progress:
-                self.line(f"{tag} step {event.step}/{event.total_steps}  {_fmt(event.metrics)}  "
-                          f"lr {event.lr:.3g}  {event.images_per_s:,.0f} img/s")
+                self.line(f"{tag} {step_line(event)}")
         elif isinstance(event, ev.Evaluated):
-            best = "  (best)" if event.best else ""
-            self.line(f"{tag} {event.split} step {event.step}: nll {event.metrics['nll']:.3f} nats  "
-                      f"{event.metrics['bpd']:.4f} bits/dim{best}")
+            self.line(f"{tag} {evaluated_line(event)}")
         elif isinstance(event, ev.Samples):
-            self.line(f"{tag} samples step {event.step}: {event.path}")
+            self.line(f"{tag} {samples_line(event)}")

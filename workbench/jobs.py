@@ -43,7 +43,6 @@ import inspect
 import json
 import os
 import queue as queue_mod
-import re
 import threading
 import time
 from collections import deque
@@ -53,6 +52,7 @@ from typing import Any, Callable, Iterator
 
 from workbench import events as ev
 from workbench.errors import UserError, os_error_text
+from workbench.history import History
 from workbench.queuefile import Lease, atomic_write_text, flocked, lease_holder, read_json, read_queue, tail_rows
 
 STATES = ("queued", "waiting", "running", "paused", "done", "failed", "cancelled")
@@ -61,7 +61,6 @@ RESUMABLE = frozenset({"paused", "failed", "cancelled"})
 QUEUE_FILE, LOCK_FILE, MUTEX_FILE = "queue.json", "queue.lock", ".queue.mutex"
 POLL_S = 0.25          # how often the owner looks for commands from clients
 HEARTBEAT_S = 2.0
-HISTORY_ROWS = 2000    # per split and job; older rows are thinned out, never the whole curve
 FORMAT = 1
 _STOP_STATES = {"pause": "paused", "cancel": "cancelled", "shutdown": "interrupted"}  # status.json's word
 
@@ -98,56 +97,6 @@ class JobChanged:
 @dataclass(frozen=True)
 class JobRemoved:
     id: str
-
-
-def safe_name(name: str) -> str:
-    """One harmless path component: letters, digits, ``_ . -``; never ``..`` or a slash."""
-    cleaned = re.sub(r"\.{2,}", "-", re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)))
-    cleaned = re.sub(r"-{2,}", "-", cleaned).strip(".-")[:64].strip(".-")
-    return cleaned or "run"
-
-
-# -- bounded history ----------------------------------------------------------------------------------
-class _Thinned:
-    """Keep at most ``capacity`` rows of an unbounded stream, evenly spread: when full, drop every
-    other kept row and from then on keep one row in ``stride``. The newest row is always shown."""
-
-    def __init__(self, capacity: int):
-        self.capacity, self.kept, self.stride, self.count, self.last = capacity, [], 1, 0, None
-
-    def add(self, row: dict) -> None:
-        if self.count % self.stride == 0:
-            self.kept.append(row)
-            if len(self.kept) > self.capacity:
-                self.kept = self.kept[::2]
-                self.stride *= 2
-        self.count += 1
-        self.last = row
-
-    def truncate(self, step: int) -> None:
-        self.kept = [r for r in self.kept if r.get("step", 0) <= step]
-        self.count = len(self.kept) * self.stride
-        self.last = self.kept[-1] if self.kept else None
-
-    def rows(self) -> list[dict]:
-        return self.kept + ([self.last] if self.last is not None and (not self.kept or self.kept[-1] is not self.last) else [])
-
-
-class History:
-    """A job's metrics rows (train and val, as in metrics.jsonl), bounded in memory."""
-
-    def __init__(self, capacity: int = HISTORY_ROWS):
-        self.train, self.val = _Thinned(capacity), _Thinned(capacity)
-
-    def add(self, row: dict) -> None:
-        (self.val if row.get("split") == "val" else self.train).add(row)
-
-    def truncate(self, step: int) -> None:
-        self.train.truncate(step)
-        self.val.truncate(step)
-
-    def rows(self) -> list[dict]:
-        return sorted(self.train.rows() + self.val.rows(), key=lambda r: (r.get("step", 0), r.get("split") == "val"))
 
 
 # -- jobs -------------------------------------------------------------------------------------------
@@ -500,7 +449,7 @@ class JobQueue:
         return job
 
     def history(self, job_id: str) -> list[dict]:
-        """The job's metrics rows (train and val, as in metrics.jsonl), at most HISTORY_ROWS per
+        """The job's metrics rows (train and val, as in metrics.jsonl), at most history.HISTORY_ROWS per
         split: the whole curve, thinned evenly where it is long."""
         if not self.owner:
             self._refresh()
@@ -555,6 +504,7 @@ class JobQueue:
         ``after``: start only once that job is done (its run folder goes into this job's ``*_run``)."""
         from workbench.config import load_config, to_toml
         from workbench.devices import resolve_device
+        from workbench.runs import safe_name
 
         overrides = [str(o) for o in overrides]
         config = load_config(preset, overrides)
@@ -585,7 +535,7 @@ class JobQueue:
         checkpoint. If a paused, failed or cancelled job of this queue owns the run, that job is
         resumed instead and its id returned."""
         from workbench.config import to_toml
-        from workbench.runs import open_run
+        from workbench.runs import open_run, safe_name
 
         if checkpoint not in ("last", "best"):
             raise UserError(f"checkpoint {checkpoint!r}: use last or best")
@@ -607,7 +557,7 @@ class JobQueue:
                     batch_size: int = 500) -> str:
         """Queue ``genwb eval`` of a run: FID, KID, IS, ... into its eval.json."""
         from workbench.config import to_toml
-        from workbench.runs import open_run
+        from workbench.runs import open_run, safe_name
 
         if extractor not in ("classifier", "inception"):
             raise UserError(f"extractor {extractor!r}: use classifier or inception")
@@ -885,7 +835,7 @@ class JobQueue:
             raise UserError(f"run folder {path} would be outside {self.runs_dir}; refused")
 
     def _run_train(self, job: _Job) -> str:
-        from workbench.runs import Run, open_run
+        from workbench.runs import Run, open_run, safe_name
         from workbench.train import Trainer
 
         if job.run_dir:  # the Trainer resumes from the checkpoint, or from step 0 if there is none yet

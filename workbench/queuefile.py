@@ -32,11 +32,13 @@ def flocked(path: Path) -> Iterator[None]:
         os.close(fd)  # closing drops the lock
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write, flush, fsync, rename: a crash leaves the old file or the new one, and a failed write
+    (e.g. on a full disk) leaves no temporary file. The temporary name is unique per thread."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -44,6 +46,10 @@ def atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
 
 
 def tail_rows(path: Path, size: int = 8192) -> list[dict]:

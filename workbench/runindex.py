@@ -4,9 +4,10 @@
     evals = eval_rows("runs")                # one EvalRow per (run, extractor) in eval.json
     curves = Curves(); curves.feed(MetricsTail(run / "metrics.jsonl").read_new())
 
-``Curves`` keeps each metric in a ``Series`` of bounded size: when it fills, every other point
-is dropped and only every second new point is kept from then on, so memory stays flat however
-long a run logs, and a plot redraw costs the same after a million steps as after a hundred.
+``Curves`` keeps each metric in a ``Series`` of bounded size (a ``history.Thinned``: when it
+fills, every other point is dropped and only every second new point is kept from then on), so
+memory stays flat however long a run logs, and a plot redraw costs the same after a million
+steps as after a hundred.
 ``MetricsTail`` reads only the lines appended since its last call (and starts again when a
 resumed run rewrote the file shorter).
 """
@@ -21,41 +22,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.history import Thinned
+
 #: Keys of a metrics row that are bookkeeping, not curves.
 _NOT_CURVES = {"step", "epoch", "split", "lr", "images_per_s", "time"}
 _SAMPLE = re.compile(r"^(recon-)?step-(\d+)\.png$")
 
 
-class Series:
-    """(x, y) points of one curve, at most ``capacity`` of them, thinned evenly as it grows."""
+class Series(Thinned[tuple[float, float]]):
+    """(x, y) points of one curve, fewer than ``capacity`` of them, thinned evenly as it grows."""
 
     def __init__(self, capacity: int = 512):
-        self.capacity = max(4, capacity)
-        self.xs: list[float] = []
-        self.ys: list[float] = []
-        self.stride = 1
-        self._seen = 0
-        self.latest: tuple[float, float] | None = None
+        super().__init__(max(4, capacity) - 1)
 
     def append(self, x: float, y: float) -> None:
-        self._seen += 1
-        self.latest = (x, y)
-        if (self._seen - 1) % self.stride:
-            return
-        self.xs.append(x)
-        self.ys.append(y)
-        if len(self.xs) >= self.capacity:
-            self.xs, self.ys = self.xs[::2], self.ys[::2]
-            self.stride *= 2  # kept points are the appends numbered 0, stride, 2·stride, ...
+        self.add((x, y))
 
-    def __len__(self) -> int:
-        return len(self.xs)
+    @property
+    def xs(self) -> list[float]:
+        return [x for x, _ in self.kept]
+
+    @property
+    def ys(self) -> list[float]:
+        return [y for _, y in self.kept]
 
     def points(self) -> tuple[list[float], list[float]]:
         """The kept points, and the newest point even when thinning skipped it."""
-        if self.latest is not None and (not self.xs or self.xs[-1] != self.latest[0]):
-            return self.xs + [self.latest[0]], self.ys + [self.latest[1]]
-        return list(self.xs), list(self.ys)
+        points = self.kept
+        if self.latest is not None and (not points or points[-1][0] != self.latest[0]):
+            points = points + [self.latest]
+        return [x for x, _ in points], [y for _, y in points]
 
     @property
     def last(self) -> float | None:
@@ -285,6 +281,14 @@ def run_folders(runs_dir: str | Path) -> list[Path]:
 def scan_runs(runs_dir: str | Path) -> list[RunRow]:
     """Every run folder directly under ``runs_dir``, by name."""
     return [row for row in (read_run(p) for p in run_folders(runs_dir)) if row is not None]
+
+
+def has_checkpoint(run_dir: str | Path | None) -> bool:
+    """Whether the run folder has a checkpoint (last.pt or best.pt) to sample, evaluate or resume from."""
+    if not run_dir:
+        return False
+    folder = Path(run_dir) / "checkpoints"
+    return (folder / "last.pt").exists() or (folder / "best.pt").exists()
 
 
 def latest_samples(run_dir: str | Path) -> tuple[Path | None, Path | None]:

@@ -22,7 +22,6 @@ import datetime as dt
 import errno
 import gzip
 import json
-import os
 import re
 import warnings
 from pathlib import Path
@@ -32,19 +31,7 @@ import torch
 
 from workbench.config import RunConfig, load_config, to_toml
 from workbench.errors import UserError, os_error_text
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # the old file stays as it was; no half-written file stays behind
-        raise
+from workbench.queuefile import atomic_write_bytes
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -52,9 +39,10 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def safe_name(name: str) -> str:
-    """``run.name`` as one harmless path component: letters, digits, ``.``, ``_`` and ``-``
-    only, no leading dot or dash (so never ``..``), at most 80 characters."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")[:80].strip(".-")
+    """``run.name`` (or a job's name) as one harmless path component: letters, digits, ``.``,
+    ``_`` and ``-`` only, no ``..`` anywhere, no leading dot or dash, at most 80 characters."""
+    safe = re.sub(r"\.{2,}", "-", re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)))
+    safe = re.sub(r"-{2,}", "-", safe).strip(".-")[:80].strip(".-")
     return safe or "run"
 
 

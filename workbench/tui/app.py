@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
@@ -241,6 +241,18 @@ class GenwbApp(App):
         self.jobs = jobs
         for screen in self.screen_stack:
             screen.post_message(JobsUpdated(jobs, changed))
+
+    def submit_job(self, what: str, submit: Callable[[], str], done: str) -> str | None:
+        """Add a job with ``submit()``; a refusal is an error notification naming ``what``, success
+        notifies ``done`` (``{id}`` is the new job's id) and refreshes the table at once."""
+        try:
+            job_id = submit()
+        except Exception as e:  # a UserError from the queue, a run that changed meanwhile
+            self.notify(f"{what}: {e}", severity="error")
+            return None
+        self.notify(done.replace("{id}", job_id))
+        self.refresh_jobs(force=True)
+        return job_id
 
     def _spark(self, job) -> str:
         """The job's training loss as a sparkline, from its metrics file read incrementally."""

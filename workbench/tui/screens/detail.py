@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Label, RichLog, Static, TabbedContent, TabPane
 
-from workbench.runindex import EVAL_METRICS, MetricsTail, latest_samples, read_config, read_status
+from workbench.runindex import EVAL_METRICS, MetricsTail, has_checkpoint, latest_samples, read_config, read_status
 from workbench.tui.app import TAIL_BYTES, JobsUpdated
 from workbench.tui.widgets.curves import CurvesPanel
 from workbench.tui.widgets.image_grid import ImageGrid
@@ -212,7 +212,7 @@ class DetailScreen(Screen):
 
     def action_sample(self) -> None:
         checkpoints = self.run_dir / "checkpoints"
-        if not ((checkpoints / "last.pt").exists() or (checkpoints / "best.pt").exists()):
+        if not has_checkpoint(self.run_dir):
             self.notify("no checkpoint yet: nothing to sample from", severity="warning")
             return
         from workbench.tui.screens.sampling import SamplingScreen
@@ -223,14 +223,8 @@ class DetailScreen(Screen):
         self.app.push_screen(SamplingScreen(self.run_dir, which=which))
 
     def action_evaluate(self) -> None:
-        checkpoints = self.run_dir / "checkpoints"
-        if not ((checkpoints / "last.pt").exists() or (checkpoints / "best.pt").exists()):
+        if not has_checkpoint(self.run_dir):
             self.notify("no checkpoint yet: nothing to evaluate", severity="warning")
             return
-        try:
-            job_id = self.app.queue.submit_eval(str(self.run_dir))
-        except Exception as e:
-            self.notify(f"evaluate: {e}", severity="error")
-            return
-        self.notify(f"evaluation queued as {job_id}; the Evaluation tab fills in when it finishes")
-        self.app.refresh_jobs(force=True)
+        self.app.submit_job("evaluate", lambda: self.app.queue.submit_eval(str(self.run_dir)),
+                            "evaluation queued as {id}; the Evaluation tab fills in when it finishes")

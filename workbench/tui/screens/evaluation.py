@@ -15,12 +15,16 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from workbench.reference import reference
-from workbench.runindex import EVAL_METRICS, EvalRow, eval_rows
+from workbench.runindex import EVAL_METRICS, EvalRow, eval_rows, has_checkpoint
 from workbench.tui.app import JobsUpdated
 from workbench.tui.screens.runs import OpenTable
 from workbench.tui.widgets.job_table import format_number
 
 RESCAN_S = 2.0
+#: Narrow headings, 3 significant digits and a capped run column: every column fits in 120 terminal columns.
+HEADINGS = {"precision": "prec", "recall": "rec", "conditional_accuracy": "acc", "test_bpd": "bpd"}
+DIGITS = 3
+RUN_WIDTH = 22
 SAMPLE_COUNTS = (10000, 5000, 1000)
 ACTIVE = ("queued", "waiting", "running", "paused")
 
@@ -49,11 +53,11 @@ class EvaluationScreen(Screen):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.add_column(" ", key="mark")
-        table.add_column("run", key="run")
+        table.add_column("run", key="run", width=RUN_WIDTH)
         table.add_column("model", key="model")
         table.add_column("features", key="extractor")
         for key, heading in EVAL_METRICS:
-            table.add_column(heading, key=key)
+            table.add_column(HEADINGS.get(key, heading), key=key)
         table.add_column("job", key="job")
         table.focus()
         self.rescan()
@@ -77,7 +81,7 @@ class EvaluationScreen(Screen):
         active = [j for j in jobs if j.state in ACTIVE]
         if active:
             j = active[-1]
-            return f"{j.id} {j.state} {j.progress:.0%}" if j.state == "running" else f"{j.id} {j.state}"
+            return f"{j.id} {j.progress:.0%}" if j.state == "running" else f"{j.id} {j.state}"
         failed = [j for j in jobs if j.state == "failed"]
         return f"{failed[-1].id} failed" if failed else ""
 
@@ -88,8 +92,8 @@ class EvaluationScreen(Screen):
         datasets, extractors = [], []
         for i, r in enumerate(self.rows):
             mark = Text("●", style="bold yellow") if r.path in self.app.marked_runs else ""
-            values = [format_number(r.values.get(key)) for key, _ in EVAL_METRICS]
-            table.add_row(mark, r.name, r.model, r.extractor or "—", *values,
+            values = [format_number(r.values.get(key), DIGITS) for key, _ in EVAL_METRICS]
+            table.add_row(mark, Text(r.name, no_wrap=True, overflow="ellipsis"), r.model, r.extractor or "—", *values,
                           self._job_cell(r.path), key=f"{i}:{r.path}")
             if r.extractor_label and r.extractor_label not in extractors:
                 extractors.append(r.extractor_label)
@@ -102,9 +106,10 @@ class EvaluationScreen(Screen):
                 continue
             data = dataset + ("" if binarize == "none" else " bin.")
             for label, figures in (("floor", ref.floor), ("ceiling", ref.ceiling)):
-                values = [Text(format_number(figures.get(key)), style="italic") if key in figures else ""
+                values = [Text(format_number(figures.get(key), DIGITS), style="italic") if key in figures else ""
                           for key, _ in EVAL_METRICS]
-                table.add_row("", Text(f"{label}: {data}", style="italic"), "reference", ref.extractor, *values, "",
+                table.add_row("", Text(data, style="italic", no_wrap=True, overflow="ellipsis"),
+                              Text(label, style="italic"), ref.extractor, *values, "",
                               key=f"ref:{dataset}:{binarize}:{label}")
             notes.append(f"{data} from {ref.source}")
         if table.row_count:
@@ -161,7 +166,7 @@ class EvaluationScreen(Screen):
             paths = [row.path]
         queued = []
         for path in paths:
-            if not ((path / "checkpoints" / "best.pt").exists() or (path / "checkpoints" / "last.pt").exists()):
+            if not has_checkpoint(path):
                 self.notify(f"{path.name}: no checkpoint, skipped", severity="warning")
                 continue
             if any(j.kind == "eval" and j.run_dir and Path(j.run_dir) == path and j.state in ACTIVE

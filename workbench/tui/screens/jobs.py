@@ -8,17 +8,11 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from workbench.runindex import has_checkpoint
 from workbench.tui.app import JobsUpdated
 from workbench.tui.widgets.job_table import JobTable
 
 FINISHED = ("done", "failed", "cancelled")
-
-
-def has_checkpoint(run_dir: str | Path | None) -> bool:
-    if not run_dir:
-        return False
-    folder = Path(run_dir) / "checkpoints"
-    return (folder / "last.pt").exists() or (folder / "best.pt").exists()
 
 
 class JobsScreen(Screen):
@@ -161,13 +155,8 @@ class JobsScreen(Screen):
         if job.kind != "train":
             self.notify(f"{job.id} is an evaluation; select a training job", severity="warning")
             return
-        try:
-            eval_id = self.app.queue.submit_eval(job.run_dir)
-        except Exception as e:
-            self.notify(f"evaluate {job.id}: {e}", severity="error")
-            return
-        self.notify(f"evaluation of {Path(job.run_dir).name} queued as {eval_id}")
-        self.app.refresh_jobs(force=True)
+        self.app.submit_job(f"evaluate {job.id}", lambda: self.app.queue.submit_eval(job.run_dir),
+                            f"evaluation of {Path(job.run_dir).name} queued as {{id}}")
 
     def action_sample(self) -> None:
         job = self.selected(need_run=True, need_checkpoint=True)

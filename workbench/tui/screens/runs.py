@@ -14,8 +14,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from workbench.runindex import RunRow, scan_runs
+from workbench.runindex import RunRow, has_checkpoint, scan_runs
 from workbench.tui.widgets.job_table import format_number
+
 
 class OpenTable(DataTable):
     """A DataTable whose enter (open the row) shows in the footer."""
@@ -188,20 +189,15 @@ class RunsScreen(Screen):
         if active:
             self.notify(f"{row.name} is already job {active[0].id} ({active[0].state})", severity="warning")
             return
-        try:
-            job_id = self.app.queue.submit_resume(str(row.path))
-        except Exception as e:
-            self.notify(f"resume {row.name}: {e}", severity="error")
-            return
-        self.notify(f"{row.name} resumes as job {job_id}")
-        self.app.refresh_jobs(force=True)
+        self.app.submit_job(f"resume {row.name}", lambda: self.app.queue.submit_resume(str(row.path)),
+                            f"{row.name} resumes as job {{id}}")
 
     def action_sample(self) -> None:
         row = self.selected()
         if row is None:
             return
         checkpoints = row.path / "checkpoints"
-        if not ((checkpoints / "best.pt").exists() or (checkpoints / "last.pt").exists()):
+        if not has_checkpoint(row.path):
             self.notify(f"{row.name} has no checkpoint: nothing to sample from", severity="warning")
             return
         from workbench.tui.screens.sampling import SamplingScreen
@@ -212,13 +208,8 @@ class RunsScreen(Screen):
         row = self.selected()
         if row is None:
             return
-        if not (row.path / "checkpoints" / "best.pt").exists() and not (row.path / "checkpoints" / "last.pt").exists():
+        if not has_checkpoint(row.path):
             self.notify(f"{row.name} has no checkpoint: nothing to evaluate", severity="warning")
             return
-        try:
-            job_id = self.app.queue.submit_eval(str(row.path))
-        except Exception as e:
-            self.notify(f"evaluate {row.name}: {e}", severity="error")
-            return
-        self.notify(f"evaluation of {row.name} queued as {job_id}; see the FID/IS panel (f on the jobs screen)")
-        self.app.refresh_jobs(force=True)
+        self.app.submit_job(f"evaluate {row.name}", lambda: self.app.queue.submit_eval(str(row.path)),
+                            f"evaluation of {row.name} queued as {{id}}; see the FID/IS panel (f on the jobs screen)")

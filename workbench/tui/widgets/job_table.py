@@ -33,6 +33,13 @@ def format_number(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if abs(value) < 1e5 else f"{value:.3e}"
 
 
+def format_rate(value: float | None) -> str:
+    """Images per second: whole numbers with thousands separators ("4,310"); 3 digits below 100."""
+    if value is None or value != value:
+        return ""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def job_cells(job, curve: str = "", marked: bool = False) -> dict[str, object]:
     """The cells of one job's row, by column key (a marked job's run is overlaid in its curves)."""
     if job.kind == "eval":
@@ -44,7 +51,7 @@ def job_cells(job, curve: str = "", marked: bool = False) -> dict[str, object]:
     return {"id": job_id, "name": job.name or "", "model": job.model or "", "dataset": job.dataset or "",
             "device": job.device or "", "state": Text(state, style=STATE_STYLES.get(job.state, "")),
             "progress": progress, "loss": format_number(job.loss),
-            "speed": format_number(job.images_per_s, 3) if job.state == "running" else "",
+            "speed": format_rate(job.images_per_s) if job.state == "running" else "",
             "eta": format_eta(job.eta_s) if job.state == "running" else "",
             "curve": Text(curve, style="green")}
 
