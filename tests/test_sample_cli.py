@@ -139,6 +139,7 @@ def test_temperature_reaches_the_sampler_from_the_command_line(runs):
     ("made", ["--temperature", "-2"], "positive"),
     ("made", ["--temperature", "nan"], "positive"),
     ("made", ["--mean"], "latent model"),
+    ("vqvae", ["--mode", "recon", "--mean"], "always shows"),
     ("made", ["-n", "0"], "positive"),
     ("made", ["-n", "-3"], "positive"),
     ("made", ["-n", "100001"], "too many"),

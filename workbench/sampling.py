@@ -174,6 +174,8 @@ def check(model, op: str, *, label=None, mix=None, temperature: float = 1.0, mea
             raise UserError(f"--temperature: {name} has no temperature (its codes are uniform); use its prior, vqvae_prior")
     if mean and name not in LATENT:
         raise UserError(f"--mean is the decoder's mean of a latent model ({', '.join(sorted(LATENT))}); {name} has none")
+    if mean and op in ("recon", "progress"):
+        raise UserError(f"--mode {op} always shows the decoder's mean; leave out --mean")
     if label is not None and mix is not None:
         raise UserError("give --label or --mix, not both")
     if label is None and mix is None:
