@@ -72,6 +72,18 @@ def main(ctx, runs_dir, image_protocol, cpu_slots):
         app.close_queue()
 
 
+def _config_gpus(preset, overrides, resume_dir) -> int:
+    """``[run] gpus`` of the run to start or resume: how many processes --nproc defaults to."""
+    from pathlib import Path
+
+    from workbench.config import load_config
+
+    path = Path(resume_dir) / "config.toml" if resume_dir else Path(preset)
+    if not path.is_file():
+        return 1  # the single-process path says what is wrong
+    return load_config(path, list(overrides)).run.gpus
+
+
 @main.command()
 @click.argument("preset", required=False, type=click.Path())
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a preset value (repeatable).")
@@ -80,8 +92,9 @@ def main(ctx, runs_dir, image_protocol, cpu_slots):
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue a run (from step 0 if it wrote no checkpoint yet).")
 @click.option("--checkpoint", "which", type=click.Choice(["last", "best"]), default="last", show_default=True,
               help="With --resume: the checkpoint to continue from.")
-@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Train data-parallel in N processes on this machine (one per GPU; gloo on a CPU) through torchrun.")
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Train data-parallel in N processes on this machine (one per GPU; gloo on a CPU) through "
+                   "torchrun (default: [run] gpus, 1; an explicit --nproc wins over it).")
 def run(preset, overrides, out_dir, device, resume_dir, which, nproc):
     """Train a model from PRESET (a TOML file), headless, with a progress bar.
 
@@ -97,6 +110,8 @@ def run(preset, overrides, out_dir, device, resume_dir, which, nproc):
     from workbench import distributed
 
     world = distributed.from_env()
+    if nproc is None:
+        nproc = 1 if world is not None else _config_gpus(preset, overrides, resume_dir)
     if nproc > 1:
         if world is not None:
             raise UserError("--nproc starts torchrun itself; under torchrun leave it out")

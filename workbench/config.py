@@ -30,6 +30,7 @@ class RunSection:
     seed: int = field(default=0, metadata={"min": 0})
     device: str = "auto"
     threads: int = field(default=0, metadata={"min": 0, "max": 4096})  # CPU threads for torch; 0 = torch's default
+    gpus: int = field(default=1, metadata={"min": 1, "max": 4096})  # processes (GPUs) to train on: > 1 is DDP through torchrun
     out: str = "runs"
 
 

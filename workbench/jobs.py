@@ -30,6 +30,11 @@ checkpoint write are UserErrors from the Trainer (the run folder keeps its last 
 checkpoint); any other exception fails that job with its type and message. Paused, failed and
 cancelled jobs resume from their run folder's last checkpoint.
 
+Several GPUs: a train job whose config asks ``[run] gpus = N > 1`` runs as ``genwb run --resume RUN
+--nproc N`` (torchrun, DDP) in a subprocess on N GPU slots reserved at once (see ``place`` for the
+rule), with ``CUDA_VISIBLE_DEVICES`` naming those GPUs; its progress is read from the run folder,
+and pause/cancel/shutdown send SIGTERM to the launcher, which stops every rank at a checkpoint.
+
 CPU threads: ``torch.set_num_threads`` is process-wide, so with several CPU slots every job
 gets ``run.threads = total // slots`` (all jobs set the same value).
 """
@@ -43,6 +48,9 @@ import inspect
 import json
 import os
 import queue as queue_mod
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -86,6 +94,7 @@ class JobInfo:
     preset: str
     overrides: tuple[str, ...]
     progress: float            # 0..1
+    gpus: int = 1              # [run] gpus: the GPU slots (processes) it takes
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,7 @@ class JobRemoved:
 # -- jobs -------------------------------------------------------------------------------------------
 _PERSISTED = ("id", "kind", "name", "model", "dataset", "preset", "overrides", "config", "after", "device",
               "state", "run_dir", "error", "step", "total", "loss", "progress", "batch", "checkpoint", "eval",
-              "created", "started", "ended", "restarts", "resume_overrides", "slot_device")
+              "created", "started", "ended", "restarts", "resume_overrides", "slot_device", "gpus")
 
 
 @dataclass(eq=False)
@@ -132,12 +141,14 @@ class _Job:
     ended: float | None = None
     restarts: int = 0
     resume_overrides: list[str] = dataclasses.field(default_factory=list)  # applied to config.toml at the next start
-    slot_device: str | None = None  # where it runs (or last ran)
+    slot_device: str | None = None  # where it runs (or last ran); "cuda:0,cuda:1" for a multi-GPU job
+    gpus: int = 1                   # [run] gpus
     # runtime only
     active: bool = False           # a worker of this process runs it
     stop: str | None = None        # "pause" | "cancel" | "shutdown"
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
     trainer: Any = None
+    proc: Any = None               # the launcher of a multi-GPU job
     images_per_s: float | None = None
     rate: deque = dataclasses.field(default_factory=lambda: deque(maxlen=20))
     history: History | None = None
@@ -168,7 +179,8 @@ class _Job:
         progress = self.progress if self.kind == "eval" else (min(1.0, self.step / self.total) if self.total else 0.0)
         return JobInfo(self.id, self.kind, self.name, self.model, self.dataset, device, self.state, self.step,
                        self.total, self.loss, self.images_per_s if self.state == "running" else None, self.eta(),
-                       self.run_dir, self.error, self.after, self.preset, tuple(self.overrides), progress)
+                       self.run_dir, self.error, self.after, self.preset, tuple(self.overrides), progress,
+                       self.gpus)
 
 
 def _run_key(config, parent_model: str) -> str | None:
@@ -187,9 +199,16 @@ def _with_overrides(config_text: str, overrides: list[str]) -> str:
     return to_toml(parse_config(config_text, "job config", list(overrides)))
 
 
+def _is_gpu(device: str) -> bool:
+    """Whether a slot is one GPU, a share of a multi-GPU job (tests patch this to use CPU slots)."""
+    return device.startswith("cuda")
+
+
 class _Slot:
     def __init__(self, index: int, device: str):
         self.index, self.device = index, device
+        self.gpu = _is_gpu(device)
+        self.job: _Job | None = None  # running here, or reserved with other slots for a multi-GPU job
         self.thread: threading.Thread | None = None
 
     def accepts(self, job: _Job, cpu_slots: bool, gpu_slots: bool) -> bool:
@@ -201,6 +220,45 @@ class _Slot:
         if want == "cuda":
             return self.device.startswith("cuda")
         return want == self.device
+
+
+def place(jobs, slot: _Slot, slots: list[_Slot], has_cpu: bool, has_gpu: bool) -> tuple[Any, list[_Slot]]:
+    """What the free ``slot`` starts now: (job, the slots it takes, ``slot`` first) or (None, []).
+
+    Jobs go in queue order. A train job with ``gpus = N > 1`` starts once N GPU slots are free at
+    once (this one among them); until then, while it is the first queued job a GPU slot could
+    take, free GPU slots start nothing behind it and wait for it, so single-GPU jobs cannot starve
+    it; jobs ahead of it in the order, and CPU slots, run as usual. Single-GPU jobs fill the GPU
+    slots a multi-GPU job leaves. A job asking for more GPUs than there are slots: (job, []), to fail."""
+    if slot.job is not None:
+        return None, []
+    gpu_slots = [s for s in slots if s.gpu]
+    for job in jobs:
+        if job.state != "queued" or job.active:
+            continue
+        if job.kind != "train" or job.gpus <= 1:
+            if slot.accepts(job, has_cpu, has_gpu):
+                return job, [slot]
+            continue
+        if job.gpus > len(gpu_slots):
+            return job, []
+        if not slot.gpu:
+            continue
+        free = [s for s in gpu_slots if s.job is None and s is not slot]
+        if len(free) + 1 < job.gpus:
+            return None, []
+        return job, [slot, *free[:job.gpus - 1]]
+    return None, []
+
+
+def visible_devices(devices: list[str], parent: str | None) -> str:
+    """CUDA_VISIBLE_DEVICES for slots ``cuda:i``: the i-th device visible to this process, so an
+    existing CUDA_VISIBLE_DEVICES="3,5,7" and slots cuda:0, cuda:2 give "3,7"."""
+    indices = [int(d.partition(":")[2] or 0) for d in devices]
+    if parent is None or not parent.strip():
+        return ",".join(map(str, indices))
+    ids = [p.strip() for p in parent.split(",") if p.strip()]
+    return ",".join(ids[i] for i in indices)
 
 
 class _Subscriber:
@@ -519,7 +577,8 @@ class JobQueue:
         job = _Job(id="", kind="train", name=config.run.name, model=config.model.name, dataset=config.data.dataset,
                    preset=str(Path(preset).resolve()), overrides=overrides, config=to_toml(config),
                    after=str(after) if after is not None else None, device=device,
-                   total=config.train.max_steps, batch=config.data.batch_size, created=time.time())
+                   total=config.train.max_steps, batch=config.data.batch_size, created=time.time(),
+                   gpus=config.run.gpus)
         return self._add(job)
 
     @staticmethod
@@ -550,7 +609,7 @@ class JobQueue:
                    preset=path, overrides=[], config=to_toml(cfg), run_dir=path, checkpoint=checkpoint,
                    device=None if cfg.run.device == "auto" else cfg.run.device,
                    total=cfg.train.max_steps, batch=cfg.data.batch_size, step=int(run.status().get("step") or 0),
-                   created=time.time())
+                   created=time.time(), gpus=cfg.run.gpus)
         return self._add(job, reuse_run=path)
 
     def submit_eval(self, run_dir: str | os.PathLike, n: int = 10000, extractor: str = "classifier",
@@ -681,6 +740,11 @@ class JobQueue:
                 job.overrides = [*job.overrides, *overrides]
             elif overrides:
                 job.resume_overrides = [*job.resume_overrides, *overrides]
+            for item in overrides:  # placing the job needs it before the config is checked at its start
+                key, _, value = item.partition("=")
+                if key.strip() == "run.gpus":
+                    with contextlib.suppress(ValueError):
+                        job.gpus = max(1, int(value))
             job.state, job.error, job.stop = "queued", None, None
             parent = self._jobs.get(job.after) if job.after is not None else None
             if parent is not None and parent.state != "done":
@@ -731,12 +795,8 @@ class JobQueue:
             job.state, job.error, job.ended = "failed", str(e), time.time()
 
     # -- workers ---------------------------------------------------------------------------------------
-    def _pick(self, slot: _Slot) -> _Job | None:
-        for job_id in self._order:
-            job = self._jobs[job_id]
-            if job.state == "queued" and not job.active and slot.accepts(job, self._has_cpu, self._has_gpu):
-                return job
-        return None
+    def _pick(self, slot: _Slot) -> tuple[_Job | None, list[_Slot]]:
+        return place((self._jobs[i] for i in self._order), slot, self._slots, self._has_cpu, self._has_gpu)
 
     def _worker(self, slot: _Slot) -> None:
         while not self._stopping.is_set():
@@ -748,30 +808,47 @@ class JobQueue:
     def _work_one(self, slot: _Slot) -> None:
         """Wait for a job this slot can run, run it, record how it ended."""
         with self._cond:
-            job = None
+            job, taken = None, []
             while not self._stopping.is_set():
-                job = self._pick(slot)
+                job, taken = self._pick(slot)
                 if job is not None:
                     break
                 self._cond.wait(POLL_S)
             if job is None:
                 return
+            if not taken:  # more GPUs than this queue has
+                gpus = sum(s.gpu for s in self._slots)
+                with self._transaction():
+                    job.state, job.ended = "failed", time.time()
+                    job.error = f"needs {job.gpus} GPUs; this machine has {gpus} visible; resume it with run.gpus={max(1, gpus)}"
+                    self._reconcile()
+                    self._changed(job)
+                return
+            for s in taken:
+                s.job = job
             job.active, job.stop, job.error, job.trainer = True, None, None, None
             job.cancel.clear()
-            job.slot_device = "cpu" if (job.device or "").lower() == "cpu" else slot.device
+            if len(taken) > 1:
+                job.slot_device = ",".join(s.device for s in taken)
+            else:
+                job.slot_device = "cpu" if (job.device or "").lower() == "cpu" else slot.device
         final, error = "failed", "the queue failed to start this job; resume it"
         try:
             with self._transaction():
                 job.state, job.started = "running", time.time()
                 job.rate.clear()
                 self._changed(job)
-            final, error = self._run(job, slot)
+            final, error = self._run(job, slot, taken)
         finally:
             try:
                 with self._transaction():
                     self._record_end(job, final, error)
             finally:
                 job.active, job.trainer = False, None
+                with self._cond:
+                    for s in taken:
+                        s.job = None
+                    self._cond.notify_all()
 
     def _record_end(self, job: _Job, final: str, error: str | None) -> None:
         job.active, job.trainer = False, None
@@ -789,11 +866,13 @@ class JobQueue:
         self._reconcile()
         self._changed(job)
 
-    def _run(self, job: _Job, slot: _Slot) -> tuple[str, str | None]:
+    def _run(self, job: _Job, slot: _Slot, taken: list[_Slot]) -> tuple[str, str | None]:
         """Run one job to its end in this thread; returns ("done" | "stopped" | "failed", error)."""
         try:
             if job.kind == "eval":
                 self._run_eval(job)
+            elif len(taken) > 1:
+                return self._run_procs(job, taken), None
             else:
                 return self._run_train(job), None
             return "done", None
@@ -876,6 +955,93 @@ class JobQueue:
         trainer.subscribe(lambda event: self._on_event(job, run, event))
         done = trainer.fit()
         return "done" if done.reason != "cancelled" else "stopped"
+
+    def _run_procs(self, job: _Job, slots: list[_Slot]) -> str:
+        """A multi-GPU job: ``genwb run --resume RUN --nproc N`` in a process group of its own, on
+        the GPUs of ``slots``; its figures come from the run folder, as a client reads them."""
+        from workbench.runs import Run, open_run, safe_name
+
+        if job.run_dir:
+            run, which = open_run(job.run_dir), job.checkpoint
+            if job.resume_overrides:  # genwb run checks them against the checkpoint; the figures change now
+                from workbench.config import load_config
+
+                config = load_config(run.path / "config.toml", job.resume_overrides)
+                job.total, job.batch = config.train.max_steps, config.data.batch_size
+        else:  # the run folder is made here, as for a single-GPU job; the ranks resume it from step 0
+            config = self._job_config(job)
+            config.run.name = safe_name(config.run.name)
+            if job.after is None:
+                self._prepare(config)
+            run, which = Run.create(config, self.runs_dir), "last"
+            self._inside_runs(run.path)
+        device = "cuda" if slots[0].device.startswith("cuda") else slots[0].device
+        cmd = [sys.executable, "-m", "workbench.cli", "run", "--resume", str(run.path), "--checkpoint", which,
+               "--nproc", str(len(slots)), "--device", device]
+        for item in job.resume_overrides:  # checked against the checkpoint by genwb run
+            cmd += ["--set", item]
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        from workbench.launch import PARENT_ENV
+
+        env[PARENT_ENV] = str(os.getpid())  # the launcher stops its ranks if this process dies
+        if device == "cuda":
+            env["CUDA_VISIBLE_DEVICES"] = visible_devices([s.device for s in slots], os.environ.get("CUDA_VISIBLE_DEVICES"))
+        with self._transaction():
+            job.run_dir = str(run.path.resolve())
+            job.overrides, job.resume_overrides = [*job.overrides, *job.resume_overrides], []
+            job.checkpoint = "last"
+            self._changed(job)
+        log_path = run.path / "launch.log"
+        self._client_tails.pop(job.id, None)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        job.proc = proc
+        signalled = False
+        while True:
+            try:
+                rc = proc.wait(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if job.cancel.is_set() and not signalled:  # the launcher stops every rank at a checkpoint
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                signalled = True
+            self._live_procs(job)
+        job.proc = None
+        self._live_procs(job)
+        status = run.status()
+        if status.get("state") in ("finished", "early-stopped"):
+            return "done"
+        if job.stop is not None:
+            run.write_status(_STOP_STATES[job.stop], int(status.get("step") or job.step))
+            return "stopped"
+        if rc == 0:
+            return "done"
+        raise UserError(self._launch_error(status, log_path, rc, len(slots)), exit_code=1)
+
+    def _live_procs(self, job: _Job) -> None:
+        with self._live_lock:
+            before = job.step
+            self._live_from_disk(job)
+            if job.step != before or not job.rate:
+                job.rate.append((time.perf_counter(), job.step))
+        self._publish_rows(job.id, job.run_dir, job.total)
+
+    @staticmethod
+    def _launch_error(status: dict, log_path: Path, rc: int, nproc: int) -> str:
+        """One line: the run's own error, else the launcher's last error line, else the exit code."""
+        if status.get("error"):
+            return str(status["error"]).strip().splitlines()[0]
+        with contextlib.suppress(OSError):
+            lines = log_path.read_text(errors="replace").splitlines()
+            errors = [line.strip() for line in lines if line.strip().startswith("error:")]
+            if errors:
+                return errors[-1][len("error:"):].strip()
+        return f"the {nproc}-process run exited with code {rc}; see {log_path}"
 
     def _on_event(self, job: _Job, run, event) -> None:
         """Called by the Trainer in the worker thread: cheap bookkeeping, then hand the event on."""
@@ -960,36 +1126,39 @@ class JobQueue:
             if self._client_seen.get(info.id) != info:
                 self._client_seen[info.id] = info
                 self._publish(info.id, JobChanged(info))
-            if not info.run_dir or info.kind != "train":
-                continue
-            path = Path(info.run_dir) / "metrics.jsonl"
-            try:
-                st = path.stat()
-            except OSError:
-                continue
-            inode, offset = self._client_tails.get(info.id, (st.st_ino, 0))
-            if inode != st.st_ino or st.st_size < offset:  # rewritten by a resume: read it again
-                offset = 0
-            if st.st_size == offset:
-                self._client_tails[info.id] = (st.st_ino, offset)
-                continue
-            with open(path, "rb") as f:
-                f.seek(offset)
-                chunk = f.read()
-            end = chunk.rfind(b"\n") + 1
-            self._client_tails[info.id] = (st.st_ino, offset + end)
-            for line in chunk[:end].decode(errors="replace").splitlines():
-                with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
-                    row = json.loads(line)
-                    metrics = {k: v for k, v in row.items() if k not in ("step", "epoch", "split", "lr", "images_per_s")}
-                    if row.get("split") == "val":
-                        self._publish(info.id, ev.Evaluated(row["step"], "val", metrics))
-                    else:
-                        self._publish(info.id, ev.Step(row["step"], info.total, row.get("epoch", 0), metrics,
-                                                       row.get("lr", 0.0), row.get("images_per_s", 0.0)))
+            if info.run_dir and info.kind == "train":
+                self._publish_rows(info.id, info.run_dir, info.total)
         for gone in set(self._client_seen) - set(self._order):
             del self._client_seen[gone]
             self._publish(gone, JobRemoved(gone))
+
+    def _publish_rows(self, job_id: str, run_dir: str, total: int) -> None:
+        """Step/Evaluated events for the rows added to a run's metrics.jsonl since the last call."""
+        path = Path(run_dir) / "metrics.jsonl"
+        try:
+            st = path.stat()
+        except OSError:
+            return
+        inode, offset = self._client_tails.get(job_id, (st.st_ino, 0))
+        if inode != st.st_ino or st.st_size < offset:  # rewritten by a resume: read it again
+            offset = 0
+        if st.st_size == offset:
+            self._client_tails[job_id] = (st.st_ino, offset)
+            return
+        with open(path, "rb") as f:
+            f.seek(offset)
+            chunk = f.read()
+        end = chunk.rfind(b"\n") + 1
+        self._client_tails[job_id] = (st.st_ino, offset + end)
+        for line in chunk[:end].decode(errors="replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
+                row = json.loads(line)
+                metrics = {k: v for k, v in row.items() if k not in ("step", "epoch", "split", "lr", "images_per_s")}
+                if row.get("split") == "val":
+                    self._publish(job_id, ev.Evaluated(row["step"], "val", metrics))
+                else:
+                    self._publish(job_id, ev.Step(row["step"], total, row.get("epoch", 0), metrics,
+                                                  row.get("lr", 0.0), row.get("images_per_s", 0.0)))
 
     # -- the end ---------------------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, checkpoint: bool = True) -> None:
@@ -1009,6 +1178,11 @@ class JobQueue:
                         if job.trainer is not None:
                             job.trainer.stop_state = _STOP_STATES["shutdown"]
                         job.cancel.set()
+            else:  # the ranks of a multi-GPU job live in sessions of their own: stop them too
+                for job in self._jobs.values():
+                    if job.active and job.proc is not None:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(job.proc.pid, signal.SIGTERM)
             self._cond.notify_all()
         if not self.owner:
             self._end_subscribers()

@@ -65,6 +65,25 @@ def _check(nproc: int, preset, overrides, device, resume_dir) -> None:
                             f"{torch.cuda.device_count()}; use --nproc {torch.cuda.device_count()} or --device cpu")
 
 
+PARENT_ENV = "GENWB_STOP_WITH_PARENT"  # set by the job queue to its pid
+
+
+def _wait(proc: subprocess.Popen, on_stop) -> int:
+    """``proc.wait()``; launched by the job queue, also stop the ranks (at a checkpoint) if the
+    queue's process dies, so that the next owner never finds a second writer on the run."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return proc.wait()
+    stopped = False
+    while True:
+        try:
+            return proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            if not stopped and str(os.getppid()) != parent:
+                on_stop(signal.SIGTERM)
+                stopped = True
+
+
 def launch(nproc: int, preset, overrides, out_dir, device, resume_dir, which) -> int:
     """Run torchrun with ``nproc`` ranks; returns the exit code to leave with."""
     import click
@@ -88,7 +107,7 @@ def launch(nproc: int, preset, overrides, out_dir, device, resume_dir, which) ->
 
         with StopSignals(on_stop) as stop:
             try:
-                rc = proc.wait()
+                rc = _wait(proc, on_stop)
             except KeyboardInterrupt:  # a second Ctrl-C: abort every rank now
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
