@@ -19,6 +19,7 @@ from workbench.tui.app import ConfirmScreen, create_app
 from workbench.tui.screens.detail import DetailScreen
 from workbench.tui.screens.evaluation import EvaluationScreen
 from workbench.tui.screens.jobs import JobsScreen
+from workbench.tui.screens import newjob
 from workbench.tui.screens.newjob import NewJobScreen, find_presets, preset_fields
 from workbench.tui.screens.runs import RunsScreen
 from workbench.tui.widgets.curves import CurvesPanel
@@ -202,7 +203,11 @@ def test_presets_found_in_cwd_and_beside_runs(tmp_path, monkeypatch):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(newjob, "PROJECT", tmp_path / "project")
     assert [p.name for p in find_presets(tmp_path / "runs")] == ["a.toml", "b.toml"]
+    (tmp_path / "project" / "presets").mkdir(parents=True)
+    (tmp_path / "project" / "presets" / "c.toml").write_text("[run]\n")  # the checkout genwb runs from
+    assert [p.name for p in find_presets(tmp_path / "runs")] == ["a.toml", "b.toml", "c.toml"]
     assert preset_fields('[run]\nname = "x"\n[model]\nhidden = [32, 16]\nlr = 0.5\n') == [
         ("run.name", '"x"'), ("model.hidden", "[32, 16]"), ("model.lr", "0.5")]
 

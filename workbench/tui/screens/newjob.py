@@ -22,11 +22,16 @@ from workbench.errors import UserError
 FINISHED = ("done", "failed", "cancelled")
 
 
+# The checkout genwb runs from (``pip install -e .``): its presets are offered wherever genwb starts.
+PROJECT = Path(__file__).resolve().parents[3]
+
+
 def find_presets(runs_dir: Path, cwd: Path | None = None) -> list[Path]:
-    """Preset files in ./presets, ./presets/paper and the same folders beside the runs folder."""
+    """Preset files in ./presets, ./presets/paper, the same folders beside the runs folder, and
+    those of the checkout genwb runs from."""
     cwd = Path.cwd() if cwd is None else cwd
     seen, found = set(), []
-    for base in (cwd, Path(runs_dir).resolve().parent):
+    for base in (cwd, Path(runs_dir).resolve().parent, PROJECT):
         for folder in (base / "presets", base / "presets" / "paper"):
             for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
                 if path.resolve() not in seen:
@@ -118,7 +123,7 @@ class NewJobScreen(ModalScreen[str | None]):
     def on_mount(self) -> None:
         if not self.presets:
             self.query_one("#error", Static).update(
-                f"no presets found in ./presets or beside {self.app.runs_dir}; run genwb from the project folder")
+                f"no presets found in ./presets, beside {self.app.runs_dir} or in {PROJECT}; run genwb from the project folder")
         self.query_one("#preset", Select).focus()
 
     async def on_select_changed(self, event: Select.Changed) -> None:
