@@ -163,10 +163,7 @@ class AutoregressiveModel(GenerativeModel):
             return _sample_graphs(self).run(key, lambda u, *ys: self._sample_all(u, ys[0] if ys else None, t), noise, *labels)
 
     def _sample_all(self, noise: torch.Tensor, y: torch.Tensor | None, temperature: float) -> torch.Tensor:
-        x = None
-        for x in self._sample_steps(noise, y, temperature):
-            pass
-        return x
+        return _last(self._sample_steps(noise, y, temperature))
 
     def sample_progress(self, n: int, y=None, noise: torch.Tensor | None = None, temperature: float = 1.0, every: int = 1):
         """Generator of (done, x): the images (a fresh (n, C, H, W) copy, subpixels not yet drawn
@@ -195,10 +192,7 @@ class AutoregressiveModel(GenerativeModel):
         """Reference sampler: one full forward pass per subpixel (the baseline of benchmarks)."""
         y, t = self.sample_labels(n, y), check_temperature(temperature)
         with torch.inference_mode():
-            x = None
-            for x in self._naive_steps(self._noise(n, noise), y, t):
-                pass
-            return x
+            return _last(self._naive_steps(self._noise(n, noise), y, t))
 
     def sampling_logits(self, x: torch.Tensor, y: torch.Tensor | None, temperature: float) -> tuple[torch.Tensor, float]:
         """The logits the naive sampler draws from, and the temperature still to apply to them
@@ -216,6 +210,14 @@ class AutoregressiveModel(GenerativeModel):
             li = logits.reshape(n, -1)[:, i] if self.levels == 2 else logits.reshape(n, self.levels, -1)[:, :, i]
             x[:, i] = self.from_levels(inverse_cdf(li, flat_noise[:, i], self.levels, t))
             yield x.view(n, c, h, w)
+
+
+def _last(steps):
+    """The last image a step generator yields: the finished sample."""
+    x = None
+    for x in steps:
+        pass
+    return x
 
 
 _GRAPHS: "weakref.WeakKeyDictionary[AutoregressiveModel, CudaGraphs]" = weakref.WeakKeyDictionary()

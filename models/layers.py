@@ -235,6 +235,15 @@ def mixture_conditionals(params: torch.Tensor, x: torch.Tensor, levels: int, tem
     return torch.logsumexp(weights[..., None] + lp, -2)
 
 
+def mixture_inverse_cdf(params: torch.Tensor, x: torch.Tensor, channel: int, u: torch.Tensor, levels: int,
+                        temperature: float = 1.0) -> torch.Tensor:
+    """Levels (n,) of channel ``channel`` drawn as ``inverse_cdf`` at uniforms ``u`` from its
+    conditional under the mixture ``params`` (n, P), given the pixel's values ``x`` (n, C) (only
+    the channels before ``channel`` are read): the fast samplers' step. T tempers the mixture."""
+    lp = mixture_conditionals(params, x, levels, temperature)[:, channel]
+    return inverse_cdf(level_logits(lp, levels), u, levels)
+
+
 def mixture_image_logits(params: torch.Tensor, x: torch.Tensor, levels: int, temperature: float = 1.0) -> torch.Tensor:
     """Per-subpixel conditionals of a mixture head as logits in the layout of
     ``discrete_log_prob``: ``params`` (n, H, W, P), images ``x`` (n, C, H, W) -> (n, L, C, H, W)

@@ -47,11 +47,10 @@ from models.layers import (
     MaskedConv2d,
     channel_groups,
     inverse_cdf,
-    level_logits,
     check_output,
-    mixture_conditionals,
     mixture_image_log_prob,
     mixture_image_logits,
+    mixture_inverse_cdf,
     mixture_param_count,
     raster_conv_mask,
 )
@@ -426,24 +425,27 @@ class PixelCNN(AutoregressiveModel):
             return out
         return out.view(n, c, self.levels, hh, ww).transpose(1, 2)
 
+    def _head_output(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """(n, C * L_out, H, W) logits, or (n, P, H, W) mixture parameters."""
+        return self.head(self.stack(self.encoder(x), y), y)
+
     def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.head(self.stack(self.encoder(x), y), y)
+        out = self._head_output(x, y)
         if self.output == "logistic_mixture":
             return mixture_image_logits(out.permute(0, 2, 3, 1), x, self.levels)
         return self._layout(out)
 
     def sampling_logits(self, x, y, temperature):
         if self.output == "logistic_mixture":  # T tempers the mixture itself
-            out = self.head(self.stack(self.encoder(x), y), y)
-            return mixture_image_logits(out.permute(0, 2, 3, 1), x, self.levels, temperature), 1.0
+            out = self._head_output(x, y).permute(0, 2, 3, 1)
+            return mixture_image_logits(out, x, self.levels, temperature), 1.0
         return super().sampling_logits(x, y, temperature)
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.output != "logistic_mixture":
             return super().log_prob(x, y)
         y = self.check_labels(y, x.shape[0])
-        out = self.head(self.stack(self.encoder(x), y), y)
-        return mixture_image_log_prob(out.permute(0, 2, 3, 1), x, self.levels)
+        return mixture_image_log_prob(self._head_output(x, y).permute(0, 2, 3, 1), x, self.levels)
 
     def _sample_steps(self, noise: torch.Tensor, y: torch.Tensor | None, temperature: float):
         """Cached sampling: per subpixel, every layer at one position (see PlainCache and
@@ -460,8 +462,7 @@ class PixelCNN(AutoregressiveModel):
                 for c in range(colors):
                     logits = head(cache.features(h, w), c)
                     if mixture:  # channel c given the pixel's earlier channels; T tempers the mixture
-                        lp = mixture_conditionals(logits, x[:, :, h, w], self.levels, temperature)[:, c]
-                        k = inverse_cdf(level_logits(lp, self.levels), noise[:, c, h, w], self.levels)
+                        k = mixture_inverse_cdf(logits, x[:, :, h, w], c, noise[:, c, h, w], self.levels, temperature)
                     else:
                         k = inverse_cdf(logits[:, 0] if self.levels == 2 else logits, noise[:, c, h, w], self.levels, temperature)
                     x[:, c, h, w] = self.from_levels(k)

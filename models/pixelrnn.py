@@ -47,10 +47,9 @@ from models.layers import (
     channel_mask,
     check_output,
     inverse_cdf,
-    level_logits,
-    mixture_conditionals,
     mixture_image_log_prob,
     mixture_image_logits,
+    mixture_inverse_cdf,
     mixture_param_count,
     raster_conv_mask,
 )
@@ -174,8 +173,7 @@ class _PixelRNN(AutoregressiveModel):
                     for layer, state in zip(self.layers, states):
                         stream = layer.step(state, stream, j)
                     if self.output == "logistic_mixture":  # T tempers the mixture itself
-                        lp = mixture_conditionals(self.head(stream), x[:, :, r, j], self.levels, temperature)[:, ch]
-                        level = inverse_cdf(level_logits(lp, self.levels), noise[:, ch, r, j], self.levels)
+                        level = mixture_inverse_cdf(self.head(stream), x[:, :, r, j], ch, noise[:, ch, r, j], self.levels, temperature)
                     else:
                         logits = self.head(stream).view(n, c, self.out_per_color)[:, ch]
                         level = inverse_cdf(logits[:, 0] if self.levels == 2 else logits, noise[:, ch, r, j], self.levels, temperature)

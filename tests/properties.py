@@ -141,6 +141,10 @@ def assert_learns(model, n: int = 64, steps: int = 30, lr: float = 1e-2, gain: f
     assert model.loss(x)["loss"].item() < first - gain
 
 
+#: (image shape, levels) small enough to enumerate: grey and colour binary images, and 4 levels.
+CASES = [((1, 3, 3), 2), ((3, 2, 2), 2), ((1, 2, 2), 4)]
+
+
 # Tiny autoregressive models of every family, for the tests of the sampling hooks
 # (temperature, progress frames, soft labels) that every one of them must pass.
 TINY_HPARAMS = {

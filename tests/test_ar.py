@@ -11,6 +11,7 @@ from scipy import stats
 import models
 from models.layers import discrete_log_prob, discretized_log_prob
 from tests.properties import (
+    CASES,
     assert_class_conditional,
     assert_fast_sampler_matches_naive,
     assert_learns,
@@ -19,7 +20,6 @@ from tests.properties import (
     dependencies,
 )
 
-CASES = [((1, 3, 3), 2), ((3, 2, 2), 2), ((1, 2, 2), 4)]
 NOISES = ["logistic", "gaussian"]
 
 

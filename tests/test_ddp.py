@@ -228,7 +228,7 @@ def test_every_rank_holds_the_same_parameters_vq_vae_codebook_included(tiny_data
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.spawn(_vq_rank, args=(port, str(isolated)), nprocs=2, join=True)
-    a, b = torch.load(isolated / "rank0.pt"), torch.load(isolated / "rank1.pt")
+    a, b = torch.load(isolated / "rank0.pt", weights_only=True), torch.load(isolated / "rank1.pt", weights_only=True)
     assert "quantizer.embedding" in a and a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), f"{name} differs between the ranks"

@@ -6,6 +6,7 @@ import torch
 
 import models
 from tests.properties import (
+    CASES,
     assert_autoregressive,
     assert_class_conditional,
     assert_fast_sampler_matches_naive,
@@ -14,8 +15,6 @@ from tests.properties import (
     assert_samples_match,
     dependencies,
 )
-
-CASES = [((1, 3, 3), 2), ((3, 2, 2), 2), ((1, 2, 2), 4)]
 
 
 def build(shape, levels, num_classes=None, **hp):

@@ -157,13 +157,13 @@ def _bare_tensor(run_dir):
 
 
 def _missing_key(run_dir):
-    state = torch.load(run_dir / "checkpoints" / "best.pt")
+    state = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     state["model"].pop(next(iter(state["model"])))
     torch.save(state, run_dir / "checkpoints" / "best.pt")
 
 
 def _wrong_shape(run_dir):
-    state = torch.load(run_dir / "checkpoints" / "best.pt")
+    state = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     key = next(k for k, v in state["model"].items() if v.ndim == 2)
     state["model"][key] = torch.zeros(3, 3)
     torch.save(state, run_dir / "checkpoints" / "best.pt")

@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import threading
+import time
 
 import pytest
 import torch
@@ -384,6 +385,42 @@ def test_evaluation_jobs(tiny_preset, queues, monkeypatch):
         q.submit_eval(run_dir, extractor="vgg")
     with pytest.raises(UserError, match="has finished"):
         q.submit_resume(run_dir)
+
+
+def test_an_evaluation_stops_at_its_next_progress_and_never_holds_up_a_shutdown(tiny_preset, queues, isolated,
+                                                                                   monkeypatch):
+    import threading
+
+    import workbench.evaluate
+
+    blocked, ticks = threading.Event(), []
+
+    def fake(run_dir, n, extractor, batch_size, device, progress, on_progress):
+        if n == 99:  # like a classifier still training: no progress calls for a long time
+            blocked.wait(60)
+            return {"fid": 1.0}
+        while True:
+            ticks.append(1)
+            on_progress(min(len(ticks) / 1000, 0.99))
+            time.sleep(0.01)
+
+    monkeypatch.setattr(workbench.evaluate, "evaluate_run", fake)
+    q = queues(cpu_slots=1)
+    train = q.submit(tiny_preset, QUIET)
+    wait(lambda: state(q, train) == "done", "training")
+    run_dir = q.job(train).run_dir
+    job = q.submit_eval(run_dir, n=40)
+    wait(lambda: state(q, job) == "running" and ticks, f"the evaluation ({q.job(job)})", timeout=20)
+    q.cancel(job)
+    wait(lambda: state(q, job) == "cancelled", f"the cancel ({q.job(job)}, {len(ticks)} ticks)", timeout=5)
+    stuck = q.submit_eval(run_dir, n=99)
+    wait(lambda: state(q, stuck) == "running", "the second evaluation")
+    start = time.monotonic()
+    q.shutdown()
+    assert time.monotonic() - start < 5, "shutdown waited for an evaluation that cannot stop"
+    blocked.set()
+    records = {r["id"]: r for r in json.loads((isolated / "runs" / "queue.json").read_text())["jobs"]}
+    assert records[stuck]["state"] == "running"  # so the next owner starts it again
 
 
 def test_a_damaged_queue_file_is_reported_and_never_overwritten(tiny_preset, queues):

@@ -16,6 +16,23 @@ from workbench.errors import UserError
 from workbench.jobs import JobQueue, _Job, _Slot, place, visible_devices
 
 
+needs_gloo = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")
+
+
+@pytest.fixture
+def two_gpu_queue(isolated, monkeypatch):
+    """A queue whose two CPU slots stand in for GPUs: its 2-GPU jobs run as 2 gloo processes."""
+    monkeypatch.setattr(jobs, "_is_gpu", lambda device: True)
+    monkeypatch.setenv("GENWB_DDP_TIMEOUT", "30")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    q = JobQueue(isolated / "runs", slots=["cpu", "cpu"])
+    try:
+        yield q
+    finally:
+        q.shutdown()
+
+
 def _job(id: str, gpus: int = 1, state: str = "queued", device: str | None = None) -> _Job:
     return _Job(id, "train", id, "made", "fashion-mnist", "p.toml", [], "", device=device, state=state, gpus=gpus)
 
@@ -104,60 +121,46 @@ def test_a_job_asking_for_more_gpus_than_the_machine_has_fails_at_once(tiny_pres
         q.shutdown()
 
 
-@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                    reason="torch.distributed with gloo is not available")
-def test_a_two_gpu_job_runs_as_two_processes_and_single_jobs_wait(tiny_preset, isolated, monkeypatch):
+@needs_gloo
+def test_a_two_gpu_job_runs_as_two_processes_and_single_jobs_wait(tiny_preset, two_gpu_queue):
     """CPU slots stand in for GPUs: the job runs through genwb run --nproc 2 (gloo), to done."""
-    monkeypatch.setattr(jobs, "_is_gpu", lambda device: True)
-    monkeypatch.setenv("GENWB_DDP_TIMEOUT", "30")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    q = two_gpu_queue
     quiet = ["train.val_every=0", "sample.every=0", "eval.test=false", "train.checkpoint_every=6"]
-    q = JobQueue(isolated / "runs", slots=["cpu", "cpu"])
-    try:
-        big = q.submit(tiny_preset, ["run.gpus=2", "train.max_steps=12", *quiet])
-        single = q.submit(tiny_preset, ["train.max_steps=4", *quiet])
-        seen = []
-        q.subscribe(lambda j, e: seen.append(j) if type(e).__name__ == "Step" else None)
-        wait(lambda: q.job(big).state == "running", "the 2-process job to start", timeout=30)
-        assert q.job(big).device == "cpu,cpu" and q.job(single).state == "queued"  # both slots are its
-        wait(lambda: q.job(big).state in ("done", "failed"), "the 2-process job", timeout=60)
-        info = q.job(big)
-        assert info.state == "done", info.error
-        assert info.step == info.total == 12 and info.loss is not None and info.gpus == 2
-        assert train_steps(info.run_dir) == list(range(2, 13, 2))  # every step logged once, by rank 0
-        wait(lambda: q.job(single).state == "done", "the single job after it", timeout=30)
-        assert big in seen
-        assert q.history(big) and q.history(big)[-1]["step"] == 12
-    finally:
-        q.shutdown()
+    big = q.submit(tiny_preset, ["run.gpus=2", "train.max_steps=12", *quiet])
+    single = q.submit(tiny_preset, ["train.max_steps=4", *quiet])
+    seen = []
+    q.subscribe(lambda j, e: seen.append(j) if type(e).__name__ == "Step" else None)
+    wait(lambda: q.job(big).state == "running", "the 2-process job to start", timeout=30)
+    assert q.job(big).device == "cpu,cpu" and q.job(single).state == "queued"  # both slots are its
+    wait(lambda: q.job(big).state in ("done", "failed"), "the 2-process job", timeout=60)
+    info = q.job(big)
+    assert info.state == "done", info.error
+    assert info.step == info.total == 12 and info.loss is not None and info.gpus == 2
+    assert train_steps(info.run_dir) == list(range(2, 13, 2))  # every step logged once, by rank 0
+    wait(lambda: q.job(single).state == "done", "the single job after it", timeout=30)
+    assert big in seen
+    assert q.history(big) and q.history(big)[-1]["step"] == 12
 
 
-@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                    reason="torch.distributed with gloo is not available")
-def test_pausing_a_two_process_job_checkpoints_and_resume_carries_on(tiny_preset, isolated, monkeypatch):
-    monkeypatch.setattr(jobs, "_is_gpu", lambda device: True)
-    monkeypatch.setenv("GENWB_DDP_TIMEOUT", "30")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+@needs_gloo
+def test_pausing_a_two_process_job_checkpoints_and_resume_carries_on(tiny_preset, two_gpu_queue):
+    q = two_gpu_queue
     quiet = ["train.val_every=0", "sample.every=0", "eval.test=false", "train.checkpoint_every=1000"]
-    q = JobQueue(isolated / "runs", slots=["cpu", "cpu"])
-    try:
-        big = q.submit(tiny_preset, ["run.gpus=2", "train.max_steps=3000", *quiet])
-        wait(lambda: q.job(big).step >= 4, "the 2-process job to train", timeout=40)
-        q.pause(big)
-        wait(lambda: q.job(big).state != "running", "the pause", timeout=40)
-        info = q.job(big)
-        assert info.state == "paused", info.error
-        run = Path(info.run_dir)
-        assert (run / "checkpoints" / "last.pt").exists()
-        assert json.loads((run / "status.json").read_text())["state"] == "paused"
-        q.resume(big, [f"train.max_steps={info.step + 4}"])
-        wait(lambda: q.job(big).state in ("done", "failed"), "the resumed job", timeout=60)
-        info = q.job(big)
-        assert info.state == "done", info.error
-        steps = train_steps(info.run_dir)
-        assert steps == sorted(set(steps)) and steps[-1] == info.total  # every step logged once
-    finally:
-        q.shutdown()
+    big = q.submit(tiny_preset, ["run.gpus=2", "train.max_steps=3000", *quiet])
+    wait(lambda: q.job(big).step >= 4, "the 2-process job to train", timeout=40)
+    q.pause(big)
+    wait(lambda: q.job(big).state != "running", "the pause", timeout=40)
+    info = q.job(big)
+    assert info.state == "paused", info.error
+    run = Path(info.run_dir)
+    assert (run / "checkpoints" / "last.pt").exists()
+    assert json.loads((run / "status.json").read_text())["state"] == "paused"
+    q.resume(big, [f"train.max_steps={info.step + 4}"])
+    wait(lambda: q.job(big).state in ("done", "failed"), "the resumed job", timeout=60)
+    info = q.job(big)
+    assert info.state == "done", info.error
+    steps = train_steps(info.run_dir)
+    assert steps == sorted(set(steps)) and steps[-1] == info.total  # every step logged once
 
 
 def test_genwb_run_takes_its_process_count_from_run_gpus_unless_nproc_is_given(tiny_preset, monkeypatch):

@@ -6,6 +6,7 @@ import torch
 
 import models
 from tests.properties import (
+    CASES,
     assert_autoregressive,
     assert_class_conditional,
     assert_fast_sampler_matches_naive,
@@ -13,8 +14,6 @@ from tests.properties import (
     assert_normalised,
     assert_samples_match,
 )
-
-CASES = [((1, 3, 3), 2), ((3, 2, 2), 2), ((1, 2, 2), 4)]
 
 
 def build(shape, levels, num_classes=None, hidden_units=8):

@@ -8,6 +8,7 @@ from torch import nn
 
 import models
 from tests.properties import (
+    CASES,
     assert_autoregressive,
     assert_class_conditional,
     assert_fast_sampler_matches_naive,
@@ -17,7 +18,6 @@ from tests.properties import (
     dependencies,
 )
 
-CASES = [((1, 3, 3), 2), ((3, 2, 2), 2), ((1, 2, 2), 4)]
 SMALL = dict(hidden_channels=12, num_layers=2, head_channels=12, first_kernel_size=3)
 VARIANTS = {"plain": dict(SMALL), "gated": dict(SMALL, gated=True)}
 

@@ -43,6 +43,16 @@ async def wait_for(pilot, condition, timeout=60.0, step=0.1):
         await pilot.pause(step)
 
 
+async def open_table(pilot, key, screen_type, ready):
+    """Press ``key`` (on the jobs screen): the ``screen_type`` it opens and its table, once ``ready(table)``."""
+    await pilot.press(key)
+    screen = pilot.app.screen
+    assert isinstance(screen, screen_type)
+    table = screen.query_one(DataTable)
+    await wait_for(pilot, lambda: ready(table), timeout=10)
+    return screen, table
+
+
 def fixed_app(tmp_path, jobs=(), owner=True):
     queue = FixedQueue(jobs, owner=owner)
     return create_app(tmp_path / "runs", queue=queue, image_protocol="halfcell"), queue
@@ -417,11 +427,7 @@ async def test_runs_browser_lists_sorts_filters_and_resumes(tmp_path):
     app, queue = fixed_app(tmp_path, [])
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        await pilot.press("r")
-        screen = app.screen
-        assert isinstance(screen, RunsScreen)
-        table = screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 3, timeout=10)
+        screen, table = await open_table(pilot, "r", RunsScreen, lambda t: t.row_count == 3)
         rows = table_rows(table)
         assert [r[1] for r in rows] == ["made-a", "made-c", "vae-b"]
         assert rows[0][2:] == ["made", "fashion-mnist (dynamic)", "finished", "24/24", "468", "0.8649", "12.5"]
@@ -448,9 +454,7 @@ async def test_runs_browser_refuses_to_resume_a_finished_run(tmp_path):
     make_run(tmp_path / "runs", "made-a")
     app, queue = fixed_app(tmp_path, [])
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("r")
-        table = app.screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 1, timeout=10)
+        await open_table(pilot, "r", RunsScreen, lambda t: t.row_count == 1)
         await pilot.press("R", "s", "e")
         await pilot.pause()
         assert queue.calls == [] and isinstance(app.screen, RunsScreen)
@@ -464,11 +468,7 @@ async def test_fid_panel_fills_from_eval_json_with_references(tmp_path):
     app, queue = fixed_app(tmp_path, [])
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        await pilot.press("f")
-        screen = app.screen
-        assert isinstance(screen, EvaluationScreen)
-        table = screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count >= 2, timeout=10)
+        screen, table = await open_table(pilot, "f", EvaluationScreen, lambda t: t.row_count >= 2)
         rows = table_rows(table)
         assert rows[0][1:5] == ["made-a", "made", "classifier", "12.5"]
         assert rows[0][6] == "4.5" and rows[0][10] == "470"

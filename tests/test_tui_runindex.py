@@ -42,6 +42,16 @@ def test_curves_and_tail_read_only_new_whole_lines(tmp_path):
     assert tail.restarted and rows == [{"step": 1, "split": "train", "loss": 5.0}]
 
 
+def test_tail_starts_again_when_a_resume_replaces_the_file_with_a_longer_one(tmp_path):
+    path, new = tmp_path / "metrics.jsonl", tmp_path / "new"
+    path.write_text('{"step": 1}\n')
+    tail = MetricsTail(path)
+    assert tail.read_new() == [{"step": 1}] and not tail.restarted
+    new.write_text('{"step": 1, "loss": 2.0}\n{"step": 2}\n')
+    new.replace(path)  # as Run.truncate_metrics does; rows came after it before the next read
+    assert tail.read_new() == [{"step": 1, "loss": 2.0}, {"step": 2}] and tail.restarted
+
+
 def test_tail_can_skip_to_the_recent_rows(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(json.dumps({"step": i, "loss": 1.0}) + "\n" for i in range(10_000)))

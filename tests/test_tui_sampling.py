@@ -4,6 +4,7 @@ Two tiny runs are trained once for the module (a class-conditional MADE and an u
 VAE); the screen runs in a minimal App with images forced to half-cell blocks."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -63,6 +64,16 @@ async def settle(pilot, screen, timeout=30.0):
     await pilot.pause()
 
 
+@contextlib.asynccontextmanager
+async def session(run_dir, **kwargs):
+    """A SessionApp on ``run_dir`` once its model is loaded and the first draw is done: (app, pilot, screen)."""
+    app = SessionApp(run_dir, **kwargs)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await settle(pilot, screen)
+        yield app, pilot, screen
+
+
 def notes(app) -> list[str]:
     return [n.message for n in app._notifications]
 
@@ -74,10 +85,7 @@ def shown_settings(screen) -> str:
 # -- the session ------------------------------------------------------------------------------------
 @pytest.mark.asyncio
 async def test_class_mixture_and_temperature_keys_change_what_is_drawn(runs):
-    app = SessionApp(runs["made"], seed=5)
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = app.screen
-        await settle(pilot, screen)
+    async with session(runs["made"], seed=5) as (app, pilot, screen):
         assert screen.error is None and screen.draws == 1 and screen.checkpoint_step == 6
         model, n = screen.model, len(screen.last)
         assert n >= 4 and screen.last.shape[1:] == (1, 28, 28)
@@ -122,10 +130,7 @@ async def test_class_mixture_and_temperature_keys_change_what_is_drawn(runs):
 
 @pytest.mark.asyncio
 async def test_w_writes_the_grid_into_the_run_folder(runs):
-    app = SessionApp(runs["made"], seed=1)
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = app.screen
-        await settle(pilot, screen)
+    async with session(runs["made"], seed=1) as (app, pilot, screen):
         await pilot.press("w")
         await pilot.pause()
         [path] = screen.saved
@@ -140,10 +145,7 @@ async def test_w_writes_the_grid_into_the_run_folder(runs):
 
 @pytest.mark.asyncio
 async def test_a_animates_and_ends_on_the_plain_draw(runs):
-    app = SessionApp(runs["made"], seed=2)
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = app.screen
-        await settle(pilot, screen)
+    async with session(runs["made"], seed=2) as (app, pilot, screen):
         await pilot.press("4", "a")
         assert screen.mode == "animate"
         await settle(pilot, screen)
@@ -161,10 +163,7 @@ async def test_any_key_stops_an_animation_and_esc_then_goes_back(runs, monkeypat
             yield frame
 
     monkeypatch.setattr(sampling, "progress", slow)
-    app = SessionApp(runs["made"])
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = app.screen
-        await settle(pilot, screen)
+    async with session(runs["made"]) as (app, pilot, screen):
         await pilot.press("a")
         deadline = time.monotonic() + 20
         while screen.frames_shown < 1:
@@ -181,10 +180,7 @@ async def test_any_key_stops_an_animation_and_esc_then_goes_back(runs, monkeypat
 
 @pytest.mark.asyncio
 async def test_keys_the_model_cannot_honour_say_why(runs):
-    app = SessionApp(runs["made"])
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = app.screen
-        await settle(pilot, screen)
+    async with session(runs["made"]) as (app, pilot, screen):
         draws = screen.draws
         for key in ("i", "o", "v", "left"):
             await pilot.press(key)
@@ -194,10 +190,7 @@ async def test_keys_the_model_cannot_honour_say_why(runs):
         assert any("no codebook" in s for s in said) and any("mixture weight" in s for s in said)
         assert screen.draws == draws and screen.mode == "samples"
 
-    app = SessionApp(runs["vae"])
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = app.screen
-        await settle(pilot, screen)
+    async with session(runs["vae"]) as (app, pilot, screen):
         for key in ("3", "m", "a"):
             await pilot.press(key)
         said = notes(app)
@@ -207,10 +200,7 @@ async def test_keys_the_model_cannot_honour_say_why(runs):
 
 @pytest.mark.asyncio
 async def test_interpolation_walks_and_reconstructions_show_on_a_vae(runs):
-    app = SessionApp(runs["vae"])
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = app.screen
-        await settle(pilot, screen)
+    async with session(runs["vae"]) as (app, pilot, screen):
         await pilot.press("i")
         await settle(pilot, screen)
         assert screen.mode == "interpolate" and screen.last.shape == (INTERP_STEPS, 1, 28, 28)
@@ -242,10 +232,7 @@ async def test_a_run_without_a_checkpoint_says_so(tmp_path, runs):
     bare = tmp_path / "bare"
     shutil.copytree(runs["vae"], bare)
     shutil.rmtree(bare / "checkpoints")
-    app = SessionApp(bare)
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = app.screen
-        await settle(pilot, screen)
+    async with session(bare) as (app, pilot, screen):
         assert "no checkpoint" in screen.error and any("no checkpoint" in s for s in notes(app))
         await pilot.press("space", "3", "w")  # nothing to draw: still alive
         assert app.screen is screen

@@ -37,6 +37,8 @@ from typing import Callable
 
 import torch
 
+from workbench.errors import one_line
+
 BF16_AUTO_MIN_PARAMS = 20_000_000
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 
@@ -118,5 +120,5 @@ class LossStep:
 
     def _fall_back(self, error: Exception) -> None:
         self.compiled = None
-        reason = " ".join(str(error).split())[:160] or "no message"
+        reason = one_line(error, 160) or "no message"
         self.warn(f"torch.compile failed ({type(error).__name__}: {reason}); training continues without compiling")

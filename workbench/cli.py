@@ -10,10 +10,6 @@ import threading
 import click
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 class _Group(click.Group):
     """The one place where every error a user can cause becomes one line on stderr and an exit
     code, with no traceback: UserError (its own code: 2 bad input, 1 a run that failed), bad
@@ -21,18 +17,18 @@ class _Group(click.Group):
     memory (1) and Ctrl-C (130). Anything else is a bug and keeps its traceback."""
 
     def invoke(self, ctx):
-        from workbench.errors import UserError
+        from workbench.errors import UserError, one_line
 
         try:
             return super().invoke(ctx)
         except UserError as e:
-            click.echo(f"error: {_one_line(e)}", err=True)
+            click.echo(f"error: {one_line(e)}", err=True)
             ctx.exit(e.exit_code)
         except click.exceptions.NoArgsIsHelpError:
             raise
         except click.UsageError as e:
             where = e.ctx.command_path if e.ctx else ctx.command_path
-            click.echo(f"error: {_one_line(e.format_message())} (see {where} --help)", err=True)
+            click.echo(f"error: {one_line(e.format_message())} (see {where} --help)", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("\nerror: interrupted", err=True)
@@ -72,18 +68,6 @@ def main(ctx, runs_dir, image_protocol, cpu_slots):
         app.close_queue()
 
 
-def _config_gpus(preset, overrides, resume_dir) -> int:
-    """``[run] gpus`` of the run to start or resume: how many processes --nproc defaults to."""
-    from pathlib import Path
-
-    from workbench.config import load_config
-
-    path = Path(resume_dir) / "config.toml" if resume_dir else Path(preset)
-    if not path.is_file():
-        return 1  # the single-process path says what is wrong
-    return load_config(path, list(overrides)).run.gpus
-
-
 @main.command()
 @click.argument("preset", required=False, type=click.Path())
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a preset value (repeatable).")
@@ -108,15 +92,14 @@ def run(preset, overrides, out_dir, device, resume_dir, which, nproc):
     if which != "last" and not resume_dir:
         raise UserError("--checkpoint chooses where a resume starts; use it with --resume RUN_DIR")
     from workbench import distributed
+    from workbench.launch import launch, run_config  # light: torch loads in the ranks only
 
     world = distributed.from_env()
-    if nproc is None:
-        nproc = 1 if world is not None else _config_gpus(preset, overrides, resume_dir)
+    if nproc is None:  # [run] gpus of the run to start or resume
+        nproc = 1 if world is not None else run_config(preset, overrides, resume_dir).run.gpus
     if nproc > 1:
         if world is not None:
             raise UserError("--nproc starts torchrun itself; under torchrun leave it out")
-        from workbench.launch import launch
-
         sys.exit(launch(nproc, preset, overrides, out_dir, device, resume_dir, which))  # torch loads in the ranks only
     from workbench.config import load_config
     from workbench.devices import resolve_device
@@ -167,8 +150,6 @@ def run(preset, overrides, out_dir, device, resume_dir, which, nproc):
 
 
 def _train(run, device, resume: bool, which: str, cancel, stop, world=None) -> None:
-    import shlex
-
     from workbench.headless import HeadlessReporter
     from workbench.train import Trainer
 
@@ -198,10 +179,9 @@ def _train(run, device, resume: bool, which: str, cancel, stop, world=None) -> N
         return
     results = run.read_eval()
     if "test_nll" in results:
-        kind = ("exact" if results["likelihood"] == "exact"
-                else f"an upper bound ({results.get('bound') or 'from a lower bound on log p(x)'})")
-        if results.get("density"):
-            kind += "; of a density (mse/mae), not comparable with discrete models"
+        from workbench.runindex import nll_kind
+
+        kind = nll_kind(results)
         click.echo(f"test: nll {results['test_nll']:.3f} nats, {results['test_bpd']:.4f} bits/dim ({kind})")
     click.echo(f"done: {run.path}")
 

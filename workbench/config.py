@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import UserError
+from workbench.errors import UserError, one_line
 
 
 def _choice(*values):
@@ -124,7 +124,7 @@ def _show(value) -> str:
     try:
         return json.dumps(value)
     except (TypeError, ValueError):
-        return " ".join(str(value).split())
+        return one_line(value)
 
 
 def _check_value(where: str, key: str, value, kind, meta: dict) -> Any:

@@ -16,6 +16,11 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
+def one_line(text, limit: int | None = None) -> str:
+    """``text`` (an exception's message, ...) on one line, its whitespace collapsed, cut at ``limit``."""
+    return " ".join(str(text).split())[:limit]
+
+
 def os_error_text(e: OSError) -> str:
     """"no space left on device", "permission denied", ...: the errno's text, lower case."""
     if e.errno == errno.ENOSPC:

@@ -293,10 +293,9 @@ def results_table(result: dict) -> Table:
         table.add_row("conditional accuracy", f"{result['conditional_accuracy']:.3f}",
                       f"samples classified as asked, by the {result['conditional_accuracy_by']}")
     if "test_nll" in result:
-        bound = result.get("likelihood") == "lower bound"
-        kind = f"upper bound ({result.get('bound', 'from a lower bound on log p(x)')})" if bound else "exact"
-        if result.get("density"):
-            kind += "; of a density (mse/mae): not comparable with discrete models"
+        from workbench.runindex import nll_kind
+
+        kind = nll_kind(result)
         table.add_row("test NLL (nats)", f"{result['test_nll']:.3f}", kind)
         table.add_row("bits/dim", f"{result['test_bpd']:.4f}", kind)
     return table

@@ -27,9 +27,7 @@ def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndar
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 1) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.fromarray(grid(images, nrow))
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    img = _pil(images, nrow, scale)
     tmp = path.with_name(f".{path.name}.tmp")
     img.save(tmp, format="PNG")
     os.replace(tmp, path)
@@ -37,6 +35,7 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
 
 
 def _pil(images: torch.Tensor, nrow: int | None, scale: int) -> Image.Image:
+    """The grid of ``images`` as a PIL image, scaled by nearest neighbour."""
     img = Image.fromarray(grid(images, nrow))
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)

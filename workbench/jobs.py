@@ -44,7 +44,6 @@ import contextlib
 import copy
 import dataclasses
 import errno
-import inspect
 import json
 import os
 import queue as queue_mod
@@ -61,7 +60,8 @@ from typing import Any, Callable, Iterator
 from workbench import events as ev
 from workbench.errors import UserError, os_error_text
 from workbench.history import History
-from workbench.queuefile import Lease, atomic_write_text, flocked, lease_holder, read_json, read_queue, tail_rows
+from workbench.queuefile import Lease, atomic_write_text, flocked, lease_holder, read_queue, tail_rows
+from workbench.runindex import MetricsTail, read_status
 
 STATES = ("queued", "waiting", "running", "paused", "done", "failed", "cancelled")
 FINISHED = frozenset({"done", "failed", "cancelled"})
@@ -71,6 +71,10 @@ POLL_S = 0.25          # how often the owner looks for commands from clients
 HEARTBEAT_S = 2.0
 FORMAT = 1
 _STOP_STATES = {"pause": "paused", "cancel": "cancelled", "shutdown": "interrupted"}  # status.json's word
+
+
+class _EvalStopped(Exception):
+    """Raised from an evaluation's progress callback when its job is cancelled, paused or shut down."""
 
 
 # -- public types -----------------------------------------------------------------------------------
@@ -315,8 +319,8 @@ class JobQueue:
         self._want_work = work
         self.owner = False
         self._client_seen: dict[str, JobInfo] = {}
-        self._client_tails: dict[str, tuple[int, int]] = {}
-        self._disk_histories: dict[str, tuple[int, int, History]] = {}
+        self._client_tails: dict[str, MetricsTail] = {}  # job id: its metrics.jsonl, read as far as published
+        self._disk_histories: dict[str, tuple[MetricsTail, History]] = {}
         self._pending: list[dict] = []
         self._dirty = False
         self._lease = Lease(self._lock_path)
@@ -479,7 +483,7 @@ class JobQueue:
 
     def _live_from_disk(self, job: _Job) -> None:
         run = Path(job.run_dir)
-        status = read_json(run / "status.json") or {}
+        status = read_status(run)
         job.step = max(job.step, int(status.get("step") or 0))
         train = [r for r in tail_rows(run / "metrics.jsonl") if r.get("split") == "train"]
         if train:
@@ -522,28 +526,15 @@ class JobQueue:
     def _disk_history(self, run_dir: str) -> History:
         """A run's metrics.jsonl as a History, read incrementally: only the bytes added since the
         last call (all of it again if a resume rewrote the file)."""
-        path = Path(run_dir) / "metrics.jsonl"
-        try:
-            st = path.stat()
-        except OSError:
-            return History()
+        with self._lock:  # taken out while read, so two threads never feed one History twice
+            tail, history = self._disk_histories.pop(run_dir, None) or (MetricsTail(Path(run_dir) / "metrics.jsonl"), None)
+        rows = tail.read_new()
+        if history is None or tail.restarted:
+            history = History()
+        for row in rows:
+            history.add(row)
         with self._lock:
-            inode, offset, history = self._disk_histories.get(run_dir, (None, 0, None))
-        if history is None or inode != st.st_ino or st.st_size < offset:
-            inode, offset, history = st.st_ino, 0, History()
-        if st.st_size > offset:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                chunk = f.read()
-            end = chunk.rfind(b"\n") + 1
-            for line in chunk[:end].decode(errors="replace").splitlines():
-                with contextlib.suppress(json.JSONDecodeError):
-                    row = json.loads(line)
-                    if isinstance(row, dict):
-                        history.add(row)
-            offset += end
-        with self._lock:
-            self._disk_histories[run_dir] = (inode, offset, history)
+            self._disk_histories[run_dir] = (tail, history)
             while len(self._disk_histories) > 16:  # the runs a screen looked at lately
                 del self._disk_histories[next(iter(self._disk_histories))]
         return history
@@ -583,11 +574,9 @@ class JobQueue:
 
     @staticmethod
     def _prepare(config) -> None:
-        from workbench import runs
+        from workbench.runs import prepare
 
-        prepare = getattr(runs, "prepare", None)
-        if prepare is not None:
-            prepare(config)
+        prepare(config)
 
     def submit_resume(self, run_dir: str | os.PathLike, checkpoint: str = "last") -> str:
         """Queue an unfinished run (paused, cancelled, interrupted, failed) to carry on from its
@@ -870,7 +859,10 @@ class JobQueue:
         """Run one job to its end in this thread; returns ("done" | "stopped" | "failed", error)."""
         try:
             if job.kind == "eval":
-                self._run_eval(job)
+                try:
+                    self._run_eval(job)
+                except _EvalStopped:  # nothing to keep: an evaluation starts again from the beginning
+                    return "stopped", None
             elif len(taken) > 1:
                 return self._run_procs(job, taken), None
             else:
@@ -1070,22 +1062,22 @@ class JobQueue:
         from workbench.evaluate import evaluate_run
 
         params = job.eval or {}
-        kwargs = {"n": params.get("n", 10000), "extractor": params.get("extractor", "classifier"),
-                  "batch_size": params.get("batch_size", 500), "device": job.slot_device or "auto", "progress": False}
-        if "on_progress" in inspect.signature(evaluate_run).parameters:  # fraction done, 0..1, where it reports it
-            shown = [0.0]
+        shown = [0.0]
 
-            def on_progress(fraction: float) -> None:
-                with self._live_lock:
-                    job.progress = max(0.0, min(1.0, float(fraction)))
-                    job.step = int(job.total * job.progress)
-                if time.monotonic() - shown[0] > 0.5 or job.progress == 1.0:  # JobChanged at most twice a second
-                    shown[0] = time.monotonic()
-                    self._changed(job)
+        def on_progress(fraction: float) -> None:  # fraction done, 0..1; a stop takes effect here
+            if job.cancel.is_set():
+                raise _EvalStopped
+            with self._live_lock:
+                job.progress = max(0.0, min(1.0, float(fraction)))
+                job.step = int(job.total * job.progress)
+            if time.monotonic() - shown[0] > 0.5 or job.progress == 1.0:  # JobChanged at most twice a second
+                shown[0] = time.monotonic()
+                self._changed(job)
 
-            kwargs["on_progress"] = on_progress
         try:
-            result = evaluate_run(job.run_dir, **kwargs)
+            result = evaluate_run(job.run_dir, n=params.get("n", 10000), extractor=params.get("extractor", "classifier"),
+                                  batch_size=params.get("batch_size", 500), device=job.slot_device or "auto",
+                                  progress=False, on_progress=on_progress)
         except RuntimeError as e:
             if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
                 raise
@@ -1135,24 +1127,11 @@ class JobQueue:
     def _publish_rows(self, job_id: str, run_dir: str, total: int) -> None:
         """Step/Evaluated events for the rows added to a run's metrics.jsonl since the last call."""
         path = Path(run_dir) / "metrics.jsonl"
-        try:
-            st = path.stat()
-        except OSError:
-            return
-        inode, offset = self._client_tails.get(job_id, (st.st_ino, 0))
-        if inode != st.st_ino or st.st_size < offset:  # rewritten by a resume: read it again
-            offset = 0
-        if st.st_size == offset:
-            self._client_tails[job_id] = (st.st_ino, offset)
-            return
-        with open(path, "rb") as f:
-            f.seek(offset)
-            chunk = f.read()
-        end = chunk.rfind(b"\n") + 1
-        self._client_tails[job_id] = (st.st_ino, offset + end)
-        for line in chunk[:end].decode(errors="replace").splitlines():
-            with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
-                row = json.loads(line)
+        tail = self._client_tails.get(job_id)
+        if tail is None or tail.path != path:
+            tail = self._client_tails[job_id] = MetricsTail(path)
+        for row in tail.read_new():  # a file rewritten by a resume is read again from its start
+            with contextlib.suppress(KeyError, TypeError):
                 metrics = {k: v for k, v in row.items() if k not in ("step", "epoch", "split", "lr", "images_per_s")}
                 if row.get("split") == "val":
                     self._publish(job_id, ev.Evaluated(row["step"], "val", metrics))
@@ -1197,8 +1176,11 @@ class JobQueue:
         # can start the jobs still running here
 
     def _join(self) -> None:
+        """Wait for the workers, but not for an evaluation still training its classifier (where
+        it cannot stop): its thread dies with the process, queue.json still says running, and the
+        next owner starts it again, losing only the time it had run."""
         for slot in self._slots:
-            if slot.thread is not None:
+            if slot.thread is not None and not (slot.job is not None and slot.job.kind == "eval"):
                 slot.thread.join()
 
     def _release(self) -> None:

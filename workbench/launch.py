@@ -40,19 +40,23 @@ def torchrun_command(nproc: int, preset, overrides, out_dir, device, resume_dir,
             f"--shutdown-timeout={SHUTDOWN_TIMEOUT_S}", "-m", "workbench.cli", *args]
 
 
+def run_config(preset, overrides, resume_dir):
+    """The config of the run to start (PRESET) or to resume (RUN_DIR's config.toml), overrides applied."""
+    from workbench.config import load_config
+
+    if not resume_dir:
+        return load_config(preset, list(overrides))
+    if not (Path(resume_dir) / "config.toml").is_file():
+        from workbench.runs import open_run
+
+        open_run(resume_dir)  # says what is wrong
+    return load_config(Path(resume_dir) / "config.toml", list(overrides))
+
+
 def _check(nproc: int, preset, overrides, device, resume_dir) -> None:
     """Refuse at once what every rank would refuse: a batch that does not split, a missing GPU,
     more GPU ranks than GPUs."""
-    from workbench.config import load_config
-
-    if resume_dir:
-        if not (Path(resume_dir) / "config.toml").is_file():
-            from workbench.runs import open_run
-
-            open_run(resume_dir)  # says what is wrong
-        config = load_config(Path(resume_dir) / "config.toml", list(overrides))
-    else:
-        config = load_config(preset, list(overrides))
+    config = run_config(preset, overrides, resume_dir)
     distributed.check_batch(config.data.batch_size, nproc)
     spec = (device or config.run.device or "auto").strip().lower()
     if spec != "cpu":  # only then is torch worth loading here
@@ -134,11 +138,10 @@ def launch(nproc: int, preset, overrides, out_dir, device, resume_dir, which) ->
 def start_rank(world: distributed.World, start, preset, overrides, device, resume_dir):
     """Join the process group; rank 0 validates and makes (or opens) the run with ``start()``
     and sends its path to the others. Returns (run, this rank's device)."""
-    from workbench.config import load_config
     from workbench.devices import resolve_device
     from workbench.runs import open_run
 
-    config = open_run(resume_dir).config if resume_dir else load_config(preset, list(overrides))
+    config = run_config(preset, overrides, resume_dir)  # the device, before rank 0 validates the rest
     rank_device = distributed.setup(world, resolve_device(device or config.run.device))
     run, outcome = None, None
     if world.main:

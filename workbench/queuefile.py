@@ -70,10 +70,12 @@ def tail_rows(path: Path, size: int = 8192) -> list[dict]:
 
 
 def read_json(path: Path) -> dict | None:
+    """A JSON object from ``path``; None when missing, being replaced, or not an object."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):  # ValueError: bad JSON or bad UTF-8
         return None
+    return value if isinstance(value, dict) else None
 
 
 def read_queue(path: Path) -> dict:

@@ -9,7 +9,7 @@ fills, every other point is dropped and only every second new point is kept from
 memory stays flat however long a run logs, and a plot redraw costs the same after a million
 steps as after a hundred.
 ``MetricsTail`` reads only the lines appended since its last call (and starts again when a
-resumed run rewrote the file shorter).
+resumed run rewrote the file); the job queue tails metrics files with it too.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.history import Thinned
+from workbench.queuefile import read_json
 
 #: Keys of a metrics row that are bookkeeping, not curves.
 _NOT_CURVES = {"step", "epoch", "split", "lr", "images_per_s", "time"}
@@ -101,15 +102,17 @@ class MetricsTail:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.offset = 0
-        self.restarted = False  # set by read_new when the file was rewritten shorter
+        self.inode: int | None = None
+        self.restarted = False  # set by read_new when the file was rewritten (shorter, or replaced)
 
     def skip_to_tail(self, keep_bytes: int) -> None:
         """Start reading at the first whole line of the file's last ``keep_bytes`` (for a view
         that only needs recent rows of a long run)."""
         try:
-            size = self.path.stat().st_size
+            st = self.path.stat()
         except OSError:
             return
+        size, self.inode = st.st_size, st.st_ino
         if size <= keep_bytes:
             return
         with open(self.path, "rb") as f:
@@ -120,11 +123,13 @@ class MetricsTail:
     def read_new(self) -> list[dict[str, Any]]:
         self.restarted = False
         try:
-            size = self.path.stat().st_size
+            st = self.path.stat()
         except OSError:
             return []
-        if size < self.offset:  # a resume truncated the rows after its checkpoint
+        size = st.st_size
+        if self.offset and (size < self.offset or st.st_ino != self.inode):  # a resume rewrote the file
             self.offset, self.restarted = 0, True
+        self.inode = st.st_ino
         if size == self.offset:
             return []
         with open(self.path, "rb") as f:
@@ -210,11 +215,7 @@ _summaries_lock = threading.Lock()  # scans run in worker threads
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-        return value if isinstance(value, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    return read_json(path) or {}
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
@@ -242,6 +243,18 @@ def _metrics_summary(path: Path) -> _Summary:
 def total_steps(config: dict[str, Any]) -> int | None:
     steps = config.get("train", {}).get("max_steps")
     return steps if isinstance(steps, int) and steps > 0 else None
+
+
+def nll_kind(evaluation: dict[str, Any]) -> str:
+    """What eval.json's test NLL is: "exact", or an upper bound (from the model's lower bound on
+    log p(x)) and which, and whether it is of a density rather than a probability mass."""
+    if evaluation.get("likelihood") == "lower bound":
+        kind = f"upper bound ({evaluation.get('bound') or 'from a lower bound on log p(x)'})"
+    else:
+        kind = "exact"
+    if evaluation.get("density"):
+        kind += "; of a density (mse/mae): not comparable with discrete models"
+    return kind
 
 
 def primary_fid(evaluation: dict[str, Any]) -> float | None:

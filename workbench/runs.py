@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from workbench.config import RunConfig, load_config, to_toml
-from workbench.errors import UserError, os_error_text
+from workbench.errors import UserError, one_line, os_error_text
 from workbench.queuefile import atomic_write_bytes
 
 
@@ -163,6 +163,13 @@ class Run:
         atomic_write_bytes(path, buffer.getvalue())
         return path
 
+    def resume_checkpoint(self, which: str = "last") -> str | None:
+        """The checkpoint a resume from ``which`` starts from: "last" falls back to "best" (a run
+        stopped before its first last.pt, after a validation); None where there is none (step 0)."""
+        if which == "last" and not self.checkpoint_path("last").exists():
+            which = "best"
+        return which if self.checkpoint_path(which).exists() else None
+
     def load_checkpoint(self, which: str = "last", map_location="cpu") -> dict[str, Any]:
         """A checkpoint's dict; UserError if it is missing, unreadable or not a genwb checkpoint."""
         path = self.checkpoint_path(which)
@@ -217,7 +224,7 @@ def load_weights(model, state: dict[str, Any], path: Path, advice: str | None = 
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
-        detail = " ".join(str(e).split())
+        detail = one_line(e)
         detail = detail if len(detail) <= 160 else detail[:157] + "..."
         advice = advice or (f"does not fit the model in {path.parent.parent / 'config.toml'}; was config.toml "
                             f"edited? put back the config the run was trained with")
@@ -256,7 +263,7 @@ def _build_checked(config: RunConfig):
     except UserError:
         raise
     except Exception as e:
-        detail = " ".join(str(e).split())[:160]
+        detail = one_line(e, 160)
         raise UserError(f"[model] cannot build {config.model.name!r} with these hyper-parameters ({type(e).__name__}: {detail})") from None
 
 
@@ -281,9 +288,10 @@ def _train_size(data) -> int:
     return int.from_bytes(header[4:8], "big")
 
 
-def prepare(config: RunConfig) -> None:
+def prepare(config: RunConfig):
     """The one validation pass before a run folder exists: the config can be written, the model
-    builds, the dataset is there and ``val_size`` leaves images to train on. Raises UserError."""
+    builds, the dataset is there and ``val_size`` leaves images to train on. Raises UserError;
+    returns the model it built (on the meta device where the model allows it)."""
     try:
         to_toml(config)
     except TypeError as e:
@@ -292,18 +300,16 @@ def prepare(config: RunConfig) -> None:
     if config.data.val_size >= n:
         raise UserError(f"[data] val_size = {config.data.val_size} leaves no training images "
                         f"({n} in {config.data.dataset}'s training split); lower it")
-    _build_checked(config)
+    return _build_checked(config)
 
 
 def check_resume(run: Run, config: RunConfig, which: str = "last") -> None:
     """Will ``config`` (the run's config with new overrides) resume from checkpoint ``which``?
     Checked before config.toml is rewritten, so a mismatch leaves the run as it was."""
-    prepare(config)
-    if which == "last" and not run.checkpoint_path("last").exists():
-        which = "best"  # where the Trainer resumes from then
-    if not run.checkpoint_path(which).exists():
+    model = prepare(config)
+    which = run.resume_checkpoint(which)  # where the Trainer resumes from
+    if which is None:
         return
-    model = _build_checked(config)
     state = run.load_checkpoint(which)
     with warnings.catch_warnings():  # loading into a meta model checks keys and shapes, copies nothing
         warnings.simplefilter("ignore")

@@ -140,15 +140,14 @@ def soft_label(num_classes: int, mix: dict[int, float]) -> torch.Tensor:
 
 
 def _batch_labels(model, label, start: int, size: int):
-    """Labels of images start..start+size: None (unconditional), classes in turn, one class
-    for all, or class weights (K,) for all."""
+    """Labels of images start..start+size: None (unconditional), classes in turn counted from
+    ``start`` (so that batches continue the turn), or ``label`` as given: one class or class
+    weights (K,) for all, which the model's ``sample_labels`` spreads over the batch."""
     if model.num_classes is None:
         return None
     if label is None:
         return (torch.arange(start, start + size) % model.num_classes).to(model.device)
-    if isinstance(label, torch.Tensor) and label.is_floating_point():
-        return label.to(model.device)
-    return torch.full((size,), int(label), dtype=torch.long, device=model.device)
+    return label
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -439,8 +438,9 @@ class CodeGrid:
 
     @property
     def perplexity(self) -> float:
-        p = self.usage.double() / self.usage.sum().clamp(min=1)
-        return float(torch.exp(-torch.special.xlogy(p, p).sum()))
+        from models.vqvae import perplexity
+
+        return float(perplexity(self.codes, len(self.usage), counts=self.usage.double()))
 
     @property
     def used(self) -> int:

@@ -39,7 +39,7 @@ from workbench import events as ev
 from workbench.config import RunConfig
 from workbench.data import TrainBatches, load_data
 from workbench.devices import resolve_device
-from workbench.errors import UserError, os_error_text
+from workbench.errors import UserError, one_line, os_error_text
 from workbench.images import save_grid
 from workbench.runs import Run, build_model, load_weights
 
@@ -122,27 +122,29 @@ class Trainer:
                 self._fail(str(error))
                 raise error from None
             if not isinstance(e, MemoryError) and "can't allocate memory" not in text and "out of memory" not in text:
-                self._fail(f"{type(e).__name__}: {' '.join(text.split())[:200]}")
+                self._fail(f"{type(e).__name__}: {one_line(text, 200)}")
                 raise
             msg = self._oom_advice("out of memory")
             self._fail(msg)
             raise UserError(msg, exit_code=1) from None
         except OSError as e:
-            where = f" ({e.filename})" if e.filename else ""
-            fix = "free space" if e.errno == errno.ENOSPC else "fix that"
-            msg = f"{os_error_text(e)}{where} at step {self.step}; {fix} and resume: {self._resume_command()}"
-            self._fail(msg)
-            raise UserError(msg, exit_code=1) from None
+            error = self._os_failure(e, f" ({e.filename})" if e.filename else "")
+            self._fail(str(error))
+            raise error from None
         except KeyboardInterrupt:  # a second Ctrl-C: stop now; the last checkpoint is where a resume starts
             self._write_status("interrupted", self.saved_step, f"aborted at step {self.step}; resume from step {self.saved_step}")
             raise
         except Exception as e:  # a bug: the caller shows it, the run folder says it failed
-            self._fail(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
+            self._fail(f"{type(e).__name__}: {one_line(e, 200)}")
             raise
 
     def _resume_command(self, extra: str = "") -> str:
         nproc = f" --nproc {self.world.size}" if self.world else ""
         return f"genwb run --resume {shlex.quote(str(self.run.path))}{nproc}{extra}"
+
+    def _os_failure(self, e: OSError, where: str) -> UserError:
+        fix = "free space" if e.errno == errno.ENOSPC else "fix that"
+        return UserError(f"{os_error_text(e)}{where} at step {self.step}; {fix} and resume: {self._resume_command()}", exit_code=1)
 
     def _oom_advice(self, what: str) -> str:
         if self.phase == "training":
@@ -174,27 +176,26 @@ class Trainer:
         conditional = model.num_classes is not None
         Adam = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
         params = [p for p in model.parameters() if p.requires_grad]  # a frozen stage (e.g. a prior's VQ-VAE) stays out
+        num_params = sum(p.numel() for p in params)
         opt = Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                    betas=(cfg.train.beta1, cfg.train.beta2))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg.train, total))
         self.best, self.bad_validations = math.inf, 0
         self.saved_step = 0
         if self.resume:
-            which = self.checkpoint
-            if which == "last" and not self.run.checkpoint_path("last").exists() and self.run.checkpoint_path("best").exists():
-                which = "best"  # stopped before its first last.pt, but after a validation wrote best.pt
-            if self.run.checkpoint_path(which).exists():
+            which = self.run.resume_checkpoint(self.checkpoint)
+            if which:
                 self._restore(which, self.run.load_checkpoint(which, map_location=device), model, opt, sched)
             self.run.truncate_metrics(self.step)  # no checkpoint: start again from step 0
         self.model, self.opt, self.sched, self.splits = model, opt, sched, splits
         loss_fn, rows = self._data_parallel(model, batches) if self.world else (model.loss, slice(None))
         self.run.write_status("running", self.step)
         self.phase = "training"
-        self.emit(ev.Started(self.run.path, self.step, total, sum(p.numel() for p in params), str(device)))
+        self.emit(ev.Started(self.run.path, self.step, total, num_params, str(device)))
 
         # bf16 autocast and torch.compile of the loss (workbench.accel); off, the step is the eager fp32 one
         step_fn = accel.LossStep(loss_fn, cfg.train.compile, params=params,
-                                 bf16=accel.use_bf16(cfg.train.bf16, device.type, sum(p.numel() for p in params)),
+                                 bf16=accel.use_bf16(cfg.train.bf16, device.type, num_params),
                                  warn=lambda message: self.emit(ev.Warned(self.step, message)))
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
         count, seen, busy = 0, 0, 0.0
@@ -430,8 +431,7 @@ class Trainer:
         try:
             path = self.run.save_checkpoint(which, state)
         except OSError as e:
-            raise UserError(f"{os_error_text(e)} writing checkpoint at step {self.step}; free space and resume: "
-                            f"{self._resume_command()}", exit_code=1) from None
+            raise self._os_failure(e, " writing checkpoint") from None
         if which == "last":
             self.saved_step = self.step
             self.run.write_status("running", self.step)
@@ -456,7 +456,7 @@ class Trainer:
             self.saved_step = self.step
         except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
             raise UserError(f"{self.run.checkpoint_path(which)}: does not match this run's model or config "
-                            f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); start a new run") from None
+                            f"({type(e).__name__}: {one_line(e, 120)}); start a new run") from None
 
     def _apply_optimizer_config(self, opt, sched) -> None:
         """The config's lr, betas and weight decay win over the checkpoint's, so a resume with

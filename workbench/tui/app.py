@@ -239,6 +239,8 @@ class GenwbApp(App):
             if job.kind == "train" and (job.id in changed or job.id not in self.sparks):
                 self.sparks[job.id] = self._spark(job)
         self.jobs = jobs
+        if not changed and [j.id for j in jobs] == list(previous):
+            return  # the same jobs as the last snapshot (a poll with no news): nothing to redraw
         for screen in self.screen_stack:
             screen.post_message(JobsUpdated(jobs, changed))
 

@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Label, RichLog, Static, TabbedContent, TabPane
 
-from workbench.runindex import EVAL_METRICS, MetricsTail, has_checkpoint, latest_samples, read_config, read_status
+from workbench.runindex import EVAL_METRICS, MetricsTail, has_checkpoint, latest_samples, nll_kind, read_config, read_status
 from workbench.tui.app import TAIL_BYTES, JobsUpdated
 from workbench.tui.widgets.curves import CurvesPanel
 from workbench.tui.widgets.image_grid import ImageGrid
@@ -37,7 +37,7 @@ def evaluation_table(evaluation: dict) -> Table | str:
     for key, heading in EVAL_METRICS:
         if key in ("test_nll", "test_bpd"):
             if key in evaluation:
-                kind = f" ({evaluation.get('likelihood', '')})" if key == "test_nll" else ""
+                kind = f" ({nll_kind(evaluation)})" if key == "test_nll" else ""
                 table.add_row(f"test {heading}{kind}", *[f"{evaluation[key]:.4f}"] * max(1, len(records)))
             continue
         cells = [f"{r[key]:.4f}" if isinstance(r.get(key), (int, float)) else "" for r in records.values()]
@@ -211,7 +211,6 @@ class DetailScreen(Screen):
         panel.overlay = not panel.overlay
 
     def action_sample(self) -> None:
-        checkpoints = self.run_dir / "checkpoints"
         if not has_checkpoint(self.run_dir):
             self.notify("no checkpoint yet: nothing to sample from", severity="warning")
             return
@@ -219,8 +218,8 @@ class DetailScreen(Screen):
 
         job = self.app.job(self.job_id)
         running = job is not None and job.state not in ("done", "failed", "cancelled")
-        which = "last" if running or not (checkpoints / "best.pt").exists() else "best"
-        self.app.push_screen(SamplingScreen(self.run_dir, which=which))
+        # The running job's latest weights; else the best, or "last" where there is no best.pt.
+        self.app.push_screen(SamplingScreen(self.run_dir, which="last" if running else "best"))
 
     def action_evaluate(self) -> None:
         if not has_checkpoint(self.run_dir):

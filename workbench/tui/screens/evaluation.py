@@ -43,6 +43,7 @@ class EvaluationScreen(Screen):
         super().__init__()
         self.rows: list[EvalRow] = []
         self.n = SAMPLE_COUNTS[0]
+        self._drawn: tuple | None = None  # what the table shows: a rescan that found no change redraws nothing
 
     def compose(self) -> ComposeResult:
         yield Static("", id="eval-title", classes="title-bar")
@@ -77,7 +78,8 @@ class EvaluationScreen(Screen):
             self.rescan()
 
     def _job_cell(self, path: Path) -> str:
-        jobs = [j for j in self.app.jobs if j.kind == "eval" and j.run_dir and Path(j.run_dir) == path]
+        path = path.resolve()  # jobs hold absolute run folders; the scan, the runs folder as given
+        jobs = [j for j in self.app.jobs if j.kind == "eval" and j.run_dir and Path(j.run_dir).resolve() == path]
         active = [j for j in jobs if j.state in ACTIVE]
         if active:
             j = active[-1]
@@ -86,15 +88,20 @@ class EvaluationScreen(Screen):
         return f"{failed[-1].id} failed" if failed else ""
 
     def redraw(self) -> None:
+        jobs = [self._job_cell(r.path) for r in self.rows]
+        drawn = (self.rows, jobs, self.n, frozenset(self.app.marked_runs))
+        if drawn == self._drawn:
+            return
+        self._drawn = drawn
         table = self.query_one(DataTable)
         keep = table.cursor_row
         table.clear()
         datasets, extractors = [], []
-        for i, r in enumerate(self.rows):
+        for i, (r, job) in enumerate(zip(self.rows, jobs)):
             mark = Text("●", style="bold yellow") if r.path in self.app.marked_runs else ""
             values = [format_number(r.values.get(key), DIGITS) for key, _ in EVAL_METRICS]
             table.add_row(mark, Text(r.name, no_wrap=True, overflow="ellipsis"), r.model, r.extractor or "—", *values,
-                          self._job_cell(r.path), key=f"{i}:{r.path}")
+                          job, key=f"{i}:{r.path}")
             if r.extractor_label and r.extractor_label not in extractors:
                 extractors.append(r.extractor_label)
             if (r.dataset, r.binarize) not in datasets:

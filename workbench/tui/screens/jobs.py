@@ -123,6 +123,7 @@ class JobsScreen(Screen):
         ids = [j.id for j in self.app.jobs]
         position = min(max(ids.index(job.id) + delta, 0), len(ids) - 1)
         if position == ids.index(job.id):
+            self.notify(f"{job.id} is already {'first' if delta < 0 else 'last'} in the queue", severity="warning")
             return
         self._command(f"move {job.id}", self.app.queue.move, job.id, position)
         table = self.query_one(JobTable)
@@ -164,8 +165,8 @@ class JobsScreen(Screen):
             return
         from workbench.tui.screens.sampling import SamplingScreen
 
-        which = "best" if job.state == "done" and (Path(job.run_dir) / "checkpoints" / "best.pt").exists() else "last"
-        self.app.push_screen(SamplingScreen(Path(job.run_dir), which=which))
+        # A finished job's best weights ("last" where there is no best.pt), else its latest.
+        self.app.push_screen(SamplingScreen(Path(job.run_dir), which="best" if job.state == "done" else "last"))
 
     def action_runs(self) -> None:
         from workbench.tui.screens.runs import RunsScreen

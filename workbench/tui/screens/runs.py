@@ -72,6 +72,7 @@ class RunsScreen(Screen):
         self.rows: list[RunRow] = []
         self.sort_column = 0
         self.reverse = False
+        self._drawn: tuple | None = None  # what the table shows: a rescan that found no change redraws nothing
 
     def compose(self) -> ComposeResult:
         yield Static("", id="runs-title", classes="title-bar")
@@ -104,6 +105,11 @@ class RunsScreen(Screen):
         return sorted_rows([r for r in self.rows if matches(r, text)], self.sort_column, self.reverse)
 
     def redraw(self) -> None:
+        text = self.query_one("#filter", Input).value
+        drawn = (self.rows, text, self.sort_column, self.reverse, frozenset(self.app.marked_runs))
+        if drawn == self._drawn:
+            return
+        self._drawn = drawn
         table = self.query_one(DataTable)
         keep = self.selected_path()
         rows = self.visible()
@@ -196,13 +202,12 @@ class RunsScreen(Screen):
         row = self.selected()
         if row is None:
             return
-        checkpoints = row.path / "checkpoints"
         if not has_checkpoint(row.path):
             self.notify(f"{row.name} has no checkpoint: nothing to sample from", severity="warning")
             return
         from workbench.tui.screens.sampling import SamplingScreen
 
-        self.app.push_screen(SamplingScreen(row.path, which="best" if (checkpoints / "best.pt").exists() else "last"))
+        self.app.push_screen(SamplingScreen(row.path, which="best"))  # "last" where there is no best.pt
 
     def action_evaluate(self) -> None:
         row = self.selected()

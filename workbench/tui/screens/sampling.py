@@ -212,9 +212,6 @@ class SamplingScreen(Screen):
         return reason is not None
 
     # -- what the screen says -----------------------------------------------------------------------
-    def settings_text(self) -> str:
-        return self._settings_text()
-
     def _settings_text(self) -> str:
         if self.model is None:
             return f"[b]{self.run_dir.name}[/b] · {self.error or 'loading…'}"
@@ -240,10 +237,6 @@ class SamplingScreen(Screen):
         self.query_one("#settings", Static).update(self._settings_text())
         self.query_one("#status", Static).update(self._status)
 
-    def _set_status(self, text: str) -> None:
-        self._status = text
-        self.query_one("#status", Static).update(text)
-
     # -- loading ------------------------------------------------------------------------------------
     @work(thread=True, exit_on_error=False, group="load")
     def _load(self) -> None:
@@ -251,9 +244,9 @@ class SamplingScreen(Screen):
 
         try:
             run, model = sampling.load(self.run_dir, which=self.which, device=self.device)
-            checkpoint = self.which
-            if checkpoint == "best" and not run.checkpoint_path("best").exists():
-                checkpoint = "last"
+            checkpoint = self.which  # sampling.load falls back to the other one where this one is missing
+            if not run.checkpoint_path(checkpoint).exists():
+                checkpoint = "last" if checkpoint == "best" else "best"
             step = None
             try:
                 import torch

@@ -23,7 +23,8 @@ from workbench.runindex import Curves, MetricsTail
 #: Named ANSI colours, so the lines stay distinct on 16-colour terminals.
 COLOURS = ["green", "red", "cyan", "yellow", "magenta", "blue", "bright_green", "bright_red", "bright_cyan"]
 CODEBOOK = ("perplexity", "codes_used")
-NOT_PARTS = {"loss", "nll", "bpd", *CODEBOOK}
+# Not parts of the loss: the loss itself, the ELBO (its negative, for a VAE), the KL warm-up weight.
+NOT_PARTS = {"loss", "nll", "bpd", "elbo", "beta", *CODEBOOK}
 
 
 class RunCurves:
