@@ -1,6 +1,10 @@
 """PixelRNN (Row LSTM, Diagonal BiLSTM) at 28x28, binarised: training throughput, log_prob
 throughput, and sampling time, incremental against naive side by side.
 
+"ops per training step" counts the aten operators that do work (views and bare allocations
+left out) in one forward + backward of ``model.loss`` at batch 32: on a GPU each is about one
+kernel launch, which is what a small-batch training step is bound by.
+
 Naive sampling (``sample_naive``) is one full forward pass per subpixel, 784 passes for a 28x28
 image. Timing all 784 takes minutes per model on a CPU, so by default the naive time is the
 median time of one full pass at the same batch, times 784 (the loop adds only indexing); pass
@@ -15,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import models  # noqa: E402
@@ -40,11 +45,41 @@ def train_step_fn(model, batch: int):
     return step
 
 
+class _CountOps(TorchDispatchMode):
+    """Counts the aten operators dispatched below autograd, views and allocations apart."""
+
+    ALLOCATIONS = {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided"}
+
+    def __init__(self):
+        super().__init__()
+        self.ops = self.views = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        returns = func._schema.returns
+        view = returns and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
+        if view or func.overloadpacket.__name__ in self.ALLOCATIONS:
+            self.views += 1
+        else:
+            self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def ops_per_step(model, batch: int) -> tuple[int, int]:
+    """(working operators, views and allocations) of one model.loss(x) forward + backward."""
+    x = torch.bernoulli(torch.full((batch, *SHAPE), 0.3))
+    model.loss(x)["loss"].backward()
+    with _CountOps() as count:
+        model.loss(x)["loss"].backward()
+    model.zero_grad(set_to_none=True)
+    return count.ops, count.views
+
+
 def bench_model(name: str, hparams: dict, args) -> dict:
     torch.manual_seed(0)
     model = models.build(name, SHAPE, 2, **hparams)
     repeats = 2 if args.quick else 5
     batch = 32
+    ops, views = ops_per_step(model, batch)
     step_s = timed(train_step_fn(model, batch), repeats=repeats, warmup=1)
     model.eval()
     x = torch.bernoulli(torch.full((250, *SHAPE), 0.3))
@@ -67,7 +102,7 @@ def bench_model(name: str, hparams: dict, args) -> dict:
         naive_s, naive_how = pass_s * dims, f"extrapolated: {pass_s * 1e3:.0f} ms/pass x {dims} passes"
     return {
         "model": name, "hparams": hparams, "params": sum(p.numel() for p in model.parameters()),
-        "train_batch": batch, "train_step_s": step_s, "train_images_per_s": batch / step_s,
+        "train_batch": batch, "train_ops_per_step": ops, "train_views_per_step": views, "train_step_s": step_s, "train_images_per_s": batch / step_s,
         "log_prob_images_per_s": len(x) / eval_s,
         "sample_n": n, "incremental_s": inc_s, "naive_s": naive_s, "naive_how": naive_how,
         "speedup": naive_s / inc_s,
@@ -81,8 +116,9 @@ def main() -> None:
     results = [bench_model(name, hp, args) for name, hp in CONFIGS.items()]
 
     print(f"machine: {machine()}\n")
-    print(table(["model (28x28, binarised)", "params", "train, batch 32", "log_prob"],
-                [[f"{r['model']} {r['hparams']}", f"{r['params']:,}", f"{r['train_images_per_s']:.1f} img/s "
+    print(table(["model (28x28, binarised)", "params", "ops per training step", "train, batch 32", "log_prob"],
+                [[f"{r['model']} {r['hparams']}", f"{r['params']:,}", f"{r['train_ops_per_step']:,}",
+                  f"{r['train_images_per_s']:.1f} img/s "
                   f"({r['train_step_s']:.2f} s/step)", f"{r['log_prob_images_per_s']:.1f} img/s"] for r in results]))
     print()
     print(table(["sampling", "incremental", "naive", "speed-up", "naive timing"],

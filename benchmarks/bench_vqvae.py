@@ -5,7 +5,15 @@ pytorch-generative's VQ-VAE: strided 4x4 convolutions, a 3x3, residual blocks, a
 dimension, the nearest code by squared distance, the straight-through estimator, codebook +
 0.25 commitment loss, the mirror-image decoder, a Bernoulli likelihood). Binarised 28x28 images,
 the preset's sizes (128 codes of 16 dimensions, 64 channels, 2 residual blocks of 32), one Adam
-step per timing, the variants timed in turn within each repeat, best of the repeats.
+step per timing, the variants timed in turn within each repeat (each repeat starting with the next
+variant: whichever goes first pays for the others' cache footprint), the median of the repeats.
+
+On a GPU this step is launch-bound at batch 128: its time follows the number of operators it
+dispatches (each a kernel launch, or at least host work) and the host-device syncs more than
+the arithmetic. So the table also counts, with torch.profiler on the CPU, the aten operators
+one training step (forward, backward, Adam) dispatches, nested ones included, and the syncs
+in the model's forward and backward (``.item()`` and the like, and ``nonzero``), averaged
+over OPS_STEPS steps after the warm-up.
 
     python benchmarks/bench_vqvae.py [--quick] [--threads N] [--batch 128] [--profile]
 
@@ -14,6 +22,7 @@ step per timing, the variants timed in turn within each repeat, best of the repe
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -96,6 +105,32 @@ def step_fn(model, x):
     return step
 
 
+OPS_STEPS = 10
+SYNCS = {"aten::_local_scalar_dense", "aten::nonzero"}  # .item(), .tolist(), bool(t), ...; nonzero
+
+
+def op_counts(step) -> tuple[float, float]:
+    """aten operators dispatched per training step, and host-device syncs per step outside the
+    optimizer (Adam's CPU path reads its step counts; on CUDA it runs foreach, without)."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    for _ in range(3):
+        step()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(OPS_STEPS):
+            step()
+    ops = syncs = 0
+    for event in prof.events():
+        if not event.name.startswith("aten::"):
+            continue
+        ops += 1
+        if event.name in SYNCS:
+            parent = event.cpu_parent
+            while parent is not None and not parent.name.startswith("Optimizer.step"):
+                parent = parent.cpu_parent
+            syncs += parent is None
+    return ops / OPS_STEPS, syncs / OPS_STEPS
+
+
 def profile(step, label: str) -> str:
     from torch.profiler import ProfilerActivity, profile as torch_profile
     for _ in range(3):
@@ -111,7 +146,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators for genwb's steps")
     args = parse(parser)
-    repeats = 3 if args.quick else 10
+    repeats = 3 if args.quick else 45
     x = torch.bernoulli(torch.full((args.batch, 1, 28, 28), 0.3))
     variants = ["reference", *VARIANTS]
     steps = {v: step_fn(build(v), x) for v in variants}
@@ -119,29 +154,35 @@ def main() -> None:
     load = os.getloadavg()[0]
     for step in steps.values():
         step()  # warm-up (and genwb's k-means start)
-    best = {v: float("inf") for v in variants}
-    for _ in range(repeats):
-        for v in variants:
+    times = {v: [] for v in variants}
+    for r in range(repeats):
+        for v in variants[r % len(variants):] + variants[:r % len(variants)]:  # no variant always goes first
             t = time.perf_counter()
             steps[v]()
-            best[v] = min(best[v], time.perf_counter() - t)
-    ips = {v: args.batch / best[v] for v in variants}
+            times[v].append(time.perf_counter() - t)
+    ips = {v: args.batch / statistics.median(times[v]) for v in variants}
+    best_ips = {v: args.batch / min(times[v]) for v in variants}
     end_load = os.getloadavg()[0]
+    counts = {v: op_counts(step_fn(build(v), x)) for v in variants}
     names = {"reference": "reference (plain, pytorch-generative's structure)",
              "course": "genwb vqvae, course loss (ema=false, no restart)",
              "ema_restart": "genwb vqvae, EMA + k-means + dead-code restart"}
-    rows = [[names[v], params[v], f"{ips[v]:,.0f}", f"{ips[v] / ips['reference']:.2f}x"] for v in variants]
+    rows = [[names[v], params[v], f"{ips[v]:,.0f}", f"{ips[v] / ips['reference']:.2f}x", f"{counts[v][0]:,.0f}",
+             f"{counts[v][1]:g}"] for v in variants]
     print(f"machine: {machine()}; load average {load:.1f} at start, {end_load:.1f} at end (the CPU may be shared)")
-    print(f"training img/s at batch {args.batch}, best of {repeats} interleaved repeats\n")
-    print(table(["model", "parameters", "img/s", "of reference"], rows))
+    print(f"training img/s at batch {args.batch}: median of {repeats} steps each, interleaved in rotating order\n")
+    print(table(["model", "parameters", "img/s", "of reference", "aten ops/step", "syncs/step"], rows))
     if args.profile:
         for v in VARIANTS:
             print(profile(step_fn(build(v), x), names[v]))
     if not args.quick:
         results = {"batch": args.batch, "sizes": SIZES, "threads": torch.get_num_threads(), "repeats": repeats,
-                   "statistic": "best of repeats, interleaved", "load_average_at_start": load, "load_average_at_end": end_load,
+                   "statistic": "median of one-step timings, interleaved in rotating order", "load_average_at_start": load, "load_average_at_end": end_load,
+                   "ops_statistic": f"torch.profiler on the CPU, mean over {OPS_STEPS} steps after 3 warm-up steps",
                    "rows": [{"variant": v, "description": names[v], "parameters": params[v], "images_per_s": ips[v],
-                             "of_reference": ips[v] / ips["reference"]} for v in variants]}
+                             "of_reference": ips[v] / ips["reference"], "best_images_per_s": best_ips[v],
+                             "best_of_reference": best_ips[v] / best_ips["reference"], "aten_ops_per_step": counts[v][0],
+                             "syncs_per_step": counts[v][1]} for v in variants]}
         print(f"\nwritten to {save('vqvae', results)}")
 
 

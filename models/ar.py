@@ -43,6 +43,8 @@ class AR(AutoregressiveModel):
     """Hyper-parameters: ``p`` (how many previous subpixels; 0 is white noise around c; W * C
     + C reaches the same channel of the pixel above), ``noise`` "logistic" or "gaussian"."""
 
+    graph_sampling = True  # O(p) tensor work per subpixel: CUDA graphs replay the whole sampler
+
     def __init__(self, image_shape, levels: int = 2, num_classes: int | None = None, *, p: int = 2,
                  noise: str = "logistic"):
         super().__init__(image_shape, levels, num_classes)
@@ -58,9 +60,6 @@ class AR(AutoregressiveModel):
         if self.class_c is not None:
             nn.init.zeros_(self.class_c.weight)
         self.register_buffer("_order", super().order(), persistent=False)
-
-    def order(self) -> torch.Tensor:
-        return self._order.cpu()
 
     def _intercept(self, y: torch.Tensor | None, n: int) -> torch.Tensor:
         """c, or c + the class's offset: (n, 1)."""

@@ -110,6 +110,15 @@ class GenerativeModel(nn.Module):
     def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def loss_capturable(self) -> bool:
+        """Whether a training step's ``loss`` (forward and backward) can be captured in a CUDA
+        graph and replayed: it never waits for the device (no ``.item()``, ``.tolist()``,
+        ``nonzero``, data-dependent Python control flow), makes no tensor from host data, and
+        launches the same kernels for the same input shapes. The Trainer's ``[train] cuda_graph
+        = "auto"`` replays the step of such models on CUDA (``workbench.accel.GraphStep``);
+        tests check the claim on the meta device."""
+        return False
+
 
 class AutoregressiveModel(GenerativeModel):
     """An exact model p(x) = prod_i p(x_i | x_<i) over the C*H*W subpixels.
@@ -128,6 +137,9 @@ class AutoregressiveModel(GenerativeModel):
 
     def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    def loss_capturable(self) -> bool:
+        return True  # the default loss, -log_prob(x).mean(), is pure tensor work
 
     def order(self) -> torch.Tensor:
         """Flattened (C, H, W) indices of the subpixels in generation order; by default raster

@@ -21,6 +21,7 @@ good, with one warning. At most ``max_graphs`` graphs (and their memory pools) a
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from collections import OrderedDict
@@ -79,7 +80,27 @@ class CudaGraphs:
         main.wait_stream(side)
         result.record_stream(main)  # made on the side stream, read on the main one
         graph = torch.cuda.CUDAGraph()
-        # thread_local: other threads (a training job on the same GPU) may go on using CUDA
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        with capture(graph, device):
             output = fn(*static_inputs)
         return result, (static_inputs, output, graph)
+
+
+@contextlib.contextmanager
+def capture(graph: torch.cuda.CUDAGraph, device: torch.device):
+    """``torch.cuda.graph(graph)`` on ``device``, thread-local (other threads, a training job on
+    the same GPU, may go on using CUDA), that leaves the device's default random generator
+    usable when the capture fails: torch marks the generator as capturing when a capture begins
+    and unmarks it only when one ends well, so after a capture that an operation invalidated
+    (``.item()``, say) every later random draw on the device would fail. The generator gets
+    back its state from before the capture, and the thread its stream (which torch leaves on
+    its capture stream when ending the capture fails)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    generator = torch.cuda.default_generators[index]
+    before, stream = generator.clone_state(), torch.cuda.current_stream(device)
+    try:
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            yield
+    except BaseException:
+        torch.cuda.set_stream(stream)
+        generator.graphsafe_set_state(before)
+        raise

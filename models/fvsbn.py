@@ -32,6 +32,8 @@ class FVSBN(AutoregressiveModel):
     """Hyper-parameter: ``order`` p (0 = every previous subpixel; p > 0 = the p previous
     subpixels only, with per-position weights: a banded FVSBN, not the shared-weight AR(p))."""
 
+    graph_sampling = True  # the incremental sampler is pure tensor work: CUDA graphs replay it exactly
+
     def __init__(self, image_shape, levels: int = 2, num_classes: int | None = None, *, order: int = 0):
         super().__init__(image_shape, levels, num_classes)
         if int(order) < 0:

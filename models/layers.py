@@ -3,11 +3,21 @@ layers (the mask is a buffer multiplied into the weight at every call, so masked
 never receive gradient and never train), colour-group masks, and discrete likelihoods."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def autocast_off(device: torch.device):
+    """Autocast off on ``device``: float32 arithmetic inside a bf16 step. Nothing to enter where
+    it is off already (a launch-bound step pays for every context), or where the device has no
+    autocast (the meta device, on which models are checked: see tests/test_graph_step.py)."""
+    if torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class MaskedLinear(nn.Linear):
@@ -68,7 +78,7 @@ class ClassEmbedding(nn.Embedding):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         if y.is_floating_point():  # in the table's precision, as a lookup is, autocast or not
-            with torch.autocast(y.device.type, enabled=False):
+            with autocast_off(y.device):
                 return y.to(self.weight.dtype) @ self.weight
         return super().forward(y)
 

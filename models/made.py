@@ -105,6 +105,9 @@ class MADE(AutoregressiveModel):
             return out.view(n, *self.image_shape)
         return out.view(n, self.levels, *self.image_shape)
 
+    def loss_capturable(self) -> bool:
+        return self.num_masks == 1  # with several mask sets, the step picks one on the host
+
     def loss(self, x, y=None):
         y = self.check_labels(y, x.shape[0])
         if self.training and self.num_masks > 1:

@@ -27,6 +27,8 @@ from models.layers import ClassEmbedding, inverse_cdf
 class NADE(AutoregressiveModel):
     """Hyper-parameter: ``hidden_units`` H (500 in the paper)."""
 
+    graph_sampling = True  # the incremental sampler is pure tensor work: CUDA graphs replay it exactly
+
     def __init__(self, image_shape, levels: int = 2, num_classes: int | None = None, *, hidden_units: int = 500):
         super().__init__(image_shape, levels, num_classes)
         if int(hidden_units) < 1:
@@ -44,9 +46,6 @@ class NADE(AutoregressiveModel):
             nn.init.normal_(self.class_c.weight, std=0.01)
             nn.init.zeros_(self.class_b.weight)
         self.register_buffer("_order", super().order(), persistent=False)
-
-    def order(self) -> torch.Tensor:
-        return self._order.cpu()
 
     def _class_offsets(self, y: torch.Tensor | None, n: int):
         """Per-image additions to c and b, (n, H) and (n, D, L_out); None when unconditional."""

@@ -10,8 +10,9 @@ every feature, gate and logit belongs to a colour group (``layers.channel_groups
 the pixel being predicted a group reads only earlier groups (mask A) or earlier-or-same groups
 (mask B). Each LSTM has 4 gates of h channels, each gate split into the same R, G, B groups.
 Between layers the stream is kept channels-last (n, H, W, features), so 1x1 convolutions are
-linear layers; inside a recurrence the gates are laid out gate-major (4h, ..., n, W), so that
-each step works on contiguous blocks.
+linear layers; inside a recurrence each step's gates are (n, 4h, positions), contiguous, and the
+state-to-state is a 1-d convolution over the positions (``lstm_scan``, one hand-written
+autograd function for the whole loop: at small batch a training step is launch-bound).
 
 Row LSTM: row by row; gates = masked 1 x k conv over the current row of the stream (the pixel
 and the ones to its left) + k x 1 conv over the previous row's hidden state. Its receptive
@@ -43,6 +44,7 @@ from models.layers import (
     ClassEmbedding,
     MaskedConv2d,
     MaskedLinear,
+    autocast_off,
     channel_groups,
     channel_mask,
     check_output,
@@ -62,6 +64,115 @@ def lstm_cell(gates: torch.Tensor, c: torch.Tensor, dim: int = -1) -> tuple[torc
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
+class _LSTMScan(torch.autograd.Function):
+    """The parallel pass's recurrence, with a hand-written backward.
+
+    ``groups`` independent LSTMs advance one step per entry of ``gates_in`` (T, n, groups * 4h,
+    L), gates (o, f, i, g); a step's state-to-state is a 1-d convolution along L of the previous
+    step's hidden states (n, groups * h, L): ``weight`` (groups * 4h, h, k), zero ``padding`` on
+    both sides, the first L outputs kept. Returns every step's hidden states (T, n, groups * h, L).
+
+    Why not autograd: at small batch the training step is launch-bound, and autograd spends
+    about 30 operators per step on this loop (weight gradients and their accumulation every
+    step, the slice and stack backwards that reassemble the four gates' gradients). Here the
+    forward writes each step's activations into preallocated buffers (one sigmoid over the three
+    sigmoid gates, one tanh), the backward writes each step's gate gradients in place into one
+    buffer, and the state-to-state weight gradient is one convolution over all steps at the end."""
+
+    @staticmethod
+    def forward(ctx, gates_in, weight, padding: int, groups: int):
+        steps, n, _, length = gates_in.shape
+        hidden = weight.shape[1]
+        sig = gates_in.new_empty(steps, n, groups, 3, hidden, length)  # sigmoid(o, f, i)
+        # Step t's (c_{t-1}, g_t) side by side, as f and i are in sig: the backward's d_f = dc c_{t-1}
+        # and d_i = dc g_t are then one product, and so are dc f and dc i. c_t goes in slot t + 1.
+        cg = gates_in.new_empty(steps + 1, n, groups, 2, hidden, length)
+        cg[0, :, :, 0].zero_()
+        tanh_c = gates_in.new_empty(steps, n, groups, hidden, length)
+        h = gates_in.new_empty(steps, n, groups * hidden, length)
+        trim = length + 2 * padding - weight.shape[-1] + 1 != length
+        gates_in = gates_in.contiguous().view(steps, n, groups, 4, hidden, length)
+        # Every buffer is split into its steps up front (a handful of unbinds), not indexed step
+        # by step: views cost no kernel, but each is a dispatch on the host.
+        o, i = sig[:, :, :, 0].unbind(0), sig[:, :, :, 2].unbind(0)
+        fi, cgs = sig[:, :, :, 1:3].unbind(0), cg.unbind(0)
+        c, g = (x.unbind(0) for x in cg.unbind(3))  # c[t + 1] is c_t, g[t] is g_t
+        hs, h4 = h.unbind(0), h.view(steps, n, groups, hidden, length).unbind(0)
+        for t, (gates, sig_t, tanh_c_t) in enumerate(zip(gates_in.unbind(0), sig.unbind(0), tanh_c.unbind(0))):
+            if t > 0:  # the state before the first step is zero
+                recurrent = F.conv1d(hs[t - 1], weight, padding=padding, groups=groups)
+                gates = gates + (recurrent[..., :length] if trim else recurrent).view_as(gates)
+            torch.sigmoid(gates[:, :, :3], out=sig_t)
+            torch.tanh(gates[:, :, 3], out=g[t])
+            if t == 0:
+                torch.mul(i[t], g[t], out=c[t + 1])
+            else:
+                torch.sum(fi[t] * cgs[t], dim=2, out=c[t + 1])  # f c_{t-1} + i g
+            torch.tanh(c[t + 1], out=tanh_c_t)
+            torch.mul(o[t], tanh_c_t, out=h4[t])
+        ctx.save_for_backward(weight, sig, cg, tanh_c, h)
+        ctx.padding, ctx.groups = padding, groups
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h):
+        weight, sig, cg, tanh_c, h = ctx.saved_tensors
+        padding, groups = ctx.padding, ctx.groups
+        steps, n, _, _, hidden, length = sig.shape
+        k = weight.shape[-1]
+        # The gradient of a correlation is a correlation with the kernel flipped and transposed
+        # per group: (groups * h, 4h, k), padded k - 1 - padding on the left.
+        back = weight.view(groups, 4 * hidden, hidden, k).transpose(1, 2).flip(-1).reshape(groups * hidden, 4 * hidden, k)
+        skip = padding - (k - 1 - padding)  # extra outputs of the symmetric padding, on the left
+        dgates = sig.new_empty(steps, n, groups, 4, hidden, length)
+        grad_h = grad_h.view(steps, n, groups, hidden, length).unbind(0)
+        o, g = sig[:, :, :, 0].unbind(0), cg[:, :, :, 1].unbind(0)
+        fi = sig[:, :, :, 1:3].unbind(0)
+        dgates_flat = dgates.view(steps, n, -1, length).unbind(0)
+        d_o, d_fi, d_g = dgates[:, :, :, 0].unbind(0), dgates[:, :, :, 1:3].unbind(0), dgates[:, :, :, 3].unbind(0)
+        dsig = dgates[:, :, :, :3].unbind(0)
+        steps_of = list(zip(sig.unbind(0), cg.unbind(0), tanh_c.unbind(0)))
+        dh, dc_carry = grad_h[-1], None
+        for t in reversed(range(steps)):
+            sig_t, cg_t, tanh_c_t = steps_of[t]
+            dc = torch.ops.aten.tanh_backward(dh * o[t], tanh_c_t)
+            if dc_carry is not None:
+                dc = dc + dc_carry
+            dc = dc.unsqueeze(2)
+            torch.mul(dh, tanh_c_t, out=d_o[t])
+            torch.mul(dc, cg_t, out=d_fi[t])  # d_f = dc c_{t-1} (0 at t = 0), d_i = dc g
+            torch.ops.aten.sigmoid_backward.grad_input(dsig[t], sig_t, grad_input=dsig[t])
+            dc_f, dc_i = (dc * fi[t]).unbind(2)
+            torch.ops.aten.tanh_backward.grad_input(dc_i, g[t], grad_input=d_g[t])
+            if t > 0:
+                dc_carry = dc_f
+                recurrent = F.conv1d(dgates_flat[t], back, padding=padding, groups=groups)
+                dh = grad_h[t - 1] + recurrent[..., skip : skip + length].view_as(dc_f)
+        dgates = dgates.view(steps, n, groups * 4 * hidden, length)
+        grad_weight = None
+        if ctx.needs_input_grad[1] and steps > 1:
+            out_length = length + 2 * padding - k + 1
+            grad_out = dgates[1:].flatten(0, 1)
+            if out_length != length:  # the outputs the forward dropped had no gradient
+                grad_out = F.pad(grad_out, (0, out_length - length))
+            grad_weight = torch.ops.aten.convolution_backward(
+                grad_out, h[:-1].flatten(0, 1), weight, None, [1], [padding], [1], False, [0], groups, [False, True, False]
+            )[1]
+        elif ctx.needs_input_grad[1]:
+            grad_weight = torch.zeros_like(weight)
+        return dgates, grad_weight, None, None
+
+
+def lstm_scan(gates_in: torch.Tensor, weight: torch.Tensor, padding: int, groups: int = 1) -> torch.Tensor:
+    """See :class:`_LSTMScan`: gates_in (T, n, groups * 4h, L), weight (groups * 4h, h, k) ->
+    hidden states (T, n, groups * h, L). In float32 under bf16 autocast too: the recurrence
+    carries its state over hundreds of steps, and its backward has no autocast to follow."""
+    dtype = torch.float32 if gates_in.dtype in (torch.float16, torch.bfloat16) else gates_in.dtype
+    with autocast_off(gates_in.device):
+        return _LSTMScan.apply(gates_in.to(dtype), weight.to(dtype), padding, groups)
+
+
 def mask_b(in_features: int, out_features: int, colors: int) -> torch.Tensor:
     """(out, in) mask of a 1x1 convolution: a colour group reads earlier-or-same groups."""
     return channel_mask(in_features, out_features, colors, include_same=True)
@@ -77,10 +188,10 @@ def shift_down(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, 0, 0, 0, 1, 0))[:, : x.shape[1]]
 
 
-def skew(x: torch.Tensor) -> torch.Tensor:
-    """(n, H, W, ...) -> (n, H, W+H-1, ...) with row i shifted right by i (zeros elsewhere)."""
+def skew(x: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+    """(n, H, W, ...) -> (n, H, W+H-1, ...) with row i shifted right by i (``fill`` elsewhere)."""
     n, h, w, *rest = x.shape
-    padded = torch.cat([x, x.new_zeros(n, h, h, *rest)], dim=2)
+    padded = torch.cat([x, x.new_full((n, h, h, *rest), fill)], dim=2)
     return padded.flatten(1, 2)[:, : h * (w + h - 1)].reshape(n, h, w + h - 1, *rest)
 
 
@@ -221,24 +332,18 @@ class RowLSTMLayer(nn.Module):
 
     def forward(self, stream: torch.Tensor, image: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         n, height, width, _ = stream.shape
-        # Every row's input-to-state at once, gate-major: (H, 4h, n, W).
-        padded = F.pad(stream.permute(1, 3, 0, 2), (self.half, 0))  # (H, features, n, k//2 + W)
-        window = torch.cat([padded[..., t : t + width] for t in range(self.half + 1)], dim=1)
+        # Every row's input-to-state at once, in the scan's layout: (H, n, 4h, W).
+        padded = F.pad(stream.permute(1, 0, 3, 2), (self.half, 0))  # (H, n, features, k//2 + W)
+        window = torch.cat([padded[..., t : t + width] for t in range(self.half + 1)], dim=2)
         conv = self.input_to_state
-        gates_in = ((conv.mask * conv.weight) @ window.view(height, -1, n * width)).view(height, -1, n, width)
-        gates_in = gates_in + conv.bias[:, None, None]
+        bias = conv.bias[:, None]
         if self.class_bias is not None:
-            gates_in = gates_in + self.class_bias(y).t()[:, :, None]
-        h = stream.new_zeros(self.hidden, n, width)
-        c = torch.zeros_like(h)
-        rows = []
-        for gates_row in gates_in.unbind(0):
-            padded = F.pad(h, (self.half, self.half))
-            window = torch.cat([padded[..., t : t + width] for t in range(self.kernel_size)])  # (k*h, n, W)
-            from_above = self.state_to_state.weight @ window.view(-1, n * width)
-            h, c = lstm_cell(gates_row + from_above.view(-1, n, width), c, dim=0)
-            rows.append(h)
-        return stream + self.output(torch.stack(rows).permute(2, 0, 3, 1))
+            bias = bias + self.class_bias(y)[:, :, None]
+        gates_in = (conv.mask * conv.weight) @ window + bias
+        # state_to_state's input is the window [h(j - k//2), ..., h(j + k//2)]: as a conv1d kernel.
+        weight = self.state_to_state.weight.view(4 * self.hidden, self.kernel_size, self.hidden).transpose(1, 2)
+        rows = lstm_scan(gates_in, weight.contiguous(), self.half)  # (H, n, h, W)
+        return stream + self.output(rows.permute(1, 0, 3, 2))
 
     # -- incremental sampling: the states of row r-1 are fixed while row r is drawn -----------
     def start(self, n: int, width: int, y: torch.Tensor | None) -> dict:
@@ -281,35 +386,6 @@ class RowLSTM(_PixelRNN):
 # ---------------------------------------------------------------------------------------------
 # Diagonal BiLSTM
 # ---------------------------------------------------------------------------------------------
-def to_columns(x: torch.Tensor) -> torch.Tensor:
-    """(n, H, W, c) -> the skewed map, channels first and then column-major: (c, W+H-1, n, H)."""
-    return skew(x).permute(3, 2, 0, 1).contiguous()
-
-
-def diagonal_scan(gates_in: torch.Tensor, state_to_state: torch.Tensor, width: int) -> torch.Tensor:
-    """Column-wise LSTMs over the skewed map for S independent streams at once.
-
-    gates_in (S, 4h, W+H-1, n, H): each stream's input-to-state, skewed and column-major;
-    state_to_state (S, 2h, 4h): each stream's 2 x 1 kernel, rows [state above | state to the
-    left]. Returns the hidden states unskewed, (n, H, W, S, h). In the skewed map the previous
-    column holds, for pixel (i, j), the cells (i-1, j) and (i, j-1). Cells that hold no pixel are
-    zeroed, so every row starts from a zero state."""
-    streams, _, _, n, height = gates_in.shape
-    hidden = state_to_state.shape[1] // 2
-    w = state_to_state.transpose(1, 2)  # (S, 4h, 2h)
-    valid = skew(gates_in.new_ones(1, height, width))[0].t()[:, None, None, None, :]  # (W+H-1, 1, 1, 1, H)
-    h = gates_in.new_zeros(streams, hidden, n, height)
-    c = torch.zeros_like(h)
-    out = []
-    for gates, valid_col in zip(gates_in.unbind(2), valid.unbind(0)):
-        above = F.pad(h, (1, 0))[..., :height]
-        recurrent = w.bmm(torch.cat([above, h], dim=1).view(streams, 2 * hidden, n * height))
-        h, c = lstm_cell(gates + recurrent.view(streams, 4 * hidden, n, height), c, dim=1)
-        h, c = h * valid_col, c * valid_col
-        out.append(h)
-    return unskew(torch.stack(out).permute(3, 4, 0, 1, 2), width)
-
-
 class DiagonalBiLSTMLayer(nn.Module):
     """Both diagonal streams; returns stream + 1x1(left-to-right + right-to-left shifted down)."""
 
@@ -332,14 +408,21 @@ class DiagonalBiLSTMLayer(nn.Module):
 
     def forward(self, stream: torch.Tensor, image: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         n, height, width, _ = stream.shape
-        # Input-to-state straight into the scan's layout: gate-major, skewed, column-major.
-        l2r, r2l = self.l2r_input, self.r2l_input
-        gl = (l2r.mask * l2r.weight) @ to_columns(stream).flatten(1) + l2r.bias[:, None]
-        gr = r2l.weight @ to_columns(self._r2l_source(stream, image).flip(2)).flatten(1) + r2l.bias[:, None]
-        gates = torch.stack([gl, gr]).view(2, 4 * self.hidden, -1, n, height)
+        hidden = self.hidden
+        # Both streams' input-to-state on the image, then skewed into the scan's layout: column
+        # by column, both streams stacked on the gates, (W+H-1, n, 2 * 4h, H). The skew fills
+        # the cells that hold no pixel with -inf: their o, f, i gates are exactly 0, so their
+        # c and h are exactly 0 and every row starts from a zero state, with no mask per step.
+        gates = torch.stack([self.l2r_input(stream), self.r2l_input(self._r2l_source(stream, image).flip(2))], dim=3)
         if self.class_bias is not None:
-            gates = gates + self.class_bias(y).view(n, 2, -1).permute(1, 2, 0)[:, :, None, :, None]
-        h_l2r, h_r2l = diagonal_scan(gates, self.state_to_state, width).unbind(3)
+            gates = gates + self.class_bias(y).view(n, 1, 1, 2, 4 * hidden)
+        gates = skew(gates, -math.inf).permute(2, 0, 3, 4, 1).reshape(-1, n, 8 * hidden, height)
+        # The 2 x 1 kernel as a convolution down the column: tap 0 reads the state above (i-1),
+        # tap 1 the state before (the previous column, same row); one group per stream.
+        weight = self.state_to_state.view(2, 2, hidden, 4 * hidden).permute(0, 3, 2, 1).reshape(8 * hidden, hidden, 2)
+        states = lstm_scan(gates, weight, padding=1, groups=2)  # (W+H-1, n, 2h, H)
+        states = unskew(states.view(-1, n, 2, hidden, height).permute(1, 4, 0, 2, 3), width)  # (n, H, W, 2, h)
+        h_l2r, h_r2l = states.unbind(3)
         return stream + self.output(h_l2r + shift_down(h_r2l.flip(2)))
 
     # -- incremental sampling --------------------------------------------------------------------

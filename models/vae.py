@@ -314,9 +314,16 @@ class VAE(GenerativeModel):
     # -- the contract ------------------------------------------------------------------------
     def kl_weight(self) -> float:
         """beta times the warm-up factor min(1, steps / kl_warmup_steps)."""
+        return float(self._kl_weight())
+
+    def _kl_weight(self) -> torch.Tensor | float:
+        # on the device during the warm-up: the step never waits for it (a CUDA graph replays it)
         if self.kl_warmup_steps == 0:
             return self.beta
-        return self.beta * min(1.0, self.steps.item() / self.kl_warmup_steps)
+        return self.beta * (self.steps / self.kl_warmup_steps).clamp(max=1.0)
+
+    def loss_capturable(self) -> bool:
+        return True
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         y = self.check_labels(y, x.shape[0])
@@ -324,7 +331,7 @@ class VAE(GenerativeModel):
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         recon = -self.likelihood.log_prob(self._decode(z, y), x).mean()
         kl = gaussian_kl(mu, logvar).mean()
-        weight = self.kl_weight()
+        weight = self._kl_weight()
         if self.training and torch.is_grad_enabled():
             self.steps += 1
         elbo = -(recon + kl)
@@ -333,7 +340,7 @@ class VAE(GenerativeModel):
             "elbo": elbo.detach(),
             "recon": recon.detach(),
             "kl": kl.detach(),
-            "beta": torch.tensor(weight, device=x.device),
+            "beta": torch.full((), weight, device=x.device) if isinstance(weight, float) else weight.float(),
         }
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None, samples: int | None = None) -> torch.Tensor:

@@ -23,6 +23,7 @@ from torch import nn
 
 from models import register
 from models.base import GenerativeModel
+from models.layers import autocast_off
 from models.vae import Likelihood, num_downsamples, resolve_likelihood
 
 
@@ -35,14 +36,21 @@ def code_counts(codes: torch.Tensor, num_codes: int) -> torch.Tensor:
 
 def perplexity(codes: torch.Tensor, num_codes: int, counts: torch.Tensor | None = None) -> torch.Tensor:
     """exp(-sum_k p_k log p_k) of the code frequencies: K for uniform usage, 1 for one code."""
-    p = code_counts(codes, num_codes) if counts is None else counts
-    p = p / p.sum().clamp(min=1)
-    return torch.exp(-torch.special.xlogy(p, p).sum())
+    if counts is None:
+        return _perplexity(code_counts(codes, num_codes), codes.numel())
+    return _perplexity(counts, counts.sum().clamp(min=1))
 
 
+def _perplexity(counts: torch.Tensor, total) -> torch.Tensor:
+    # entr(p) = -p log p (0 at p = 0): the same value as -xlogy(p, p), in fewer kernels
+    return torch.special.entr(counts / (max(total, 1) if isinstance(total, int) else total)).sum().exp()
+
+
+@torch.no_grad()
 def nearest_codes(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Index of the nearest row of ``codebook`` (K, D) for each row of ``z`` (N, D)."""
-    dist = z.pow(2).sum(1, keepdim=True) - 2 * z @ codebook.t() + codebook.pow(2).sum(1)[None, :]
+    # ||z||^2 - 2 z.e + ||e||^2, the first two terms in one addmm (exactly as z_sq - 2 * (z @ e^T))
+    dist = torch.addmm(z.pow(2).sum(1, keepdim=True), z, codebook.t(), alpha=-2) + codebook.pow(2).sum(1)
     return dist.argmin(1)
 
 
@@ -100,6 +108,16 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("last_reset", torch.zeros(num_codes, dtype=torch.long))
 
     # -- state updates (training mode only) --------------------------------------------------
+    # Two host-side shortcuts keep steps where nothing happens free of device syncs: whether the
+    # codebook is known to be initialised, and how many more training calls cannot find a dead
+    # code (a code's last use or reset only ever moves forward). load_state_dict forgets both.
+    _known_initialised = False
+    _calls_before_dead_check = 0
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._known_initialised, self._calls_before_dead_check = False, 0
+
     @torch.no_grad()
     def _set_codes(self, which: torch.Tensor, vectors: torch.Tensor) -> None:
         self.embedding.data[which] = vectors
@@ -121,14 +139,36 @@ class VectorQuantizer(nn.Module):
         return len(dead)
 
     @torch.no_grad()
-    def ema_update(self, z: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor | None = None) -> None:
-        counts = (code_counts(codes, self.num_codes) if counts is None else counts).to(z.dtype)
-        sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, z)
-        self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
-        self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+    def _restart_when_due(self, z: torch.Tensor) -> int:
+        """``restart(z)``, but only on calls where a code can have died since the last look."""
+        if self._calls_before_dead_check > 0:
+            self._calls_before_dead_check -= 1
+            return 0
+        touched = torch.maximum(self.last_used, self.last_reset)
+        alive = touched > self.step - self.usage_window
+        # one read: the step, the oldest touch, and the oldest once this call's dead codes are reset
+        step, oldest, oldest_after = torch.stack(
+            [self.step, touched.min(), torch.where(alive, touched, self.step).min()]).tolist()
+        restarted = self.restart(z) if step - oldest >= self.usage_window else 0
+        self._calls_before_dead_check = max(oldest_after + self.usage_window - step - 1, 0)
+        return restarted
+
+    @torch.no_grad()
+    def ema_update(self, z: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor | None = None,
+                   sums: torch.Tensor | None = None) -> None:
+        """The EMA step for vectors z (N, D) assigned to ``codes`` (N,); ``counts`` and ``sums``,
+        where given, are the codes' counts (K,) and sums of their vectors (K, D)."""
+        counts = code_counts(codes, self.num_codes) if counts is None else counts
+        if counts.dtype != z.dtype:
+            counts = counts.to(z.dtype)
+        if sums is None:
+            sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, z)
+        torch._foreach_mul_([self.ema_count, self.ema_sum], self.decay)
+        self.ema_count.add_(counts, alpha=1 - self.decay)
+        self.ema_sum.add_(sums, alpha=1 - self.decay)
         total = self.ema_count.sum()
         smoothed = (self.ema_count + self.eps) / (total + self.num_codes * self.eps) * total
-        self.embedding.data.copy_(self.ema_sum / smoothed[:, None])
+        torch.div(self.ema_sum, smoothed[:, None], out=self.embedding.data)
 
     def codes_used(self) -> torch.Tensor:
         """Distinct codes used over the last ``usage_window`` training steps."""
@@ -138,7 +178,7 @@ class VectorQuantizer(nn.Module):
     def codes(self, z_e: torch.Tensor) -> torch.Tensor:
         """(n, D, h, w) -> nearest codes (n, h, w), with distances in float32 even under autocast."""
         n, d, h, w = z_e.shape
-        with torch.autocast(z_e.device.type, enabled=False):
+        with autocast_off(z_e.device):
             return nearest_codes(z_e.float().permute(0, 2, 3, 1).reshape(-1, d), self.embedding).view(n, h, w)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
@@ -146,39 +186,91 @@ class VectorQuantizer(nn.Module):
         return F.embedding(codes, self.embedding).permute(0, 3, 1, 2)
 
     def forward(self, z_e: torch.Tensor) -> dict[str, torch.Tensor]:
-        """z_q with the straight-through gradient, the codes, the per-image codebook and
-        commitment terms (summed over the grid), and the usage statistics. Runs in float32."""
-        with torch.autocast(z_e.device.type, enabled=False):
-            return self._quantize(z_e.float())
+        """z_q with the straight-through gradient, the codes, the codebook and commitment terms
+        (the squared distance between z_e and z_q summed over the grid, averaged over the
+        images), and the usage statistics (``codes_used`` and ``restarted`` as floats). Runs in
+        float32."""
+        # The training step is launch-bound on a GPU: every op here (even a no-op cast) costs
+        # host time, so those are skipped where they would do nothing.
+        with autocast_off(z_e.device):
+            return self._quantize(z_e if z_e.dtype == torch.float32 else z_e.float())
+
+    # Cached tensors (not state): ones, the increments of the code counts (read only), and a
+    # (K,) float scratch tensor. Each call would otherwise spend an op making them. They are
+    # made as normal tensors even under inference_mode, so that training may use them later.
+    _ones_cache = _scratch_cache = None
+
+    def _ones(self, n: int, device) -> torch.Tensor:
+        ones = self._ones_cache
+        if ones is None or ones.shape[0] != n or ones.device != device:
+            with torch.inference_mode(False):
+                ones = self._ones_cache = torch.ones(n, device=device)
+        return ones
+
+    def _scratch(self, device) -> torch.Tensor:
+        scratch = self._scratch_cache
+        if scratch is None or scratch.device != device:
+            with torch.inference_mode(False):
+                scratch = self._scratch_cache = torch.empty(self.num_codes, device=device)
+        return scratch
 
     def _quantize(self, z_e: torch.Tensor) -> dict[str, torch.Tensor]:
-        flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, self.dim)
+        n, d, h, w = z_e.shape
         training = self.training and torch.is_grad_enabled()
+        with_ema = training and self.ema
+        z_last = z_e.detach().permute(0, 2, 3, 1)  # (n, h, w, D)
+        if with_ema:
+            # the vectors with a column of ones: one index_add_ then gives each code's count and sum
+            padded = z_e.new_ones(n * h * w, d + 1)
+            flat = padded[:, :d]
+            flat.view(n, h, w, d).copy_(z_last)
+        else:
+            flat = z_last.reshape(-1, d)
         restarted = 0
         if training:
             # kmeans_init=False starts (and stays) initialised: no host-device sync to check.
-            if self.kmeans_init and not bool(self.initialised):
-                self._set_codes(torch.arange(self.num_codes, device=flat.device), kmeans(flat, self.num_codes))
-                self.initialised.fill_(True)
+            if self.kmeans_init and not self._known_initialised:
+                if not bool(self.initialised):
+                    self._set_codes(torch.arange(self.num_codes, device=flat.device), kmeans(flat, self.num_codes))
+                    self.initialised.fill_(True)
+                self._known_initialised = True
             if self.restart_dead:
-                restarted = self.restart(flat)
-        codes = nearest_codes(flat, self.embedding).view(z_e.shape[0], *z_e.shape[2:])  # = self.codes(z_e)
-        z_q = self.lookup(codes)
-        counts = code_counts(codes, self.num_codes)
+                restarted = self._restart_when_due(flat)
+        flat_codes = nearest_codes(flat, self.embedding)
+        codes = flat_codes.view(n, h, w)  # = self.codes(z_e)
+        # (n, h, w, D), z_q = self.lookup(codes) permuted back. index_select, not embedding: its
+        # gradient is one index_add_, where embedding's sorts the codes first on a GPU.
+        z_q_last = self.embedding.index_select(0, flat_codes).view(n, h, w, d)
+        z_q = z_q_last.permute(0, 3, 1, 2)
+        if with_ema:
+            stats = torch.zeros(self.num_codes, d + 1, device=flat.device).index_add_(0, flat_codes, padded)
+            counts = stats[:, d]
+        else:
+            counts = torch.zeros(self.num_codes, device=flat.device).index_add_(0, flat_codes, self._ones(len(flat_codes), flat.device))
+        # The two terms: means over the images of the grid's summed squared distances, in one
+        # reduction each (mse_loss's backward is a single kernel). Equal in value, they differ in
+        # what they move; where the codebook gets no gradient (EMA), the commitment's value serves.
+        commitment = F.mse_loss(z_e, z_q.detach(), reduction="sum") / n
+        if z_q_last.requires_grad:
+            codebook = F.mse_loss(z_q_last, z_last, reduction="sum") / n  # laid out like z_q_last: read in place
+        else:
+            codebook = commitment.detach()
         out = {
             "z_q": z_e + (z_q - z_e).detach(),
             "codes": codes,
-            "codebook": (z_e.detach() - z_q).pow(2).flatten(1).sum(1),
-            "commitment": (z_e - z_q.detach()).pow(2).flatten(1).sum(1),
-            "perplexity": perplexity(codes, self.num_codes, counts),
+            "codebook": codebook,
+            "commitment": commitment,
+            "perplexity": _perplexity(counts, len(flat_codes)),
         }
         if training:
-            self.step += 1
-            # A mask, not codes.unique(): unique waits for the GPU to learn its output's size.
-            self.last_used.masked_fill_(counts > 0, self.step)
-            if self.ema:
-                self.ema_update(flat, codes.flatten(), counts)
-        out["codes_used"] = self.codes_used()
+            step = self.step.add_(1)
+            # A mask, not codes.unique(): unique waits for the GPU to learn its output's size. And
+            # where, not masked_fill_: that reads a tensor fill value to the host on CUDA.
+            torch.where(counts > 0, step, self.last_used, out=self.last_used)
+            if with_ema:
+                self.ema_update(flat, flat_codes, counts, stats[:, :d])
+        # = self.codes_used(), compared straight into floats
+        out["codes_used"] = torch.lt(self.step - self.last_used, self.usage_window, out=self._scratch(flat.device)).sum()
         out["restarted"] = torch.full((), float(restarted), device=z_e.device)  # a fill, not a host copy
         return out
 
@@ -303,19 +395,33 @@ class VQVAE(GenerativeModel):
         """log p(x | z_q(codes)) in nats per image."""
         return self.likelihood.log_prob(self.decoder(self.quantizer.lookup(codes)).float(), x)
 
+    def loss_capturable(self) -> bool:
+        # a dead-code restart is decided on the host, on the steps where a code can have died;
+        # the k-means start happens at the first step, which a graph's warm-up runs eagerly
+        return not self.quantizer.restart_dead
+
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         q = self.quantizer(self.encoder(x))
-        recon = -self.likelihood.log_prob(self.decoder(q["z_q"]).float(), x).mean()
-        codebook, commitment = q["codebook"].mean(), q["commitment"].mean()
-        loss = recon + self.beta * commitment + (0.0 if self.quantizer.ema else codebook)
+        out = self.decoder(q["z_q"])
+        if out.dtype != torch.float32:
+            out = out.float()
+        if self.likelihood.kind == "bce":  # -log_prob(...).mean() in one reduction, without its negations
+            recon = F.binary_cross_entropy_with_logits(out, x, reduction="sum") / x.shape[0]
+        else:
+            recon = -self.likelihood.log_prob(out, x).mean()
+        codebook, commitment = q["codebook"], q["commitment"]
+        loss = torch.add(recon, commitment, alpha=self.beta)
+        if not self.quantizer.ema:
+            loss = loss + codebook
+        recon = recon.detach()
         return {
             "loss": loss,
-            "recon": recon.detach(),
+            "recon": recon,
             "codebook": codebook,
             "commitment": commitment,
-            "elbo": (-recon + self.prior_log_prob).detach(),
+            "elbo": self.prior_log_prob - recon,
             "perplexity": q["perplexity"],
-            "codes_used": q["codes_used"].float(),
+            "codes_used": q["codes_used"],  # a float already
             "restarted": q["restarted"],
         }
 

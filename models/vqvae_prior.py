@@ -122,6 +122,9 @@ class VQVAEPrior(GenerativeModel):
                 yield done, self.decode_partial(grid, done, mean=mean)
 
     # -- the contract ------------------------------------------------------------------------
+    def loss_capturable(self) -> bool:
+        return self.prior.loss_capturable()  # the frozen VQ-VAE's encoder and nearest codes, then the prior
+
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         y = self.check_labels(y, x.shape[0])
         nll = -self.code_log_prob(self.encode_codes(x), y).mean()

@@ -128,6 +128,23 @@ def train_tiny(preset: Path, out: Path, overrides=(), on_event=None) -> Path:
     return run.path
 
 
+def train_losses(preset: Path, out: Path, overrides=()):
+    """Train ``preset`` to completion in a new run folder: (run, trainer, the logged training
+    losses, the Warned messages)."""
+    from workbench import events as ev
+    from workbench.config import load_config
+    from workbench.runs import Run
+    from workbench.train import Trainer
+
+    run = Run.create(load_config(preset, list(overrides)), out)
+    trainer = Trainer(run.config, run)
+    seen = []
+    trainer.subscribe(seen.append)
+    assert trainer.fit().reason == "completed"
+    losses = [e.metrics["loss"] for e in seen if isinstance(e, ev.Step)]
+    return run, trainer, losses, [e.message for e in seen if isinstance(e, ev.Warned)]
+
+
 def wait(predicate, what: str, timeout: float = 90, every: float = 0.03) -> None:
     """Poll until ``predicate()`` holds (a queue works in threads or another process)."""
     end = time.monotonic() + timeout

@@ -11,10 +11,9 @@ import torch
 import models
 from workbench import accel
 from workbench import events as ev
-from workbench.config import load_config, parse_config
+from workbench.config import parse_config
 from workbench.errors import UserError
-from workbench.runs import Run
-from workbench.train import Trainer
+from tests.conftest import train_losses
 
 FAST = ["train.max_steps=5", "train.log_every=1", "train.val_every=0", "train.checkpoint_every=0",
         "sample.every=0", "eval.test=false", "model.num_masks=1"]
@@ -33,16 +32,7 @@ def _inductor_reason() -> str | None:
 
 
 def _train(preset, out, overrides=()):
-    config = load_config(preset, [*FAST, *overrides])
-    run = Run.create(config, out)
-    trainer = Trainer(run.config, run)
-    seen = []
-    trainer.subscribe(seen.append)
-    done = trainer.fit()
-    assert done.reason == "completed"
-    losses = [e.metrics["loss"] for e in seen if isinstance(e, ev.Step)]
-    warnings = [e.message for e in seen if isinstance(e, ev.Warned)]
-    return run, trainer, losses, warnings
+    return train_losses(preset, out, [*FAST, *overrides])
 
 
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])  # on a CPU, reduce-overhead has no CUDA graphs

@@ -25,6 +25,10 @@ CASES = [  # (name, image shape, levels, classes, hyper-parameters): every model
     ("row_lstm", (3, 4, 4), 4, 3, dict(hidden=6, layers=1)),
     ("diagonal_bilstm", (1, 8, 8), 2, None, dict(hidden=8, layers=2)),
     ("diagonal_bilstm", (3, 4, 4), 256, None, dict(hidden=6, layers=1, output="logistic_mixture", mixtures=2)),
+    ("ar", (1, 8, 8), 256, None, dict(p=9)),
+    ("ar", (3, 4, 4), 2, 3, dict(p=5, noise="gaussian")),
+    ("fvsbn", (1, 8, 8), 2, 3, {}),
+    ("nade", (3, 4, 4), 4, None, dict(hidden_units=16)),
 ]
 
 

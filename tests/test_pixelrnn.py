@@ -149,3 +149,31 @@ def test_bad_hyperparameters():
         models.build("diagonal_bilstm", (1, 4, 4), hidden=0)
     with pytest.raises(ValueError):
         models.build("diagonal_bilstm", (1, 4, 4), kernel_size=3)  # a Row LSTM hyper-parameter
+
+
+@pytest.mark.parametrize("groups, kernel, padding", [(1, 3, 1), (1, 5, 2), (2, 2, 1)])
+def test_lstm_scan_backward_is_the_gradient(groups, kernel, padding):
+    """The recurrence's hand-written backward (both models' configurations: the Row LSTM's k x 1
+    kernels, the Diagonal BiLSTM's two streams with a 2 x 1 kernel) against finite differences."""
+    from models.pixelrnn import lstm_scan
+
+    torch.manual_seed(0)
+    hidden = 3
+    gates = torch.randn(4, 2, groups * 4 * hidden, 5, dtype=torch.double, requires_grad=True)
+    weight = torch.randn(groups * 4 * hidden, hidden, kernel, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda g, w: lstm_scan(g, w, padding, groups), (gates, weight))
+
+
+@pytest.mark.parametrize("name", ["row_lstm", "diagonal_bilstm"])
+def test_bf16_autocast_trains_and_keeps_the_recurrence_in_float32(name):
+    """Under bf16 autocast (the Trainer's on CUDA; CPU autocast here) the loss and its gradients
+    stay finite and near float32's: the recurrence itself runs in float32."""
+    torch.manual_seed(0)
+    model = models.build(name, (1, 8, 8), 2, hidden=8, layers=2)
+    x = torch.bernoulli(torch.full((4, 1, 8, 8), 0.3))
+    exact = model.loss(x)["loss"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model.loss(x)["loss"]
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert loss.item() == pytest.approx(exact.item(), rel=0.02)

@@ -98,6 +98,33 @@ def test_dead_code_restart_revives_unused_codes():
     assert not q.dead_codes().any()
 
 
+@pytest.mark.parametrize("ema", [False, True])
+def test_usage_bookkeeping_matches_a_per_step_recomputation(ema):
+    """The quantizer looks for dead codes only on calls where one can have died since its last
+    look, and counts usage without syncing: the restarts, perplexity and codes used must still
+    be those of checking and recounting from scratch at every step (across a checkpoint too)."""
+    torch.manual_seed(0)
+    q = quantizer(k=16, d=2, ema=ema, restart_dead=True, usage_window=4)
+    g = torch.Generator().manual_seed(0)
+    restarts = 0
+    for i in range(80):
+        if i == 40:  # a reloaded quantizer must not trust its predecessor's schedule
+            fresh = quantizer(k=16, d=2, ema=ema, restart_dead=True, usage_window=4)
+            fresh.load_state_dict(q.state_dict())
+            q = fresh
+        due = int(q.dead_codes().sum())
+        z = torch.randn(2, 2, 2, 2, generator=g) * (0.1 if (i // 10) % 2 else 3.0) + i % 5
+        out = q(z)
+        assert out["restarted"].item() == due
+        restarts += due
+        p = torch.bincount(out["codes"].flatten(), minlength=16).double() / out["codes"].numel()
+        expected = math.exp(-sum(x * math.log(x) for x in p.tolist() if x > 0))
+        assert out["perplexity"].item() == pytest.approx(expected, rel=1e-6)
+        assert out["codes_used"].item() == q.codes_used().item()
+        assert out["codes_used"].item() == ((q.step - q.last_used) < 4).sum().item()
+    assert restarts > 0
+
+
 def test_ema_update_matches_its_formula_on_a_hand_computed_case():
     q = quantizer(k=2, d=2, ema=True, decay=0.5)
     q.embedding.data = torch.tensor([[0.0, 0.0], [10.0, 10.0]])

@@ -73,6 +73,9 @@ class TrainConfig:
     # workbench.accel.use_bf16); on a CPU training is always fp32.
     bf16: bool | str = field(default="auto", metadata=_choice("auto", True, False))
     compile: str = field(default="off", metadata=_choice("off", "default", "reduce-overhead"))  # torch.compile of the loss
+    # the forward and backward replayed from one CUDA graph (workbench.accel.GraphStep): CUDA only;
+    # "auto" where the model's loss can be captured, and never with compile or under DDP
+    cuda_graph: bool | str = field(default="auto", metadata=_choice("auto", True, False))
 
 
 @dataclass

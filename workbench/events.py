@@ -13,6 +13,7 @@ class Started:
     total_steps: int
     num_params: int
     device: str
+    step_mode: str = "eager"  # how the step runs: "eager", or e.g. "CUDA graph", "compile default, bf16"
 
 
 @dataclass(frozen=True)

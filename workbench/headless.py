@@ -15,7 +15,7 @@ def _fmt(metrics: dict[str, float], keys=None) -> str:
 
 
 def started_line(event: ev.Started) -> str:
-    return (f"run {event.run_dir}  device {event.device}  {event.num_params:,} parameters"
+    return (f"run {event.run_dir}  device {event.device} ({event.step_mode})  {event.num_params:,} parameters"
             + (f"  resuming after step {event.step}" if event.step else ""))
 
 

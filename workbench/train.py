@@ -189,14 +189,19 @@ class Trainer:
             self.run.truncate_metrics(self.step)  # no checkpoint: start again from step 0
         self.model, self.opt, self.sched, self.splits = model, opt, sched, splits
         loss_fn, rows = self._data_parallel(model, batches) if self.world else (model.loss, slice(None))
+        # bf16 autocast, torch.compile of the loss or a CUDA graph of the step (workbench.accel);
+        # all off, the step is the eager fp32 one
+        graphed = accel.use_cuda_graph(cfg.train.cuda_graph, device.type, model.loss_capturable(), num_params,
+                                       compile=cfg.train.compile, data_parallel=self.world is not None)
+        bf16 = accel.use_bf16(cfg.train.bf16, device.type, num_params)
+        step_fn = accel.training_step(loss_fn, compile=cfg.train.compile, cuda_graph=graphed, params=params, bf16=bf16,
+                                      warn=lambda message: self.emit(ev.Warned(self.step, message)))
+        step_mode = ", ".join(m for m in ("CUDA graph" if graphed else "",
+                                          "" if cfg.train.compile == "off" else f"compile {cfg.train.compile}",
+                                          "bf16" if bf16 else "") if m) or "eager"
         self.run.write_status("running", self.step)
         self.phase = "training"
-        self.emit(ev.Started(self.run.path, self.step, total, num_params, str(device)))
-
-        # bf16 autocast and torch.compile of the loss (workbench.accel); off, the step is the eager fp32 one
-        step_fn = accel.LossStep(loss_fn, cfg.train.compile, params=params,
-                                 bf16=accel.use_bf16(cfg.train.bf16, device.type, num_params),
-                                 warn=lambda message: self.emit(ev.Warned(self.step, message)))
+        self.emit(ev.Started(self.run.path, self.step, total, num_params, str(device), step_mode))
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
         count, seen, busy = 0, 0, 0.0
         reason = "completed"
@@ -210,7 +215,8 @@ class Trainer:
             self.step += 1
             x, y = batches.batch(self.step)
             x, y = x[rows], y[rows]  # this rank's share of the global batch
-            opt.zero_grad(set_to_none=True)
+            if not step_fn.owns_grads:  # a CUDA graph's step writes its gradients itself
+                opt.zero_grad(set_to_none=True)
             parts = step_fn(x, y if conditional else None)  # the forward (under autocast) and backward
             if cfg.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)

@@ -93,7 +93,8 @@ def describe_event(event) -> str | None:
     """One log line for a trainer event; None for steps and validations, which the detail
     screen's log reads from metrics.jsonl (every row, not only those that reached the UI)."""
     if isinstance(event, ev.Started):
-        return f"started at step {event.step} of {event.total_steps} on {event.device}, {event.num_params:,} parameters"
+        return (f"started at step {event.step} of {event.total_steps} on {event.device} ({event.step_mode}), "
+                f"{event.num_params:,} parameters")
     if isinstance(event, ev.Evaluated) and event.split != "val":
         parts = " ".join(f"{k} {v:.4g}" for k, v in event.metrics.items() if isinstance(v, (int, float)))
         return f"step {event.step}: {event.split} {parts}{' (best)' if event.best else ''}"
