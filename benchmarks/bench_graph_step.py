@@ -11,6 +11,7 @@ best of the repeats, synchronised at the ends only.
 
     python benchmarks/bench_graph_step.py               # on a GPU: eager and graphed
     python benchmarks/bench_graph_step.py --quick       # a smoke test; on a CPU only eager runs
+    python benchmarks/bench_graph_step.py --paper       # the presets/paper/ presets, for their time per epoch
     python benchmarks/bench_graph_step.py --only row_lstm --compile row_lstm   # eager against torch.compile(mode='reduce-overhead')
 
 Writes benchmarks/results/graph_step[-<gpu>].json (or $OUT/graph_step.json when $OUT is set).
@@ -52,6 +53,9 @@ CASES = [
     ("vqvae ema_restart", "vqvae", 128, {**VQ_SIZES, **VQ_VARIANTS["ema_restart"]}),
 ]
 SHAPES = {"cifar10": (3, 32, 32)}
+# --paper: every presets/paper/ preset but the prior (which needs a trained VQ-VAE), at its batch size
+PAPER = [(f"{p.stem} (paper)", f"paper/{p.stem}", None, {})
+         for p in sorted((ROOT / "presets" / "paper").glob("*.toml")) if "prior" not in p.stem]
 
 
 class _Reference(torch.nn.Module):
@@ -170,12 +174,13 @@ def main() -> None:
     parser.add_argument("--max-time", type=float, default=2.0, help="seconds per timing at most (then fewer steps)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=None, help="labels of the cases to run")
+    parser.add_argument("--paper", action="store_true", help="the presets/paper/ presets instead (fp32)")
     parser.add_argument("--compile", nargs="*", default=[], metavar="LABEL",
                         help="these cases against torch.compile(mode='reduce-overhead') instead")
     args = parse(parser)
     device = torch.device(args.device)
     rows, results = [], []
-    for label, preset, batch, overrides in CASES:
+    for label, preset, batch, overrides in PAPER if args.paper else CASES:
         if args.only is not None and label not in args.only:
             continue
         for mode in ["reduce-overhead"] if label in args.compile else ["off"]:
@@ -199,11 +204,13 @@ def main() -> None:
     print(table(["model", "batch", "params", "eager img/s", "against", "img/s", "speedup", "max rel loss diff (10 steps)", "warnings"], rows))
     payload = {"device": str(device), "quick": args.quick, "results": results}
     if os.environ.get("OUT"):
-        out = Path(os.environ["OUT"]) / ("graph_step_compile.json" if args.compile else "graph_step.json")
+        name = "graph_step" + ("_compile" if args.compile else "") + ("_paper" if args.paper else "")
+        out = Path(os.environ["OUT"]) / f"{name}.json"
         out.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
         print(f"\nwrote {out}")
     elif not args.quick:
-        suffix = ("_compile" if args.compile else "") + ("" if device.type == "cpu" else "-" + torch.cuda.get_device_name().split()[-1].lower())
+        suffix = ("_compile" if args.compile else "") + ("_paper" if args.paper else "") + \
+            ("" if device.type == "cpu" else "-" + torch.cuda.get_device_name().split()[-1].lower())
         print(f"\nwrote {save('graph_step' + suffix, payload)}")
 
 

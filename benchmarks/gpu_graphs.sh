@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The prepared GPU check of issue 12's launch-overhead work, in one call of under 9 minutes on
+# The prepared GPU check of issue 12's launch-overhead work, in one call of about 6 minutes on
 # one GPU (python3 with torch, pytest; no Textual needed, no downloads, synthetic data only):
 #   1. training img/s, eager against the CUDA-graph step (benchmarks/bench_graph_step.py),
-#      the VQ-VAE beside its same-size reference;
+#      the VQ-VAE beside its same-size reference, then every presets/paper/ preset;
 #   2. the CUDA tests of the graphed training step and of the samplers' graphs;
 #   3. sampling 64 images with and without graphs (benchmarks/bench_sample_graphs.py);
 #   4. `genwb run` end to end on CUDA: a graphed Row LSTM with validation, samples and a resume,
@@ -25,6 +25,9 @@ $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_na
 
 step "training: eager against the CUDA-graph step"
 timeout 180 $PY benchmarks/bench_graph_step.py --steps 60 --repeats 2 --max-time 1.5
+
+step "the presets/paper/ presets: eager against the CUDA-graph step"
+timeout 240 $PY benchmarks/bench_graph_step.py --paper --steps 40 --repeats 2 --max-time 1.5
 
 step "tests"
 timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_graph_step.py tests/test_cudagraph.py 2>&1 | tail -25
