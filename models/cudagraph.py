@@ -42,7 +42,8 @@ class CudaGraphs:
         if not inputs or not all(t.is_cuda for t in inputs):
             return fn(*inputs)
         key = (key, tuple((tuple(t.shape), t.dtype, t.device) for t in inputs))
-        with self.lock, torch.cuda.device(inputs[0].device):  # graphs capture and replay on the current device
+        # the device's lock first (a capture takes it): one order for every thread
+        with device_lock(inputs[0].device), self.lock, torch.cuda.device(inputs[0].device):
             entry = self.graphs.get(key)
             if entry is not None:
                 self.graphs.move_to_end(key)
@@ -85,22 +86,47 @@ class CudaGraphs:
         return result, (static_inputs, output, graph)
 
 
+_DEVICE_LOCKS: dict[int, threading.RLock] = {}
+_DEVICE_LOCKS_GUARD = threading.Lock()
+
+
+def device_lock(device):
+    """The lock of a CUDA device's default random generator (a null context off CUDA).
+
+    While a thread captures a CUDA graph, torch refuses every draw from the device's default
+    generator made outside that capture ("Offset increment outside graph capture encountered
+    unexpectedly"), from any thread. So every capture holds this lock (``capture``), and so does
+    code that draws random numbers on the device in a thread that may run beside another one's
+    capture: the Trainer around its steps, validation and sampling, and workbench.sampling. A
+    draw then waits for a capture to end (a second or two, once per graph) instead of failing."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    with _DEVICE_LOCKS_GUARD:
+        return _DEVICE_LOCKS.setdefault(index, threading.RLock())
+
+
 @contextlib.contextmanager
 def capture(graph: torch.cuda.CUDAGraph, device: torch.device):
-    """``torch.cuda.graph(graph)`` on ``device``, thread-local (other threads, a training job on
-    the same GPU, may go on using CUDA), that leaves the device's default random generator
-    usable when the capture fails: torch marks the generator as capturing when a capture begins
-    and unmarks it only when one ends well, so after a capture that an operation invalidated
-    (``.item()``, say) every later random draw on the device would fail. The generator gets
-    back its state from before the capture, and the thread its stream (which torch leaves on
-    its capture stream when ending the capture fails)."""
+    """Capture the block into ``graph`` on a side stream of ``device``, thread-local (other
+    threads may go on launching work meanwhile), holding ``device_lock``. A capture that fails
+    (an operation that waits for the device) leaves the device's default generator as it was
+    before: torch marks it as capturing when a capture begins and unmarks it only when one ends
+    well (and ``torch.cuda.graph`` would also leave its capture stream current)."""
     index = device.index if device.index is not None else torch.cuda.current_device()
     generator = torch.cuda.default_generators[index]
-    before, stream = generator.clone_state(), torch.cuda.current_stream(device)
-    try:
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            yield
-    except BaseException:
-        torch.cuda.set_stream(stream)
-        generator.graphsafe_set_state(before)
-        raise
+    with device_lock(device):
+        before = generator.clone_state()
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()  # as torch.cuda.graph does: the graph's pool gets what was cached
+        try:
+            with torch.cuda.stream(torch.cuda.Stream(device)):
+                graph.capture_begin(capture_error_mode="thread_local")
+                try:
+                    yield
+                finally:
+                    graph.capture_end()
+        except BaseException:
+            generator.graphsafe_set_state(before)
+            raise

@@ -91,8 +91,11 @@ def test_replays_follow_weights_updated_in_place_and_soft_labels():
 
 @cuda
 def test_a_capture_that_fails_stays_eager_with_one_warning():
+    """... and leaves the thread's stream and the device's random generator as they were (torch
+    marks the generator as capturing when a capture begins: left so, every later draw fails)."""
     graphs = CudaGraphs()
     x = torch.arange(4.0, device="cuda")
+    stream = torch.cuda.current_stream()
 
     def syncs(t):
         return t * float(t.sum().item())  # waits for the device: not capturable
@@ -104,3 +107,47 @@ def test_a_capture_that_fails_stays_eager_with_one_warning():
         warnings.simplefilter("error")
         assert torch.equal(graphs.run("s", syncs, x + 1), (x + 1) * 10)
     assert not graphs.graphs and graphs.failed
+    assert torch.cuda.current_stream() == stream
+    torch.randn(8, device="cuda")  # not "Offset increment outside graph capture encountered unexpectedly"
+
+
+@cuda
+def test_a_training_job_draws_on_while_a_sampler_is_captured_beside_it(tiny_data, isolated):
+    """The app's sampling session captures its sampler's graphs while a VAE job, which draws
+    noise at every step, trains on the same GPU in another thread. While a capture runs torch
+    refuses any other draw on the device; the job waits for it (models.cudagraph.device_lock)
+    instead of failing."""
+    import threading
+
+    from tests.conftest import preset_text, train_losses
+    from workbench import sampling
+
+    preset = isolated / "vae.toml"
+    vae = 'name = "vae"\narch = "mlp"\nhidden = 32\nlatent_dim = 4'
+    preset.write_text(preset_text(vae, "vae").replace('device = "cpu"', 'device = "cuda"'))
+    result = {}
+
+    def job():
+        try:
+            result["losses"] = train_losses(preset, isolated / "runs", ["train.max_steps=1500", "train.val_every=250",
+                                                                         "sample.every=500", "train.cuda_graph=false"])[2]
+        except Exception as e:  # noqa: BLE001 - the test reports it
+            result["error"] = e
+
+    torch.manual_seed(0)
+    model = models.build("pixelcnn", (1, 8, 8), 2, hidden_channels=16, num_layers=2, head_channels=16).to("cuda").eval()
+    thread = threading.Thread(target=job)
+    thread.start()
+    captures = 0
+    try:
+        for n in range(2, 40):
+            if not thread.is_alive():
+                break
+            for seed in range(3):  # the second call of a size captures its graph
+                sampling.draw(model, n, seed=seed)
+            captures += 1
+    finally:
+        thread.join()
+    assert "error" not in result, result.get("error")
+    assert len(result["losses"]) == 1500 // 2  # the tiny preset logs every 2 steps
+    assert captures >= 2 and _sample_graphs(model).graphs and not _sample_graphs(model).failed

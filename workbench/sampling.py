@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 import models
 from models.base import AutoregressiveModel
+from models.cudagraph import device_lock
 from workbench.errors import UserError
 
 BATCH = 256            # images per model call
@@ -210,7 +211,7 @@ def _check_count(n: int, what: str = "-n") -> None:
 def _seeded(seed: int, device: torch.device):
     """The global RNG seeded for the block and restored after it (training is untouched)."""
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with device_lock(device), torch.random.fork_rng(devices=devices):  # see models.cudagraph.device_lock
         torch.manual_seed(seed)
         yield
 
@@ -265,7 +266,7 @@ def reconstruct(model, x: torch.Tensor, y: torch.Tensor | None = None, *, mean: 
     if vq is None and model.num_classes is not None and y is None:
         raise UserError(f"{model.registered_name} is class-conditional: reconstruct needs the images' labels y")
     recons = []
-    with torch.inference_mode():
+    with device_lock(model.device), torch.inference_mode():  # a draw of p(x | z) with mean=False
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(model.device)
             if vq is not None:

@@ -33,6 +33,7 @@ from typing import Callable
 
 import torch
 
+from models.cudagraph import device_lock
 from workbench import distributed
 from workbench import accel
 from workbench import events as ev
@@ -185,7 +186,8 @@ class Trainer:
         if self.resume:
             which = self.run.resume_checkpoint(self.checkpoint)
             if which:
-                self._restore(which, self.run.load_checkpoint(which, map_location=device), model, opt, sched)
+                with device_lock(device):  # it sets the device's random generator
+                    self._restore(which, self.run.load_checkpoint(which, map_location=device), model, opt, sched)
             self.run.truncate_metrics(self.step)  # no checkpoint: start again from step 0
         self.model, self.opt, self.sched, self.splits = model, opt, sched, splits
         loss_fn, rows = self._data_parallel(model, batches) if self.world else (model.loss, slice(None))
@@ -202,6 +204,8 @@ class Trainer:
         self.run.write_status("running", self.step)
         self.phase = "training"
         self.emit(ev.Started(self.run.path, self.step, total, num_params, str(device), step_mode))
+        # another thread's CUDA graph capture on this device refuses random draws: wait for it
+        rng_lock = device_lock(device)
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
         count, seen, busy = 0, 0, 0.0
         reason = "completed"
@@ -217,7 +221,8 @@ class Trainer:
             x, y = x[rows], y[rows]  # this rank's share of the global batch
             if not step_fn.owns_grads:  # a CUDA graph's step writes its gradients itself
                 opt.zero_grad(set_to_none=True)
-            parts = step_fn(x, y if conditional else None)  # the forward (under autocast) and backward
+            with rng_lock:  # the forward (under autocast) and backward: a loss may draw random numbers
+                parts = step_fn(x, y if conditional else None)
             if cfg.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
             opt.step()
@@ -336,6 +341,7 @@ class Trainer:
     def _rng_fork(self, seed: int):
         """Validation and sampling draw from their own RNG stream, leaving training's untouched."""
         stack = contextlib.ExitStack()
+        stack.enter_context(device_lock(self.device))  # see models.cudagraph.device_lock
         stack.enter_context(torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []))
         torch.manual_seed(seed)
         return stack
@@ -419,12 +425,14 @@ class Trainer:
     def _checkpoint(self, which: str) -> None:
         if not self._weights_finite():
             raise self._diverged("the weights stopped being finite")
+        with device_lock(self.device):
+            rng = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [])
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "rng_cpu": rng[0],
+            "rng_cuda": rng[1],
             "step": self.step,
             "best": self.best,
             "bad_validations": self.bad_validations,
