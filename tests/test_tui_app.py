@@ -206,7 +206,7 @@ async def test_command_palette_lists_the_screen_keys(tmp_path):
 
 
 # -- new-job form ---------------------------------------------------------------------------------------
-def test_presets_found_in_cwd_and_beside_runs(tmp_path, monkeypatch):
+async def test_presets_found_in_cwd_and_beside_runs(tmp_path, monkeypatch):  # async: the module is asyncio-marked
     (tmp_path / "presets" / "paper").mkdir(parents=True)
     (tmp_path / "presets" / "a.toml").write_text("[run]\n")
     (tmp_path / "presets" / "paper" / "b.toml").write_text("[run]\n")
