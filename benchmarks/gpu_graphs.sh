@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check of issue 12's launch-overhead work, in one call of about 6 minutes on
+# The prepared GPU check of issue 12's launch-overhead work, in one call of about 5 minutes on
 # one GPU (python3 with torch, pytest; no Textual needed, no downloads, synthetic data only):
 #   1. training img/s, eager against the CUDA-graph step (benchmarks/bench_graph_step.py),
 #      the VQ-VAE beside its same-size reference, then every presets/paper/ preset;
