@@ -91,8 +91,9 @@ async def test_cancel_pause_resume_and_move(tmp_path):
         assert queue.calls[-1] == ("cancel", "j2")
         await pilot.pause(0.4)
         assert table_rows(table)[1][5] == "cancelled"
+        sent = len(queue.calls)
         await pilot.press("c")  # already cancelled: a notification, no command
-        assert queue.calls[-1] == ("cancel", "j2")
+        assert len(queue.calls) == sent
         await pilot.press("down", "plus")
         assert queue.calls[-1] == ("move", "j3", 1)
         await pilot.pause(0.4)
@@ -136,13 +137,22 @@ async def test_keys_at_the_wrong_time_notify(tmp_path):
         assert any("no run folder yet" in n.message for n in app._notifications)
 
 
-async def test_evaluate_key_submits_eval_of_the_jobs_run(tmp_path):
+async def test_evaluate_key_submits_eval_of_the_jobs_run_once(tmp_path, monkeypatch):
+    """Once: a second press while that evaluation is queued warns instead. The runs folder is
+    given relative (genwb's default, "runs"), the queue's jobs hold absolute run folders."""
     run = make_run(tmp_path / "runs", "tiny-a", checkpoint=True)
-    app, queue = fixed_app(tmp_path, [job_info("j1", "done", step=24, run_dir=str(run))])
+    monkeypatch.chdir(tmp_path)
+    queue = FixedQueue([job_info("j1", "done", step=24, run_dir=str(run))])
+    app = create_app("runs", queue=queue, image_protocol="halfcell")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         await pilot.press("e")
         assert queue.calls == [("submit_eval", str(run), 10000)]
+        assert app.active_job(Path("runs") / "tiny-a", "eval").id == "j2"
+        await pilot.press("e")
+        await pilot.pause()
+        assert queue.calls == [("submit_eval", str(run), 10000)]
+        assert any("already job j2" in n.message for n in app._notifications)
 
 
 async def test_sample_key_opens_the_sampling_session_on_the_jobs_checkpoint(tmp_path):

@@ -29,6 +29,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Label
 
 from workbench import events as ev
+from workbench.jobs import FINISHED
 from workbench.runindex import MetricsTail, Series, sparkline
 
 REFRESH_HZ = 4
@@ -123,16 +124,15 @@ class GenwbApp(App):
     """
     BINDINGS = [Binding("q", "quit", "Quit", priority=False), Binding("ctrl+q", "quit", "Quit", show=False)]
 
-    def __init__(self, runs_dir: Path, queue, *, owns_queue: bool, image_protocol: str = "auto") -> None:
+    def __init__(self, runs_dir: Path, queue, *, owns_queue: bool) -> None:
         super().__init__()
         if "TEXTUAL_ANIMATIONS" not in os.environ:
             # Sliding tab underlines and scrolls redraw the screen dozens of times a second: over
             # SSH, next to training, that costs more than it shows (measured: a tab switch 2.5x slower).
             self.animation_level = "none"
-        self.runs_dir = Path(runs_dir)
+        self.runs_dir = Path(runs_dir)  # as given, for the screens' titles; scanned resolved (see runs_root)
         self.queue = queue
         self.owns_queue = owns_queue
-        self.image_protocol = image_protocol
         self.jobs: list = []
         self.sparks: dict[str, str] = {}
         self._loss_tails: dict[str, tuple[MetricsTail, Series]] = {}
@@ -257,6 +257,27 @@ class GenwbApp(App):
         self.refresh_jobs(force=True)
         return job_id
 
+    @property
+    def runs_root(self) -> Path:
+        """The runs folder, absolute: run folders found in it compare equal to the queue's."""
+        return self.runs_dir.resolve()
+
+    def active_job(self, run_dir: Path, kind: str | None = None):
+        """The first unfinished job of ``run_dir`` (of ``kind``, "train" or "eval", if given), or None."""
+        run_dir = Path(run_dir).resolve()
+        return next((j for j in self.jobs if j.run_dir and j.state not in FINISHED and (kind is None or j.kind == kind)
+                     and Path(j.run_dir).resolve() == run_dir), None)
+
+    def evaluate_run(self, run_dir: Path, done: str, n: int | None = None) -> str | None:
+        """Queue an evaluation of ``run_dir`` (see ``submit_job``), unless one is queued or running."""
+        active = self.active_job(run_dir, "eval")
+        if active is not None:
+            self.notify(f"{Path(run_dir).name}: its evaluation is already job {active.id} ({active.state})",
+                        severity="warning")
+            return None
+        kwargs = {} if n is None else {"n": n}
+        return self.submit_job(f"evaluate {Path(run_dir).name}", lambda: self.queue.submit_eval(str(run_dir), **kwargs), done)
+
     def _spark(self, job) -> str:
         """The job's training loss as a sparkline, from its metrics file read incrementally."""
         if not job.run_dir:
@@ -329,4 +350,4 @@ def create_app(runs_dir: str | Path = "runs", *, queue=None, image_protocol: str
             queue = JobQueue(runs_dir, cpu_slots=cpu_slots, work=True)
         except OSError as e:
             raise UserError(f"{runs_dir}: cannot open the runs folder ({e.strerror or e}); choose another with --runs DIR") from None
-    return GenwbApp(runs_dir, queue, owns_queue=owns, image_protocol=image_protocol)
+    return GenwbApp(runs_dir, queue, owns_queue=owns)

@@ -15,6 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Label, RichLog, Static, TabbedContent, TabPane
 
+from workbench.jobs import FINISHED
 from workbench.runindex import EVAL_METRICS, MetricsTail, has_checkpoint, latest_samples, nll_kind, read_config, read_status
 from workbench.tui.app import TAIL_BYTES, JobsUpdated
 from workbench.tui.widgets.curves import CurvesPanel
@@ -45,8 +46,8 @@ def evaluation_table(evaluation: dict) -> Table | str:
             label = next((r.get("labels", {}).get(key.split("_")[0]) for r in records.values()
                           if r.get("labels", {}).get(key.split("_")[0])), heading)
             table.add_row(label, *cells)
-    for r in records.values():
-        table.caption = f"extractor: {r.get('extractor_label', r.get('extractor'))}; n = {r.get('n')}"
+    table.caption = "; ".join(f"extractor: {r.get('extractor_label', r.get('extractor'))}, n = {r.get('n')}"
+                              for r in records.values()) or None
     return table
 
 
@@ -217,7 +218,7 @@ class DetailScreen(Screen):
         from workbench.tui.screens.sampling import SamplingScreen
 
         job = self.app.job(self.job_id)
-        running = job is not None and job.state not in ("done", "failed", "cancelled")
+        running = job is not None and job.state not in FINISHED
         # The running job's latest weights; else the best, or "last" where there is no best.pt.
         self.app.push_screen(SamplingScreen(self.run_dir, which="last" if running else "best"))
 
@@ -225,5 +226,4 @@ class DetailScreen(Screen):
         if not has_checkpoint(self.run_dir):
             self.notify("no checkpoint yet: nothing to evaluate", severity="warning")
             return
-        self.app.submit_job("evaluate", lambda: self.app.queue.submit_eval(str(self.run_dir)),
-                            "evaluation queued as {id}; the Evaluation tab fills in when it finishes")
+        self.app.evaluate_run(self.run_dir, "evaluation queued as {id}; the Evaluation tab fills in when it finishes")

@@ -26,7 +26,6 @@ HEADINGS = {"precision": "prec", "recall": "rec", "conditional_accuracy": "acc",
 DIGITS = 3
 RUN_WIDTH = 22
 SAMPLE_COUNTS = (10000, 5000, 1000)
-ACTIVE = ("queued", "waiting", "running", "paused")
 
 
 class EvaluationScreen(Screen):
@@ -66,7 +65,7 @@ class EvaluationScreen(Screen):
 
     @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
     def rescan(self) -> None:
-        rows = eval_rows(self.app.runs_dir)
+        rows = eval_rows(self.app.runs_root)
         self.app.call_from_thread(self.show_rows, rows)
 
     def show_rows(self, rows: list[EvalRow]) -> None:
@@ -78,13 +77,11 @@ class EvaluationScreen(Screen):
             self.rescan()
 
     def _job_cell(self, path: Path) -> str:
-        path = path.resolve()  # jobs hold absolute run folders; the scan, the runs folder as given
-        jobs = [j for j in self.app.jobs if j.kind == "eval" and j.run_dir and Path(j.run_dir).resolve() == path]
-        active = [j for j in jobs if j.state in ACTIVE]
-        if active:
-            j = active[-1]
+        j = self.app.active_job(path, "eval")
+        if j is not None:
             return f"{j.id} {j.progress:.0%}" if j.state == "running" else f"{j.id} {j.state}"
-        failed = [j for j in jobs if j.state == "failed"]
+        path = path.resolve()
+        failed = [j for j in self.app.jobs if j.kind == "eval" and j.state == "failed" and Path(j.run_dir).resolve() == path]
         return f"{failed[-1].id} failed" if failed else ""
 
     def redraw(self) -> None:
@@ -176,15 +173,8 @@ class EvaluationScreen(Screen):
             if not has_checkpoint(path):
                 self.notify(f"{path.name}: no checkpoint, skipped", severity="warning")
                 continue
-            if any(j.kind == "eval" and j.run_dir and Path(j.run_dir) == path and j.state in ACTIVE
-                   for j in self.app.jobs):
-                self.notify(f"{path.name}: an evaluation is already queued", severity="warning")
-                continue
-            try:
-                queued.append(self.app.queue.submit_eval(str(path), n=self.n))
-            except Exception as e:
-                self.notify(f"evaluate {path.name}: {e}", severity="error")
+            job_id = self.app.evaluate_run(path, f"evaluation of {path.name} queued as {{id}} (n = {self.n})", n=self.n)
+            if job_id:
+                queued.append(job_id)
         if queued:
-            self.notify(f"queued {len(queued)} evaluation(s): {', '.join(queued)}")
-            self.app.refresh_jobs(force=True)
             self.redraw()

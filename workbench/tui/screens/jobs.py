@@ -8,11 +8,11 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from workbench.jobs import FINISHED
 from workbench.runindex import has_checkpoint
 from workbench.tui.app import JobsUpdated
 from workbench.tui.widgets.job_table import JobTable
 
-FINISHED = ("done", "failed", "cancelled")
 
 
 class JobsScreen(Screen):
@@ -156,8 +156,7 @@ class JobsScreen(Screen):
         if job.kind != "train":
             self.notify(f"{job.id} is an evaluation; select a training job", severity="warning")
             return
-        self.app.submit_job(f"evaluate {job.id}", lambda: self.app.queue.submit_eval(job.run_dir),
-                            f"evaluation of {Path(job.run_dir).name} queued as {{id}}")
+        self.app.evaluate_run(Path(job.run_dir), f"evaluation of {Path(job.run_dir).name} queued as {{id}}")
 
     def action_sample(self) -> None:
         job = self.selected(need_run=True, need_checkpoint=True)

@@ -6,7 +6,6 @@ the first problem shows as one line under the form, and nothing is queued until 
 """
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
 
@@ -17,9 +16,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
+from workbench.config import toml_value
 from workbench.errors import UserError
+from workbench.jobs import FINISHED
 
-FINISHED = ("done", "failed", "cancelled")
 
 
 # The checkout genwb runs from (``pip install -e .``): its presets are offered wherever genwb starts.
@@ -40,21 +40,10 @@ def find_presets(runs_dir: Path, cwd: Path | None = None) -> list[Path]:
     return found
 
 
-def format_value(value) -> str:
-    """A TOML value as the user types it in --set (strings quoted, lists in brackets)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
-    return repr(value) if isinstance(value, float) else str(value)
-
-
 def preset_fields(text: str) -> list[tuple[str, str]]:
     """``("section.key", "value")`` for each value of a preset's tables."""
     raw = tomllib.loads(text)
-    return [(f"{section}.{key}", format_value(value))
+    return [(f"{section}.{key}", toml_value(value))
             for section, table in raw.items() if isinstance(table, dict)
             for key, value in table.items() if not isinstance(value, dict)]
 

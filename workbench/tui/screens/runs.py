@@ -25,7 +25,6 @@ class OpenTable(DataTable):
 
 
 RESCAN_S = 3.0
-UNFINISHED = ("created", "running", "interrupted", "cancelled", "paused", "failed", "unknown")
 
 #: (column key, heading, sort key)
 COLUMNS = [
@@ -92,7 +91,7 @@ class RunsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
     def rescan(self) -> list[RunRow]:
-        rows = scan_runs(self.app.runs_dir)
+        rows = scan_runs(self.app.runs_root)
         self.app.call_from_thread(self.show_rows, rows)
         return rows
 
@@ -180,7 +179,9 @@ class RunsScreen(Screen):
             return
         from workbench.tui.screens.detail import DetailScreen
 
-        job = next((j for j in self.app.jobs if j.run_dir and Path(j.run_dir) == row.path and j.kind == "train"), None)
+        path = row.path.resolve()
+        jobs = [j for j in self.app.jobs if j.kind == "train" and j.run_dir and Path(j.run_dir).resolve() == path]
+        job = self.app.active_job(path, "train") or (jobs[-1] if jobs else None)  # its latest, finished or not
         self.app.push_screen(DetailScreen(row.path, job_id=job.id if job else None))
 
     def action_resume(self) -> None:
@@ -190,10 +191,9 @@ class RunsScreen(Screen):
         if row.finished:
             self.notify(f"{row.name} is {row.state}: nothing to resume", severity="warning")
             return
-        active = [j for j in self.app.jobs if j.run_dir and Path(j.run_dir) == row.path
-                  and j.state in ("queued", "waiting", "running", "paused")]
-        if active:
-            self.notify(f"{row.name} is already job {active[0].id} ({active[0].state})", severity="warning")
+        active = self.app.active_job(row.path)
+        if active is not None:
+            self.notify(f"{row.name} is already job {active.id} ({active.state})", severity="warning")
             return
         self.app.submit_job(f"resume {row.name}", lambda: self.app.queue.submit_resume(str(row.path)),
                             f"{row.name} resumes as job {{id}}")
@@ -216,5 +216,4 @@ class RunsScreen(Screen):
         if not has_checkpoint(row.path):
             self.notify(f"{row.name} has no checkpoint: nothing to evaluate", severity="warning")
             return
-        self.app.submit_job(f"evaluate {row.name}", lambda: self.app.queue.submit_eval(str(row.path)),
-                            f"evaluation of {row.name} queued as {{id}}; see the FID/IS panel (f on the jobs screen)")
+        self.app.evaluate_run(row.path, f"evaluation of {row.name} queued as {{id}}; see the FID/IS panel (f on the jobs screen)")
