@@ -154,15 +154,9 @@ class VectorQuantizer(nn.Module):
         return restarted
 
     @torch.no_grad()
-    def ema_update(self, z: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor | None = None,
-                   sums: torch.Tensor | None = None) -> None:
-        """The EMA step for vectors z (N, D) assigned to ``codes`` (N,); ``counts`` and ``sums``,
-        where given, are the codes' counts (K,) and sums of their vectors (K, D)."""
-        counts = code_counts(codes, self.num_codes) if counts is None else counts
-        if counts.dtype != z.dtype:
-            counts = counts.to(z.dtype)
-        if sums is None:
-            sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, z)
+    def ema_update(self, counts: torch.Tensor, sums: torch.Tensor) -> None:
+        """The EMA step from this batch's code counts (K,) and sums of the vectors assigned to
+        each code (K, D)."""
         torch._foreach_mul_([self.ema_count, self.ema_sum], self.decay)
         self.ema_count.add_(counts, alpha=1 - self.decay)
         self.ema_sum.add_(sums, alpha=1 - self.decay)
@@ -268,7 +262,7 @@ class VectorQuantizer(nn.Module):
             # where, not masked_fill_: that reads a tensor fill value to the host on CUDA.
             torch.where(counts > 0, step, self.last_used, out=self.last_used)
             if with_ema:
-                self.ema_update(flat, flat_codes, counts, stats[:, :d])
+                self.ema_update(counts, stats[:, :d])
         # = self.codes_used(), compared straight into floats
         out["codes_used"] = torch.lt(self.step - self.last_used, self.usage_window, out=self._scratch(flat.device)).sum()
         out["restarted"] = torch.full((), float(restarted), device=z_e.device)  # a fill, not a host copy

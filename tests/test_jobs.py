@@ -328,8 +328,6 @@ def test_history_is_bounded_and_spans_the_whole_curve():
     gaps = {b - a for a, b in zip(train[:-2], train[1:-1])}
     assert len(gaps) == 1, "evenly thinned"
     assert [r["step"] for r in rows if r["split"] == "val"][-1] == 100_000
-    h.truncate(50_000)
-    assert max(r["step"] for r in h.rows()) <= 50_000
 
 
 def test_a_slow_subscriber_loses_nothing_and_delays_nothing(tiny_preset, queues):

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import models
-from workbench import evaluate, sampling
+from workbench import sampling
 from workbench.config import load_config
 from workbench.data import load_data
 from workbench.errors import UserError
@@ -245,7 +245,6 @@ def test_parse_mix_and_soft_label():
 
 def test_test_images_are_the_trainers_test_split(tiny_preset):
     config = load_config(tiny_preset)
-    assert sampling.TEST_SPLIT_SEED == evaluate.TEST_SPLIT_SEED
     splits = load_data(config.data)  # dynamic binarisation: the same draw as the trainer's test NLL
     x, y = sampling.test_images(Run(tiny_preset.parent, config), 7, seed=1)
     pick = torch.randperm(len(splits.test_x), generator=torch.Generator().manual_seed(1))[:7]

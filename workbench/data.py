@@ -185,6 +185,16 @@ class Splits:
     test_y: torch.Tensor
 
 
+VAL_SPLIT_SEED, TEST_SPLIT_SEED = 1, 2  # the dynamic binarisation of the validation and test images
+
+
+def load_test_split(dataset: str, binarize: str, levels: int, root: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images in the model's domain (the binarisation every run and evaluation uses)
+    and their labels."""
+    images, labels = load_split(dataset, "test", root)
+    return to_model_domain(images, binarize, levels, seed=TEST_SPLIT_SEED), labels
+
+
 def load_data(data_cfg, device: torch.device = torch.device("cpu")) -> Splits:
     """Load and split a dataset per ``[data]``: the validation split is carved from the training
     set by a fixed permutation (the same for every run seed); the test set is kept apart."""
@@ -200,9 +210,9 @@ def load_data(data_cfg, device: torch.device = torch.device("cpu")) -> Splits:
         info=info,
         train_images=images[train_idx].to(device),
         train_labels=labels[train_idx].to(device),
-        val_x=prep(images[val_idx], 1),
+        val_x=prep(images[val_idx], VAL_SPLIT_SEED),
         val_y=labels[val_idx].to(device),
-        test_x=prep(test_images, 2),
+        test_x=prep(test_images, TEST_SPLIT_SEED),
         test_y=test_labels.to(device),
     )
 

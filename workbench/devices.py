@@ -1,9 +1,23 @@
-"""Turn a device setting ("auto", "cpu", "cuda", "cuda:N") into a torch.device, or say why not."""
+"""Turn a device setting ("auto", "cpu", "cuda", "cuda:N") into a torch.device, or say why not;
+and a seeded random stream on a device that leaves the global one as it was."""
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
+from models.cudagraph import device_lock
 from workbench.errors import UserError
+
+
+@contextlib.contextmanager
+def forked_rng(seed: int, device: torch.device):
+    """The global RNG (the CPU's and ``device``'s) seeded with ``seed`` for the block and restored
+    after it: validation and sampling draw without moving training's stream. Holds the device's
+    lock (see models.cudagraph.device_lock)."""
+    with device_lock(device), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def resolve_device(spec: str) -> torch.device:

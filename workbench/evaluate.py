@@ -29,7 +29,7 @@ from rich.table import Table
 
 from models.cudagraph import device_lock
 from workbench import metrics
-from workbench.data import dataset_info, load_split, to_model_domain
+from workbench.data import TEST_SPLIT_SEED, dataset_info, load_split, load_test_split, to_model_domain
 from workbench.devices import resolve_device
 from workbench.errors import UserError
 from workbench.features import (Extracted, FeatureExtractor, classifier_domain, dataset_fingerprint, get_extractor,
@@ -38,7 +38,6 @@ from workbench.paths import cache_dir
 
 #: Seed with which the trainer binarises the test split (workbench.data.load_data); the real
 #: side of the metrics and the test NLL use the same draw.
-TEST_SPLIT_SEED = 2
 MIN_SAMPLES = 10
 MAX_SAMPLES = 1_000_000
 
@@ -247,8 +246,7 @@ def evaluate_run(run_dir, n: int = 10000, extractor: str = "classifier", incepti
     previous = run.read_eval()
     likelihood = {k: previous[k] for k in ("test_nll", "test_bpd", "likelihood") if k in previous}
     if "test_nll" not in previous:
-        images, y = load_split(data.dataset, "test", root)
-        x = to_model_domain(images, data.binarize, data.levels, seed=TEST_SPLIT_SEED)
+        x, y = load_test_split(data.dataset, data.binarize, data.levels, root)
         likelihood = test_likelihood(model, x, y, batch_size, seed, progress, advance)
     likelihood.update(likelihood_notes(model))  # the trainer's eval.json may predate these fields
     run.update_eval({**likelihood, ext.name: record})

@@ -4,7 +4,7 @@ each job's metrics rows in a ``History``; the app's curves keep (step, value) po
 ``runindex.Series``; both are ``Thinned`` underneath."""
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -32,12 +32,6 @@ class Thinned(Generic[T]):
         self.count += 1
         self.latest = item
 
-    def retain(self, keep: Callable[[T], bool]) -> None:
-        """Keep only the kept items ``keep`` accepts (a resume dropping the steps after its checkpoint)."""
-        self.kept = [item for item in self.kept if keep(item)]
-        self.count = len(self.kept) * self.stride
-        self.latest = self.kept[-1] if self.kept else None
-
     def items(self) -> list[T]:
         """The kept items, and the newest one even when thinning skipped it."""
         if self.latest is not None and (not self.kept or self.kept[-1] is not self.latest):
@@ -57,10 +51,6 @@ class History:
 
     def add(self, row: dict[str, Any]) -> None:
         (self.val if row.get("split") == "val" else self.train).add(row)
-
-    def truncate(self, step: int) -> None:
-        for part in (self.train, self.val):
-            part.retain(lambda r: r.get("step", 0) <= step)
 
     def rows(self) -> list[dict[str, Any]]:
         return sorted(self.train.items() + self.val.items(), key=lambda r: (r.get("step", 0), r.get("split") == "val"))

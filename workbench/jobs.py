@@ -905,8 +905,19 @@ class JobQueue:
         if resolved.parent != self.runs_dir:
             raise UserError(f"run folder {path} would be outside {self.runs_dir}; refused")
 
+    def _new_run(self, job: _Job):
+        """(config, run folder) of a job's first start."""
+        from workbench.runs import Run
+
+        config = self._job_config(job)
+        if job.after is None:
+            self._prepare(config)
+        run = Run.create(config, self.runs_dir)  # the folder's name made safe (runs.safe_name)
+        self._inside_runs(run.path)
+        return config, run
+
     def _run_train(self, job: _Job) -> str:
-        from workbench.runs import Run, open_run, safe_name
+        from workbench.runs import open_run
         from workbench.train import Trainer
 
         if job.run_dir:  # the Trainer resumes from the checkpoint, or from step 0 if there is none yet
@@ -926,12 +937,7 @@ class JobQueue:
                 config.run.threads = self._threads_per_job
             resume = True
         else:
-            config = self._job_config(job)
-            config.run.name = safe_name(config.run.name)
-            if job.after is None:
-                self._prepare(config)
-            run = Run.create(config, self.runs_dir)
-            self._inside_runs(run.path)
+            config, run = self._new_run(job)
             resume = False
             with self._transaction():
                 job.run_dir = str(run.path.resolve())
@@ -951,7 +957,7 @@ class JobQueue:
     def _run_procs(self, job: _Job, slots: list[_Slot]) -> str:
         """A multi-GPU job: ``genwb run --resume RUN --nproc N`` in a process group of its own, on
         the GPUs of ``slots``; its figures come from the run folder, as a client reads them."""
-        from workbench.runs import Run, open_run, safe_name
+        from workbench.runs import open_run
 
         if job.run_dir:
             run, which = open_run(job.run_dir), job.checkpoint
@@ -961,12 +967,8 @@ class JobQueue:
                 config = load_config(run.path / "config.toml", job.resume_overrides)
                 job.total, job.batch = config.train.max_steps, config.data.batch_size
         else:  # the run folder is made here, as for a single-GPU job; the ranks resume it from step 0
-            config = self._job_config(job)
-            config.run.name = safe_name(config.run.name)
-            if job.after is None:
-                self._prepare(config)
-            run, which = Run.create(config, self.runs_dir), "last"
-            self._inside_runs(run.path)
+            config, run = self._new_run(job)
+            which = "last"
         device = "cuda" if slots[0].device.startswith("cuda") else slots[0].device
         cmd = [sys.executable, "-m", "workbench.cli", "run", "--resume", str(run.path), "--checkpoint", which,
                "--nproc", str(len(slots)), "--device", device]

@@ -17,7 +17,6 @@ seed. No Textual and no click here.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from dataclasses import dataclass
@@ -29,13 +28,13 @@ import torch.nn.functional as F
 import models
 from models.base import AutoregressiveModel
 from models.cudagraph import device_lock
+from models.layers import check_temperature
+from workbench.devices import forked_rng
 from workbench.errors import UserError
 
 BATCH = 256            # images per model call
 MAX_IMAGES = 100_000   # the most images one call returns
 MAX_PROGRESS = 256     # progress runs one batch: its frames all live in memory
-#: The trainer (workbench.data.load_data) and ``genwb eval`` binarise the test split with this seed.
-TEST_SPLIT_SEED = 2
 
 LATENT = {"vae", "cvae", "vqvae", "vqvae_prior"}
 GAUSSIAN_LATENT = {"vae", "cvae"}
@@ -89,10 +88,9 @@ def load(run_dir, which: str = "best", device: str = "auto"):
 
 @functools.lru_cache(maxsize=2)
 def _test_split(dataset: str, root: str | None, binarize: str, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from workbench.data import load_split, to_model_domain
+    from workbench.data import load_test_split
 
-    images, labels = load_split(dataset, "test", root)
-    return to_model_domain(images, binarize, levels, seed=TEST_SPLIT_SEED), labels
+    return load_test_split(dataset, binarize, levels, root)
 
 
 def test_images(run, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,11 +160,9 @@ def check(model, op: str, *, label=None, mix=None, temperature: float = 1.0, mea
         which = ", ".join(sorted(OPERATIONS[op]))
         raise UserError(f"--mode {op} needs {_WHY[op]} ({which}); this run's model is {name}")
     try:
-        t = float(temperature)
+        t = check_temperature(temperature)
     except (TypeError, ValueError):
-        raise UserError(f"--temperature must be a number, got {temperature!r}") from None
-    if not (math.isfinite(t) and t > 0):
-        raise UserError(f"--temperature must be a positive number (1 is exact, towards 0 greedy), got {temperature}")
+        raise UserError(f"--temperature must be a positive number (1 is exact, towards 0 greedy), got {temperature}") from None
     if t != 1.0:
         if op in ("recon", "interpolate"):
             raise UserError(f"--temperature applies to drawn samples (samples, classes, progress), not to --mode {op}")
@@ -207,15 +203,6 @@ def _check_count(n: int, what: str = "-n") -> None:
 
 
 # -- randomness -----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _seeded(seed: int, device: torch.device):
-    """The global RNG seeded for the block and restored after it (training is untouched)."""
-    devices = [device] if device.type == "cuda" else []
-    with device_lock(device), torch.random.fork_rng(devices=devices):  # see models.cudagraph.device_lock
-        torch.manual_seed(seed)
-        yield
-
-
 def _noise(model, size: int, gen: torch.Generator) -> torch.Tensor | None:
     """The uniforms an autoregressive sampler draws from, from a CPU generator (the same on
     every device); None for models that draw otherwise."""
@@ -247,7 +234,7 @@ def draw(model, n: int, *, label=None, temperature: float = 1.0, mean: bool = Fa
         kwargs["mean"] = True
     gen = torch.Generator().manual_seed(seed)
     chunks = []
-    with _seeded(seed, model.device), torch.inference_mode():
+    with forked_rng(seed, model.device), torch.inference_mode():
         for start in range(0, n, batch_size):
             size = min(batch_size, n - start)
             noise = _noise(model, size, gen)
@@ -357,7 +344,7 @@ def class_sweep(model, n: int, *, seed: int = 0, temperature: float = 1.0, mean:
     kwargs = {"mean": True} if mean else {}
     rows_per_call = max(1, batch_size // k)
     chunks = []
-    with _seeded(seed, model.device), torch.inference_mode():
+    with forked_rng(seed, model.device), torch.inference_mode():
         for start in range(0, n, rows_per_call):
             rows = min(rows_per_call, n - start)
             y = torch.arange(k, device=model.device).repeat(rows)
@@ -385,7 +372,7 @@ def progress(model, n: int, *, every: int, label=None, temperature: float = 1.0,
     gen = torch.Generator().manual_seed(seed)
     noise = _noise(model, n, gen)
     y = _batch_labels(model, label, 0, n)
-    with _seeded(seed, model.device):  # MADE draws each image's mask set from the global RNG, as in draw()
+    with forked_rng(seed, model.device):  # MADE draws each image's mask set from the global RNG, as in draw()
         for done, x in model.sample_progress(n, y=y, noise=noise, temperature=float(temperature), every=every):
             yield done, x.float().cpu()
 

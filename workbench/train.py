@@ -22,7 +22,6 @@ on when to stop, validation and test are sharded, and rank 0 alone writes the ru
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import math
 import shlex
@@ -39,7 +38,7 @@ from workbench import accel
 from workbench import events as ev
 from workbench.config import RunConfig
 from workbench.data import TrainBatches, load_data
-from workbench.devices import resolve_device
+from workbench.devices import forked_rng, resolve_device
 from workbench.errors import UserError, one_line, os_error_text
 from workbench.images import save_grid
 from workbench.runs import Run, build_model, load_weights
@@ -275,9 +274,9 @@ class Trainer:
         Buffers (MADE's mask counter, the VAE's warm-up counter, the VQ-VAE's EMA statistics
         and usage window) are broadcast from rank 0 before every forward (DDP's
         ``broadcast_buffers``), so they stay identical on every rank; statistics a forward
-        gathers (the VQ-VAE's EMA) are therefore rank 0's share of the batch. The codebook, a
-        parameter that k-means, dead-code restarts and the EMA write outside autograd, is
-        broadcast from rank 0 after every step."""
+        gathers (the VQ-VAE's EMA) are therefore rank 0's share of the batch. A codebook that
+        k-means, dead-code restarts or the EMA write outside autograd is broadcast from rank 0
+        after every step."""
         import inspect
 
         from torch.nn.parallel import DistributedDataParallel
@@ -290,7 +289,11 @@ class Trainer:
         share = batches.batch_size // world.size
         if world.rank and not self._rank_rng_restored:  # each rank draws its own noise (VAE, dropout)
             torch.manual_seed(_mix(self.config.run.seed, world.rank, self.step))
-        self._self_updated = [p for m in model.modules() if isinstance(m, VectorQuantizer) for p in m.parameters(recurse=False)]
+        # only codebooks that change outside autograd: not a frozen one (a prior's VQ-VAE, in eval
+        # mode), nor one trained by its gradient alone, which DDP averages like any parameter
+        self._self_updated = [p for m in model.modules()
+                              if isinstance(m, VectorQuantizer) and m.training and (m.ema or m.restart_dead or m.kmeans_init)
+                              for p in m.parameters(recurse=False)]
         sync = {"forward_sync_buffers": True} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters \
             else {"broadcast_buffers": True}  # its older name
         net = DistributedDataParallel(_Loss(model), device_ids=[self.device] if self.device.type == "cuda" else None, **sync)
@@ -338,14 +341,6 @@ class Trainer:
         flags = [torch.isfinite(p.detach()).all() for p in self.model.parameters() if p.is_floating_point()]
         return bool(torch.stack(flags).all().item()) if flags else True
 
-    def _rng_fork(self, seed: int):
-        """Validation and sampling draw from their own RNG stream, leaving training's untouched."""
-        stack = contextlib.ExitStack()
-        stack.enter_context(device_lock(self.device))  # see models.cudagraph.device_lock
-        stack.enter_context(torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []))
-        torch.manual_seed(seed)
-        return stack
-
     def evaluate_nll(self, x: torch.Tensor, y: torch.Tensor, limit: int = 0) -> dict[str, float]:
         """Mean negative log-likelihood (nats per image) and bits/dim of ``log_prob`` over x."""
         model, bs = self.model, self.config.eval.batch_size
@@ -358,7 +353,7 @@ class Trainer:
         was_training = model.training
         model.eval()
         total = 0.0
-        with torch.no_grad(), self._rng_fork(self.config.run.seed + 1):
+        with torch.no_grad(), forked_rng(self.config.run.seed + 1, self.device):
             for i in range(0, len(x), bs):
                 yb = y[i:i + bs] if model.num_classes is not None else None
                 total += -model.log_prob(x[i:i + bs], yb).double().sum().item()
@@ -390,7 +385,7 @@ class Trainer:
         self.phase = "sampling"
         model, n, bs = self.model, self.config.sample.n, self.config.eval.batch_size
         model.eval()
-        with torch.no_grad(), self._rng_fork(self.config.run.seed + 2):  # in batches: any sample.n fits in memory
+        with torch.no_grad(), forked_rng(self.config.run.seed + 2, self.device):  # in batches: any sample.n fits in memory
             images = torch.cat([model.sample(min(bs, n - i)).float().cpu() for i in range(0, n, bs)])
             recon = self._reconstructions()
         model.train()
