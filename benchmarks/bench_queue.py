@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import arguments, machine, parse, save, table  # noqa: E402
 from workbench import events as ev  # noqa: E402
 from workbench.config import load_config  # noqa: E402
-from workbench.jobs import JobChanged, JobQueue, _Job  # noqa: E402
+from workbench.jobs import JobChanged, JobQueue  # noqa: E402
+from workbench.jobstate import Job  # noqa: E402
 from workbench.runs import Run  # noqa: E402
 from workbench.train import Trainer  # noqa: E402
 
@@ -69,8 +70,8 @@ def event_cost(n: int = 20000) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         q = JobQueue(tmp, work=False)
         q.subscribe(lambda job_id, e: None)
-        job = _Job(id="j1", kind="train", name="x", model="made", dataset="d", preset="", overrides=[], config="")
-        from workbench.jobs import History
+        job = Job(id="j1", kind="train", name="x", model="made", dataset="d", preset="", overrides=[], config="")
+        from workbench.history import History
 
         job.history = History()
         run = Run(Path(tmp), None)
@@ -78,7 +79,7 @@ def event_cost(n: int = 20000) -> float:
         events = [ev.Step(i, n, 0, metrics, 1e-3, 1000.0) for i in range(1, n + 1)]
         start = time.perf_counter()
         for event in events:
-            q._on_event(job, run, event)
+            q.on_event(job, run, event)
         seconds = (time.perf_counter() - start) / n
         q.shutdown()
     return seconds

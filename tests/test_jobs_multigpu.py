@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from tests.conftest import train_steps, wait
-from workbench import jobs
+from workbench import placement
 from workbench.config import load_config
 from workbench.errors import UserError
-from workbench.jobs import JobQueue, _Job, _Slot, place, visible_devices
+from workbench.jobs import JobQueue
+from workbench.jobstate import Job
+from workbench.placement import Slot, place, visible_devices
 
 
 needs_gloo = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -23,7 +25,7 @@ needs_gloo = pytest.mark.skipif(not torch.distributed.is_available() or not torc
 @pytest.fixture
 def two_gpu_queue(isolated, monkeypatch):
     """A queue whose two CPU slots stand in for GPUs: its 2-GPU jobs run as 2 gloo processes."""
-    monkeypatch.setattr(jobs, "_is_gpu", lambda device: True)
+    monkeypatch.setattr(placement, "is_gpu", lambda device: True)
     monkeypatch.setenv("GENWB_DDP_TIMEOUT", "30")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     q = JobQueue(isolated / "runs", slots=["cpu", "cpu"])
@@ -33,12 +35,12 @@ def two_gpu_queue(isolated, monkeypatch):
         q.shutdown()
 
 
-def _job(id: str, gpus: int = 1, state: str = "queued", device: str | None = None) -> _Job:
-    return _Job(id, "train", id, "made", "fashion-mnist", "p.toml", [], "", device=device, state=state, gpus=gpus)
+def _job(id: str, gpus: int = 1, state: str = "queued", device: str | None = None) -> Job:
+    return Job(id, "train", id, "made", "fashion-mnist", "p.toml", [], "", device=device, state=state, gpus=gpus)
 
 
-def _gpus(n: int, cpu: int = 0) -> list[_Slot]:
-    return [_Slot(i, f"cuda:{i}") for i in range(n)] + [_Slot(n + i, "cpu") for i in range(cpu)]
+def _gpus(n: int, cpu: int = 0) -> list[Slot]:
+    return [Slot(i, f"cuda:{i}") for i in range(n)] + [Slot(n + i, "cpu") for i in range(cpu)]
 
 
 def _start(slots, order, slot):

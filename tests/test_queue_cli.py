@@ -132,7 +132,7 @@ def test_sigterm_checkpoints_and_leaves_a_consistent_queue(tiny_preset, isolated
     saved = json.loads((runs / "queue.json").read_text())
     assert [(j["id"], j["state"]) for j in saved["jobs"]] == [(first, "queued"), (second, "queued")]
     assert saved["commands"] == [] and client.owner_info() is None
-    run = open_run(saved["jobs"][0]["run_dir"])
+    run = open_run(runs / saved["jobs"][0]["run_dir"])  # recorded relative to the runs folder
     assert run.status()["state"] == "interrupted"
     stopped = run.load_checkpoint("last")["step"]
     assert stopped == run.status()["step"] >= 10 and max(train_steps(run.path)) <= stopped

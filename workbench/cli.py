@@ -100,10 +100,12 @@ def run(preset, overrides, out_dir, device, resume_dir, which, nproc):
     if nproc > 1:
         if world is not None:
             raise UserError("--nproc starts torchrun itself; under torchrun leave it out")
+        if resume_dir:  # refused before torchrun starts; rank 0 takes the lease itself
+            _refuse_if_written(resume_dir)
         sys.exit(launch(nproc, preset, overrides, out_dir, device, resume_dir, which))  # torch loads in the ranks only
     from workbench.config import load_config
     from workbench.devices import resolve_device
-    from workbench.runs import Run, check_resume, open_run, prepare
+    from workbench.runs import Run, check_resume, open_run, prepare, writing
     from workbench.signals import NAMES, StopSignals
 
     cancel = threading.Event()
@@ -115,13 +117,18 @@ def run(preset, overrides, out_dir, device, resume_dir, which, nproc):
         again = " (Ctrl-C again to abort)" if signum == signal.SIGINT else ""
         click.echo(f"\n{NAMES[signum]}: finishing this step and writing a checkpoint{again}", err=True)
 
+    held = contextlib.ExitStack()  # the run's writer lease, from before its first write to the end
+
     def start():
         if resume_dir:
             run = open_run(resume_dir)
+            held.enter_context(writing(run.path, "trained", "genwb run"))
             resolve_device(device or run.config.run.device)
-            if overrides:  # checked against the checkpoint before config.toml is rewritten
+            if overrides or (device and device != run.config.run.device):
+                # checked against the checkpoint before config.toml is rewritten
                 config = load_config(run.path / "config.toml", list(overrides))
                 check_resume(run, config, which)
+                config.run.device = device or config.run.device  # config.toml says what is in force
                 run.config = config
                 run.save_config()
             else:
@@ -133,10 +140,12 @@ def run(preset, overrides, out_dir, device, resume_dir, which, nproc):
             if stop.received:
                 click.echo(f"{stop.name}: stopped before the run started; nothing was written", err=True)
                 sys.exit(stop.exit_code)
+            config.run.device = device or config.run.device
             run = Run.create(config, out_dir)
+            held.enter_context(writing(run.path, "trained", "genwb run"))
         return run
 
-    with StopSignals(on_stop) as stop:
+    with StopSignals(on_stop) as stop, held:
         if world is None:
             _train(start(), device, bool(resume_dir), which, cancel, stop)
             return
@@ -147,6 +156,19 @@ def run(preset, overrides, out_dir, device, resume_dir, which, nproc):
             _train(run, rank_device, bool(resume_dir), which, cancel, stop, world)
         finally:
             distributed.teardown()
+
+
+def _refuse_if_written(run_dir) -> None:
+    """``lease.Busy`` (one line, exit 2) if another process holds the run's writer lease."""
+    from pathlib import Path
+
+    from workbench.lease import Busy
+    from workbench.runs import run_holder
+
+    if Path(run_dir).is_dir():
+        who = run_holder(run_dir)
+        if who is not None:
+            raise Busy(run_dir, who)
 
 
 def _train(run, device, resume: bool, which: str, cancel, stop, world=None) -> None:
@@ -298,7 +320,15 @@ def _job_command(runs_dir, job_id: str, op: str, *args) -> None:
     owner alive, it is applied now."""
     with _client(runs_dir) as q:
         getattr(q, op)(job_id, *args)
+        blocked = q.job(job_id).blocked if op == "resume" else None
     click.echo(f"{job_id}: {op} {'requested' if q.owner_info() else 'done'}")
+    if blocked:
+        click.echo(f"{job_id}: its run folder is written by {blocked}; it starts once that stops", err=True)
+
+
+def _warn_problems(q) -> None:
+    for problem in q.problems():
+        click.echo(f"warning: {problem}", err=True)
 
 
 @queue.command("add")
@@ -307,8 +337,10 @@ def _job_command(runs_dir, job_id: str, op: str, *args) -> None:
 @click.option("--after", help="Start only once this job is done (its run folder becomes e.g. model.vqvae_run).")
 @click.option("--name", help="Run name (default: [run] name).")
 @click.option("--device", help="auto, cpu, cuda or cuda:N (default: [run] device).")
+@click.option("--wait", "wait", is_flag=True,
+              help="A run folder another process writes now: queue it anyway, to start once that process stops.")
 @_RUNS
-def queue_add(preset, overrides, after, name, device, runs_dir):
+def queue_add(preset, overrides, after, name, device, wait, runs_dir):
     """Queue a training run from PRESET (a TOML file), or carry on an unfinished run folder from
     its last checkpoint; prints the job id."""
     from pathlib import Path
@@ -320,8 +352,10 @@ def queue_add(preset, overrides, after, name, device, runs_dir):
             if overrides or after or name or device:
                 raise UserError(f"{preset} is a run folder: it carries on with its own config; --set, --after, --name "
                                 f"and --device go with a preset")
-            click.echo(q.submit_resume(preset))
+            click.echo(q.submit_resume(preset, wait=wait))
         else:
+            if wait:
+                raise UserError("--wait goes with a run folder (a new run from a preset never waits for one)")
             click.echo(q.submit(preset, overrides, after=after, name=name, device=device))
 
 
@@ -348,6 +382,7 @@ def queue_list(runs_dir):
         jobs = q.jobs()
     for info in jobs:
         click.echo(job_line(info))
+    _warn_problems(q)
     who = f"worked by pid {owner.get('pid')} on {owner.get('host')}" if owner else "no process works it (genwb queue work)"
     click.echo(f"{len(jobs)} job(s) in {q.path}; {who}", err=True)
 
@@ -413,6 +448,7 @@ def queue_work(forever, cpu_slots, runs_dir):
             q.shutdown()
             raise UserError(f"{q.runs_dir}: the queue is already worked by process {owner.get('pid')} on "
                             f"{owner.get('host')}; add jobs with genwb queue add, or stop that process first")
+        _warn_problems(q)
         q.subscribe(reporter)
         while not stop_requested.is_set() and (forever or q.busy()):
             stop_requested.wait(0.5)
@@ -421,8 +457,11 @@ def queue_work(forever, cpu_slots, runs_dir):
         q.shutdown(wait=True)
     from collections import Counter
 
-    counts = Counter(info.state for info in q.jobs())
+    counts = Counter(info.state for info in q.final_jobs)  # this process's truth, whether or not the file took it
     click.echo("queue: " + (", ".join(f"{n} {state}" for state, n in counts.items()) or "empty"), err=True)
+    if q.write_error:
+        click.echo(f"warning: {q.path} could not be updated ({q.write_error}); it may still list jobs as running, "
+                   f"and the next genwb queue work carries them on", err=True)
     if stop.received:
         sys.exit(stop.exit_code)
     if reporter.failed:

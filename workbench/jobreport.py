@@ -19,7 +19,9 @@ def job_line(info: JobInfo) -> str:
     extra = f"  after {info.after}" if info.after and info.state == "waiting" else ""
     eta = f"  eta {int(info.eta_s // 60)}:{int(info.eta_s % 60):02d}" if info.eta_s is not None else ""
     error = f"  {info.error}" if info.error else ""
-    return f"{info.id:<5} {info.name:<20} {info.state:<9} {steps:>11}  {what} {loss}{eta}{extra}{error}"
+    blocked = f"  blocked by {info.blocked}" if info.blocked else ""
+    phase = f"  {info.phase}" if info.phase else ""
+    return f"{info.id:<5} {info.name:<20} {info.state:<9} {steps:>11}  {what} {loss}{eta}{extra}{phase}{blocked}{error}"
 
 
 class QueueReporter(ProgressConsole):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.history import Thinned
-from workbench.queuefile import read_json
+from workbench.fileio import read_json
 
 #: Keys of a metrics row that are bookkeeping, not curves.
 _NOT_CURVES = {"step", "epoch", "split", "lr", "images_per_s", "time"}

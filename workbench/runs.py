@@ -7,6 +7,12 @@
       checkpoints/last.pt, best.pt
       status.json        state, step, last error
       eval.json          test NLL, bits/dim, FID, ...
+      writer.lock        who holds the run's writer lease (pid, host, since, what for)
+
+One process writes a run folder at a time: training (``genwb run``, a resume, a queue job, rank 0
+of a data-parallel run), an evaluation writing eval.json and sampling into samples/ each hold the
+run's writer lease (``writing``; ``workbench.lease``) for as long as they write. A second writer
+is refused before it writes anything, in one line naming the holder. Readers never take it.
 
 Checkpoints, status and eval files are written to a temporary file, flushed, fsynced and
 renamed, so a crash leaves either the old file or the new one (and a failed write, e.g. on a
@@ -18,24 +24,79 @@ checked, so bad input never leaves a folder behind.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import gzip
 import json
 import re
+import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from workbench.config import RunConfig, load_config, to_toml
 from workbench.errors import UserError, one_line, os_error_text
-from workbench.queuefile import atomic_write_bytes
+from workbench.fileio import append_bytes, atomic_write_bytes, read_bytes, read_json
+from workbench.lease import Busy, Holder, Lease, held_here, holder
+
+WRITER_FILE = "writer.lock"  # the run's writer lease: who trains, evaluates or samples into it now
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+@contextlib.contextmanager
+def writing(run_dir: str | Path, purpose: str = "trained", label: str | None = None,
+            advice: str = "wait for it or stop it first") -> Iterator[Lease]:
+    """Hold ``run_dir``'s writer lease while the block runs; ``Busy`` (exit code 2, one line that
+    names the holder) if another process or another thread of this one holds it. Re-entrant in
+    the thread that holds it (the queue's worker takes it, then the Trainer it runs)."""
+    mine = held_here(run_dir)
+    if mine is not None:
+        if mine.owner_thread != threading.get_ident():
+            raise Busy(run_dir, mine.holder(), advice)
+        yield mine
+        return
+    lease = Lease(run_dir, WRITER_FILE, purpose, label)
+    if not lease.take():
+        raise Busy(run_dir, holder(run_dir, WRITER_FILE), advice)
+    try:
+        yield lease
+    finally:
+        lease.release()
+
+
+@contextlib.contextmanager
+def writing_beside(run_dir: str | Path, purpose: str = "sampled", label: str | None = None,
+                   advice: str = "wait for it or stop it first") -> Iterator[None]:
+    """A short write into a run folder beside its training (a sampling session's picture): free
+    while this process holds the lease in any thread, else the lease is held for the write."""
+    if held_here(run_dir) is not None:
+        yield
+        return
+    with writing(run_dir, purpose, label, advice):
+        yield
+
+
+def run_holder(run_dir: str | Path) -> Holder | None:
+    """Who holds the run's writer lease now (this process included), or None. Never blocks."""
+    return holder(run_dir, WRITER_FILE)
+
+
+def live_state(run_dir: str | Path, status: dict | None = None) -> tuple[str, Holder | None]:
+    """The run's state as a reader should show it: status.json's, except that a run whose status
+    says it is running while nobody holds its lease was stopped by its process dying
+    ("interrupted"); and the holder of its lease, if any."""
+    status = status if status is not None else (read_json(Path(run_dir) / "status.json") or {})
+    state = status.get("state") if isinstance(status.get("state"), str) else "unknown"
+    who = run_holder(run_dir)
+    if state in ("running", "created") and who is None:
+        state = "interrupted" if state == "running" else state
+    return state, who
 
 
 def safe_name(name: str) -> str:
@@ -61,6 +122,7 @@ class Run:
                 config.model.hparams[key] = str(latest_run(value))
         root = Path(out_dir or config.run.out)
         name = safe_name(config.run.name)
+        config.run.out, config.run.name = str(root), name  # what config.toml records is what was used
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = root / f"{name}-{stamp}"
         suffix = 1
@@ -100,19 +162,11 @@ class Run:
         return self.path / "samples" / f"step-{step}.png"
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        data = (json.dumps(row) + "\n").encode()
-        with open(self.metrics_path, "ab") as f:
-            size = f.tell()
-            try:
-                f.write(data)
-                f.flush()
-            except OSError:
-                f.truncate(size)  # no half row: a resume redoes this step
-                raise
+        append_bytes(self.metrics_path, (json.dumps(row) + "\n").encode())  # no half row: a resume redoes this step
 
     def read_metrics(self) -> list[dict[str, Any]]:
         try:
-            text = self.metrics_path.read_text(errors="replace")
+            text = read_bytes(self.metrics_path).decode(errors="replace")
         except FileNotFoundError:
             return []
         rows = []
@@ -139,16 +193,10 @@ class Run:
                                                       "updated": dt.datetime.now().isoformat(timespec="seconds")})
 
     def status(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.path / "status.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return {"state": "unknown", "step": 0, "error": None}
+        return read_json(self.path / "status.json") or {"state": "unknown", "step": 0, "error": None}
 
     def read_eval(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.path / "eval.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
+        return read_json(self.path / "eval.json", limit=64 << 20) or {}
 
     def update_eval(self, values: dict[str, Any]) -> None:
         atomic_write_json(self.path / "eval.json", {**self.read_eval(), **values})
@@ -174,6 +222,11 @@ class Run:
         """A checkpoint's dict; UserError if it is missing, unreadable or not a genwb checkpoint."""
         path = self.checkpoint_path(which)
         if not path.exists():
+            who = run_holder(self.path)
+            if who is not None and who.purpose == "trained":
+                every = self.config.train.checkpoint_every if self.config is not None else None
+                raise UserError(f"{self.path}: being trained by {who.describe()} and has written no checkpoint yet; "
+                                f"wait for its first checkpoint" + (f" (every {every} steps)" if every else ""))
             raise UserError(f"{path}: no such checkpoint; the run wrote none yet (see {self.path / 'status.json'})")
         try:
             state = torch.load(path, map_location=map_location, weights_only=True)

@@ -22,6 +22,7 @@ on when to stop, validation and test are sharded, and rank 0 alone writes the ru
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import shlex
@@ -67,7 +68,8 @@ class Trainer:
     checkpoint yet starts again from step 0 with its saved config."""
 
     def __init__(self, config: RunConfig, run: Run, *, device: str | None = None, resume: bool = False,
-                 cancel: threading.Event | None = None, checkpoint: str = "last"):
+                 cancel: threading.Event | None = None, checkpoint: str = "last", label: str = "genwb run",
+                 resume_advice: str | None = None):
         if checkpoint not in ("last", "best"):
             raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
         if resume and checkpoint == "best" and not run.checkpoint_path("best").exists():
@@ -78,6 +80,8 @@ class Trainer:
         self.resume, self.checkpoint = resume, checkpoint
         self.cancel = cancel or threading.Event()
         self.stop_state = "cancelled"  # the state written when the cancel flag stops the run
+        self.label = label  # who trains, in the run's writer lease ("genwb run", "job j3")
+        self.resume_advice = resume_advice  # how to carry on after a failure, where not genwb run --resume
         self.subscribers: list[Subscriber] = []
         self.step = self.saved_step = 0
         self.phase = "training"  # what runs now, for out-of-memory advice
@@ -100,7 +104,14 @@ class Trainer:
     # -- the whole run ---------------------------------------------------------------------------
     def fit(self) -> ev.Finished:
         """Train to the end (or until cancelled); raise UserError on failure, after writing the
-        status and emitting Failed."""
+        status and emitting Failed. The run's writer lease is held throughout (by rank 0 alone in
+        a data-parallel run); ``lease.Busy`` if another process or thread writes the run."""
+        from workbench.runs import writing
+
+        with writing(self.run.path, "trained", self.label) if self.main else contextlib.nullcontext():
+            return self._fit_reporting()
+
+    def _fit_reporting(self) -> ev.Finished:
         try:
             return self._fit()
         except UserError as e:
@@ -139,6 +150,8 @@ class Trainer:
             raise
 
     def _resume_command(self, extra: str = "") -> str:
+        if self.resume_advice is not None:
+            return self.resume_advice + extra
         nproc = f" --nproc {self.world.size}" if self.world else ""
         return f"genwb run --resume {shlex.quote(str(self.run.path))}{nproc}{extra}"
 
