@@ -15,7 +15,8 @@ from textual.widgets import DataTable, Input, RichLog, Select, Static
 from textual_plot import PlotWidget
 
 from tests.tui_fakes import FixedQueue, classifier_eval, job_info, make_run
-from workbench.tui.app import ConfirmScreen, create_app
+from workbench.tui.app import create_app
+from workbench.tui.screens.confirm import ConfirmScreen
 from workbench.tui.screens.detail import DetailScreen
 from workbench.tui.screens.evaluation import EvaluationScreen
 from workbench.tui.screens.jobs import JobsScreen

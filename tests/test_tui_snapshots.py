@@ -1,50 +1,21 @@
-"""Snapshots (pytest-textual-snapshot) of the app's main screens, with fixed content: run folders
-made here, a fixed queue (no threads, no timings), half-cell images, relative paths.
+"""Snapshots (pytest-textual-snapshot) of the app's home: the jobs screen, the new-job form and the
+quit confirmation, with fixed content (tests/tui_snapshot_helpers.py).
 
 Update them after a deliberate change with ``pytest tests/test_tui_snapshots.py --snapshot-update``
 and look at the SVGs in tests/__snapshots__/ before committing."""
 from __future__ import annotations
 
-import time
-
 import pytest
-from textual.widgets import DataTable, Select
+from textual.widgets import Select
 
-from tests.conftest import TINY_PRESET
-from tests.tui_fakes import FixedQueue, classifier_eval, job_info, make_run
-from workbench.tui.app import create_app
+from tests.tui_snapshot_helpers import app_for, make_workspace, settle
 
 SIZE = (120, 40)
 
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
-    """tmp_path as the working directory, with runs/ and presets/ in it, so paths on screen are fixed."""
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "presets").mkdir()
-    (tmp_path / "presets" / "tiny.toml").write_text(TINY_PRESET)
-    runs = tmp_path / "runs"
-    made = make_run(runs, "made-a", evaluation=classifier_eval(12.5, is_mean=4.5, nll=470.0), checkpoint=True)
-    vq = make_run(runs, "vqvae-b", model="vqvae", parts=("recon", "commitment", "codebook", "perplexity", "codes_used"),
-                  recon=True, steps=36, loss0=300.0, evaluation=classifier_eval(40.25, is_mean=2.5))
-    live = make_run(runs, "made-c", state="running", steps=12, loss0=560.0)
-    jobs = [job_info("j1", "done", step=24, loss=480.0, run_dir="runs/made-a"),
-            job_info("j2", "done", name="vqvae", model="vqvae", step=36, total=36, loss=210.0, run_dir="runs/vqvae-b"),
-            job_info("j3", "running", name="made-c", step=12, loss=530.0, images_per_s=96.5, eta_s=125, run_dir="runs/made-c"),
-            job_info("j4", "waiting", name="prior", model="vqvae_prior", after="j3")]
-    return {"runs": runs, "made": made, "vq": vq, "live": live, "jobs": jobs}
-
-
-def app_for(workspace, jobs=None):
-    return create_app("runs", queue=FixedQueue(workspace["jobs"] if jobs is None else jobs), image_protocol="halfcell")
-
-
-async def settle(pilot, condition=lambda: True, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    await pilot.pause()
-    while not condition() and time.monotonic() < deadline:
-        await pilot.pause(0.1)
-    await pilot.pause(0.3)
+    return make_workspace(tmp_path, monkeypatch)
 
 
 def test_jobs_screen(workspace, snap_compare):
@@ -62,38 +33,6 @@ def test_new_job_form(workspace, snap_compare):
         pilot.app.screen.query_one("#preset", Select).value = str(workspace["runs"].parent / "presets" / "tiny.toml")
         await settle(pilot, lambda: len(pilot.app.screen.query("#fields Input")) > 5)
         pilot.app.screen.query_one("#preset", Select).focus()
-
-    assert snap_compare(app_for(workspace), terminal_size=SIZE, run_before=run_before)
-
-
-def test_detail_curves(workspace, snap_compare):
-    async def run_before(pilot):
-        await pilot.press("down", "enter")
-        await settle(pilot)
-
-    assert snap_compare(app_for(workspace), terminal_size=SIZE, run_before=run_before)
-
-
-def test_detail_samples(workspace, snap_compare):
-    async def run_before(pilot):
-        await pilot.press("down", "enter", "2")
-        await settle(pilot)
-
-    assert snap_compare(app_for(workspace), terminal_size=SIZE, run_before=run_before)
-
-
-def test_runs_browser(workspace, snap_compare):
-    async def run_before(pilot):
-        await pilot.press("r")
-        await settle(pilot, lambda: pilot.app.screen.query_one(DataTable).row_count == 3)
-
-    assert snap_compare(app_for(workspace), terminal_size=SIZE, run_before=run_before)
-
-
-def test_fid_panel(workspace, snap_compare):
-    async def run_before(pilot):
-        await pilot.press("f")
-        await settle(pilot, lambda: pilot.app.screen.query_one(DataTable).row_count >= 3)
 
     assert snap_compare(app_for(workspace), terminal_size=SIZE, run_before=run_before)
 

@@ -23,71 +23,17 @@ from typing import Callable, Iterable
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Grid
-from textual.message import Message
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Label
+from textual.screen import Screen
 
 from workbench import events as ev
 from workbench.jobs import FINISHED
 from workbench.runindex import MetricsTail, Series, sparkline
+from workbench.tui.messages import TAIL_BYTES, JobsUpdated, QueueEvent
+from workbench.tui.screens.confirm import ConfirmScreen
 
 REFRESH_HZ = 4
 POLL_S = 1.0  # a snapshot at least this often, events or not
 SPARK_POINTS = 128
-TAIL_BYTES = 256_000  # how much of a long metrics file the sparkline and the log start from
-
-
-class QueueEvent(Message):
-    """A queue event, posted from a worker thread."""
-
-    def __init__(self, job_id: str, event) -> None:
-        super().__init__()
-        self.job_id = job_id
-        self.event = event
-
-
-class JobsUpdated(Message):
-    """Sent to the screens after each snapshot: ``jobs`` in queue order, ``changed`` job ids."""
-
-    bubble = False
-
-    def __init__(self, jobs: list, changed: set[str]) -> None:
-        super().__init__()
-        self.jobs = jobs
-        self.changed = changed
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    """A yes/no question; y/enter answers yes, n/escape no."""
-
-    DEFAULT_CSS = """
-    ConfirmScreen { align: center middle; }
-    ConfirmScreen > Grid { grid-size: 2; grid-gutter: 1 2; grid-rows: auto 3; padding: 1 2; width: 70;
-                           height: auto; border: thick $warning; background: $surface; }
-    ConfirmScreen #question { column-span: 2; width: 1fr; }
-    ConfirmScreen Button { width: 100%; }
-    """
-    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
-
-    def __init__(self, question: str, yes: str = "Yes", no: str = "No") -> None:
-        super().__init__()
-        self.question, self.yes, self.no = question, yes, no
-
-    def compose(self) -> ComposeResult:
-        with Grid():
-            yield Label(self.question, id="question")
-            yield Button(f"{self.yes} (y)", variant="warning", id="yes")
-            yield Button(f"{self.no} (n)", variant="primary", id="no")
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
 
 
 def describe_event(event) -> str | None:
@@ -347,7 +293,7 @@ def create_app(runs_dir: str | Path = "runs", *, queue=None, image_protocol: str
 
         try:
             runs_dir.mkdir(parents=True, exist_ok=True)
-            queue = JobQueue(runs_dir, cpu_slots=cpu_slots, work=True)
+            queue = JobQueue(runs_dir, cpu_slots=cpu_slots, work=True, label="the genwb app")
         except OSError as e:
             raise UserError(f"{runs_dir}: cannot open the runs folder ({e.strerror or e}); choose another with --runs DIR") from None
     return GenwbApp(runs_dir, queue, owns_queue=owns)

@@ -17,7 +17,7 @@ from textual.widgets import Footer, Label, RichLog, Static, TabbedContent, TabPa
 
 from workbench.jobs import FINISHED
 from workbench.runindex import EVAL_METRICS, MetricsTail, has_checkpoint, latest_samples, nll_kind, read_config, read_status
-from workbench.tui.app import TAIL_BYTES, JobsUpdated
+from workbench.tui.messages import TAIL_BYTES, JobsUpdated
 from workbench.tui.widgets.curves import CurvesPanel
 from workbench.tui.widgets.image_grid import ImageGrid
 

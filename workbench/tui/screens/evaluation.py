@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from workbench.reference import reference
 from workbench.runindex import EVAL_METRICS, EvalRow, eval_rows, has_checkpoint
-from workbench.tui.app import JobsUpdated
+from workbench.tui.messages import JobsUpdated
 from workbench.tui.screens.runs import OpenTable
 from workbench.tui.widgets.job_table import format_number
 

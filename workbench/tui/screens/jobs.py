@@ -10,7 +10,7 @@ from textual.widgets import Footer, Static
 
 from workbench.jobs import FINISHED
 from workbench.runindex import has_checkpoint
-from workbench.tui.app import JobsUpdated
+from workbench.tui.messages import JobsUpdated
 from workbench.tui.widgets.job_table import JobTable
 
 

@@ -1,0 +1,50 @@
+"""Snapshots (pytest-textual-snapshot) of the app's views: the job detail (curves, samples), the runs
+browser and the FID/IS panel, with fixed content (tests/tui_snapshot_helpers.py).
+
+Update them after a deliberate change with ``pytest tests/test_tui_snapshots_views.py --snapshot-update``
+and look at the SVGs in tests/__snapshots__/ before committing."""
+from __future__ import annotations
+
+import pytest
+from textual.widgets import DataTable
+
+from tests.tui_snapshot_helpers import app_for, make_workspace, settle
+
+SIZE = (120, 40)
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    return make_workspace(tmp_path, monkeypatch)
+
+
+def test_detail_curves(workspace, snap_compare):
+    async def run_before(pilot):
+        await pilot.press("down", "enter")
+        await settle(pilot)
+
+    assert snap_compare(app_for(workspace), terminal_size=SIZE, run_before=run_before)
+
+
+def test_detail_samples(workspace, snap_compare):
+    async def run_before(pilot):
+        await pilot.press("down", "enter", "2")
+        await settle(pilot)
+
+    assert snap_compare(app_for(workspace), terminal_size=SIZE, run_before=run_before)
+
+
+def test_runs_browser(workspace, snap_compare):
+    async def run_before(pilot):
+        await pilot.press("r")
+        await settle(pilot, lambda: pilot.app.screen.query_one(DataTable).row_count == 3)
+
+    assert snap_compare(app_for(workspace), terminal_size=SIZE, run_before=run_before)
+
+
+def test_fid_panel(workspace, snap_compare):
+    async def run_before(pilot):
+        await pilot.press("f")
+        await settle(pilot, lambda: pilot.app.screen.query_one(DataTable).row_count >= 3)
+
+    assert snap_compare(app_for(workspace), terminal_size=SIZE, run_before=run_before)
