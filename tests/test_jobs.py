@@ -391,7 +391,7 @@ def test_an_evaluation_stops_at_its_next_batch_when_cancelled_paused_or_shut_dow
     (here, in the classifier's first training, the phase that once could not stop), a paused one
     resumes, and a shutdown waits for it to stop, so that no worker thread is left inside native
     code when the process exits (the app aborted with "terminate called without an active
-    exception" when it quit during an evaluation). The shut-down evaluation goes back to queued."""
+    exception" when it quit during an evaluation). The shut-down evaluation is cancelled, resumable."""
     import threading
 
     import workbench.evaluate
@@ -424,7 +424,7 @@ def test_an_evaluation_stops_at_its_next_batch_when_cancelled_paused_or_shut_dow
     q.shutdown()
     assert not [t for t in threading.enumerate() if t.name.startswith("genwb-slot")], "a worker outlived the shutdown"
     records = {r["id"]: r for r in json.loads((isolated / "runs" / "queue.json").read_text())["jobs"]}
-    assert records[last]["state"] == "queued"  # so the next owner starts it again
+    assert records[last]["state"] == "cancelled"  # resumable: genwb queue resume starts it again
     assert records[job]["state"] == "cancelled"
 
 

@@ -828,9 +828,10 @@ class JobQueue:
 
     # -- the end ---------------------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, checkpoint: bool = True) -> None:
-        """Stop the workers. ``checkpoint``: running jobs stop within one step (an evaluation at its
-        next batch), write a checkpoint and go back to queued (the next owner resumes them); a stop
-        already asked of a job (cancel, pause) still wins. Otherwise they are left to die with the
+        """Stop the workers. ``checkpoint``: running training jobs stop within one step, write a
+        checkpoint and go back to queued (the next owner resumes them); a running evaluation stops
+        at its next batch as cancelled (``resume`` starts it again); a stop already asked of a job
+        (cancel, pause) still wins. Otherwise they are left to die with the
         process and resume from their last periodic checkpoint. ``wait``: join the workers and
         release ownership before returning."""
         with self.lock:
@@ -841,8 +842,8 @@ class JobQueue:
             for job in self._jobs.values():
                 if not job.active:
                     continue
-                if checkpoint:
-                    job.stopping = job.stopping or "shutdown"
+                if checkpoint:  # an evaluation is cancelled (resumable): it would start again from scratch
+                    job.stopping = job.stopping or ("cancel" if job.kind == "eval" else "shutdown")
                     if job.trainer is not None:
                         job.trainer.stop_state = STOP_STATES[job.stopping]
                     job.cancel.set()

@@ -16,9 +16,10 @@ from textual.widgets import DataTable, Footer, Input, Static
 
 from workbench.runindex import RunRow, has_checkpoint, scan_runs
 from workbench.tui.widgets.job_table import format_number
+from workbench.tui.widgets.table import ListTable
 
 
-class OpenTable(DataTable):
+class OpenTable(ListTable):
     """A DataTable whose enter (open the row) shows in the footer."""
 
     BINDINGS = [Binding("enter", "select_cursor", "Open")]

@@ -8,6 +8,8 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
+from workbench.tui.widgets.table import ListTable
+
 COLUMNS = [("id", "id"), ("name", "name"), ("model", "model"), ("dataset", "dataset"), ("device", "device"),
            ("state", "state"), ("progress", "step/total"), ("loss", "loss"), ("speed", "img/s"), ("eta", "ETA"),
            ("curve", "loss curve")]
@@ -56,7 +58,7 @@ def job_cells(job, curve: str = "", marked: bool = False) -> dict[str, object]:
             "curve": Text(curve, style="green")}
 
 
-class JobTable(DataTable):
+class JobTable(ListTable):
     """Rows follow ``show(jobs, curves)``: added, updated in place, removed, in queue order."""
 
     BINDINGS = [Binding("enter", "select_cursor", "Details")]
