@@ -231,12 +231,18 @@ def _train(run, device, resume: bool, which: str, cancel, stop, world=None) -> N
 @click.option("--device", default="auto", show_default=True)
 def sample(run_dir, mode, n, temperature, mean, label, mix, steps, slerp, every, seed, which, out_file, scale, device):
     """Draw from a run's model and save the pictures; prints the paths written."""
+    from pathlib import Path
+
     from workbench import sampling
+    from workbench.runs import writing
 
     run, model = sampling.load(run_dir, which, device)
-    paths, note = sampling.write(run, model, mode, n=n, label=label, mix=None if mix is None else sampling.parse_mix(mix),
-                                 temperature=temperature, mean=mean, steps=steps, slerp=slerp, every=every,
-                                 seed=seed, out=out_file, scale=scale)
+    inside = out_file is None or Path(out_file).resolve().is_relative_to(run.path.resolve())
+    with writing(run.path, "sampled", "genwb sample", advice="wait for it or stop it first, or write the pictures "
+                 "elsewhere with --out FILE") if inside else contextlib.nullcontext():  # a reader, writing elsewhere
+        paths, note = sampling.write(run, model, mode, n=n, label=label, mix=None if mix is None else sampling.parse_mix(mix),
+                                     temperature=temperature, mean=mean, steps=steps, slerp=slerp, every=every,
+                                     seed=seed, out=out_file, scale=scale)
     for path in paths:
         click.echo(path)
     if note:
@@ -257,9 +263,11 @@ def evaluate(run_dir, n, extractor, inception_weights, batch_size, seed, device)
     from rich.console import Console
 
     from workbench.evaluate import evaluate_run, results_table
+    from workbench.runs import open_run, writing
 
-    result = evaluate_run(run_dir, n=n, extractor=extractor, inception_weights=inception_weights,
-                          batch_size=batch_size, device=device, seed=seed)
+    with writing(open_run(run_dir).path, "evaluated", "genwb eval"):  # refused at once while another writes the run
+        result = evaluate_run(run_dir, n=n, extractor=extractor, inception_weights=inception_weights,
+                              batch_size=batch_size, device=device, seed=seed)
     Console().print(results_table(result))
 
 

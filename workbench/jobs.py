@@ -40,6 +40,7 @@ gets ``run.threads = total // slots`` (all jobs set the same value).
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -148,6 +149,9 @@ class JobQueue:
         self._lease = Lease(self.runs_dir, LOCK_FILE, purpose="worked", label=label)
         if work and self._lease.take():
             self._become_owner()
+        # An interpreter that exits with workers inside torch's native code aborts ("terminate
+        # called without an active exception"): whatever ends the program, stop them first.
+        atexit.register(self.shutdown)
         self._poller = threading.Thread(target=self._poll_loop, name="genwb-queue-poll", daemon=True)
         self._poller.start()
 
@@ -270,6 +274,8 @@ class JobQueue:
 
     def problems(self) -> list[str]:
         """One line for each job record or command in queue.json that cannot be read (and is kept, or ignored)."""
+        if not self.owner:
+            self._refresh()
         with self.lock:
             return [f"{self.path}: {p}" for p in self._problems]
 
@@ -341,9 +347,14 @@ class JobQueue:
         data = read_queue(self.path, self.runs_dir)  # no lock needed: the file is only ever replaced whole
         with self.lock:
             self._load(data)
+        from workbench.runs import run_holder
+
         for job in self._jobs.values():
             if job.state == "running" and job.run_dir and job.kind == "train":
                 live_from_disk(job)
+            elif job.state == "queued" and job.run_dir and os.path.isdir(job.run_dir):  # as the owner sees it now
+                who = run_holder(job.run_dir)
+                job.blocked = None if who is None else who.describe()
 
     def jobs(self) -> list[JobInfo]:
         """Every job, in queue order."""
@@ -476,7 +487,9 @@ class JobQueue:
                     if other.run_dir != reuse_run or other.kind != "train" or other.state == "done":
                         continue
                     if other.state in RESUMABLE:  # the run's own job carries on, rather than a second one
-                        self._command_locked("resume", other.id)
+                        refused = self._command_locked("resume", other.id)
+                        if refused is not None:
+                            raise refused
                         return other.id
                     raise UserError(f"{reuse_run} is already in the queue as {other.id} ({other.state})")
                 if holder is not None:
@@ -531,26 +544,37 @@ class JobQueue:
             for item in overrides:
                 apply_override({}, item)  # the form section.key=value; the values are checked when it starts
         with self.transaction():
-            self._command_locked(op, job_id, position, overrides)
+            refused = self._command_locked(op, job_id, position, overrides)
+        if refused is not None:
+            raise refused
 
-    def _command_locked(self, op: str, job_id: str, position: int | None = None, overrides: list[str] = ()) -> None:
+    def _command_locked(self, op: str, job_id: str, position: int | None = None,
+                        overrides: list[str] = ()) -> UserError | None:
+        """Apply (as the owner, or with no owner alive) or leave for the owner a numbered command;
+        returns the UserError that refuses it, if one does, once what came before it is saved."""
+        self._get(job_id)
         self._seq += 1
         command = Command(self._seq, op, job_id, position, list(overrides), time.time())
-        if self.owner:
-            self._applied = command.seq
-            self._apply(command)
+        try:
+            if self.owner:
+                self._applied = command.seq
+                self._apply(command)
+            elif self.owner_info() is None:  # nobody applies them: every pending command first, in order
+                for pending in self._pending:
+                    with contextlib.suppress(UserError):
+                        self._apply(pending)
+                self._pending = []
+                self._applied = command.seq
+                self._apply(command)
+            else:  # the owner applies it within POLL_S
+                self._check(op, self._get(job_id))
+                self._pending.append(command)
+                return None
+        except UserError as e:
+            return e
+        finally:
             self._reconcile()
-        elif self.owner_info() is None:  # nobody applies them: every pending command first, in order
-            for pending in self._pending:
-                with contextlib.suppress(UserError):
-                    self._apply(pending)
-            self._pending = []
-            self._applied = command.seq
-            self._apply(command)
-            self._reconcile()
-        else:  # the owner applies it within POLL_S
-            self._check(op, self._get(job_id))
-            self._pending.append(command)
+        return None
 
     @staticmethod
     def _check(op: str, job: Job) -> None:
@@ -738,6 +762,8 @@ class JobQueue:
         with self.live_lock:
             job.history = None  # only running jobs keep theirs in memory; history() reads the rest from disk
             job.phase = None
+        if final == "failed":
+            self._follow_move()  # a failure may be the first sign of it
         if final == "failed" and self._moved_at is not None and job.started is not None and job.started <= self._moved_at:
             final, job.stopping = "stopped", "shutdown"  # the runs folder moved under it: carry on at its new place
         if final == "failed":
@@ -839,6 +865,7 @@ class JobQueue:
                 return
             self._closed = True
             self._stopping.set()
+            atexit.unregister(self.shutdown)
             for job in self._jobs.values():
                 if not job.active:
                     continue

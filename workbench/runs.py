@@ -35,8 +35,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 from workbench.config import RunConfig, load_config, to_toml
 from workbench.errors import UserError, one_line, os_error_text
 from workbench.fileio import append_bytes, atomic_write_bytes, read_bytes, read_json
@@ -205,6 +203,8 @@ class Run:
     def save_checkpoint(self, which: str, state: dict[str, Any]) -> Path:
         import io
 
+        import torch
+
         buffer = io.BytesIO()
         torch.save(state, buffer)
         path = self.checkpoint_path(which)
@@ -218,16 +218,23 @@ class Run:
             which = "best"
         return which if self.checkpoint_path(which).exists() else None
 
+    def no_checkpoint(self, otherwise: str) -> str:
+        """What to say of a run with no checkpoint to read: to wait, while it is being trained."""
+        who = run_holder(self.path)
+        if who is None or who.purpose != "trained":
+            return otherwise
+        every = self.config.train.checkpoint_every if self.config is not None else None
+        return (f"{self.path}: being trained by {who.describe()} and has written no checkpoint yet; wait for its "
+                f"first checkpoint" + (f" (every {every} steps)" if every else ""))
+
     def load_checkpoint(self, which: str = "last", map_location="cpu") -> dict[str, Any]:
         """A checkpoint's dict; UserError if it is missing, unreadable or not a genwb checkpoint."""
+        import torch
+
         path = self.checkpoint_path(which)
         if not path.exists():
-            who = run_holder(self.path)
-            if who is not None and who.purpose == "trained":
-                every = self.config.train.checkpoint_every if self.config is not None else None
-                raise UserError(f"{self.path}: being trained by {who.describe()} and has written no checkpoint yet; "
-                                f"wait for its first checkpoint" + (f" (every {every} steps)" if every else ""))
-            raise UserError(f"{path}: no such checkpoint; the run wrote none yet (see {self.path / 'status.json'})")
+            raise UserError(self.no_checkpoint(f"{path}: no such checkpoint; the run wrote none yet "
+                                               f"(see {self.path / 'status.json'})"))
         try:
             state = torch.load(path, map_location=map_location, weights_only=True)
             problem = None if isinstance(state, dict) and isinstance(state.get("model"), dict) else "not a genwb checkpoint"
@@ -306,6 +313,8 @@ def build_model(config: RunConfig):
 def _build_checked(config: RunConfig):
     """The model on the meta device (no memory, no time) where the model allows it; else at its
     real size. Either way a model that cannot be built is a UserError."""
+    import torch
+
     try:
         with torch.device("meta"):
             return build_model(config)

@@ -79,8 +79,9 @@ def load(run_dir, which: str = "best", device: str = "auto"):
     dev = resolve_device(device)
     paths = {w: run.checkpoint_path(w) for w in ("best", "last")}
     if not any(p.exists() for p in paths.values()):
-        raise UserError(f"{run.path}: no checkpoint yet (state: {run.status().get('state', 'unknown')}); "
-                        f"wait for the first one, or train it: genwb run --resume {run.path}")
+        raise UserError(run.no_checkpoint(
+            f"{run.path}: no checkpoint yet (state: {run.status().get('state', 'unknown')}); "
+            f"wait for the first one, or train it: genwb run --resume {run.path}"))
     if not paths[which].exists():
         which = "last" if which == "best" else "best"
     return run, run.load_model(which, dev)
