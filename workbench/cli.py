@@ -302,6 +302,57 @@ def list_models():
 
 
 
+# -- runs in other tools, and compared (workbench.tensorboard, workbench.wandb_export, workbench.rundiff) --
+@main.group()
+def export():
+    """Write run folders in the formats of the tools researchers use: TensorBoard, W&B."""
+
+
+@export.command("tensorboard")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="A separate log dir, one subfolder per run (default: each run's own folder).")
+def export_tensorboard(run_dirs, out_dir):
+    """TensorBoard events of each RUN (trained with or without [log] tensorboard): its scalars,
+    samples, config and hparams with the final metrics. A repeated export replaces the last."""
+    from workbench.tensorboard import export_runs
+
+    for run_dir, done in export_runs(run_dirs, out_dir):
+        replaced = f", replacing {done['replaced']} event file(s)" if done["replaced"] else ""
+        click.echo(f"{run_dir}: {done['scalars']} scalars at {done['steps']} steps, {done['images']} images, "
+                   f"config and hparams -> {done['path']}{replaced}")
+    logdir = out_dir or (run_dirs[0] if len(run_dirs) == 1 else "runs")
+    click.echo(f"view them: tensorboard --logdir {logdir}", err=True)
+
+
+@export.command("wandb")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Where the offline runs go, as OUT/wandb/offline-run-* (default: each run's own folder).")
+@click.option("--project", default="genwb", show_default=True, help="The W&B project a later wandb sync uploads to.")
+def export_wandb(run_dirs, out_dir, project):
+    """An offline W&B run of each RUN: config, scalars at their steps, samples, and the final
+    metrics as its summary. Never online: upload later with wandb sync, or read it with wandb leet."""
+    from workbench.wandb_export import export_runs
+
+    for run_dir, folder in export_runs(run_dirs, out_dir, project):
+        click.echo(f"{run_dir} -> {folder}")
+    click.echo("upload them with: wandb sync PATH (offline-run-* folders above); look at them with: wandb leet PATH", err=True)
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+def diff(run_dirs):
+    """The config keys that differ between RUN_A RUN_B [RUN_C...], and their final metrics side
+    by side (best validation NLL, bits/dim, test NLL, FID, IS, steps, wall time)."""
+    from rich.console import Console
+
+    from workbench.rundiff import diff_runs, diff_tables
+
+    console = Console()
+    for table in diff_tables(diff_runs(list(run_dirs))):
+        console.print(table)
+
 # -- the job queue (workbench.jobs) ------------------------------------------------------------------
 _RUNS = click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
                      help="The runs folder whose queue.json to use.")

@@ -1,4 +1,4 @@
-"""Presets: TOML tables [run] [data] [model] [train] [sample] [eval], validated into dataclasses.
+"""Presets: TOML tables [run] [data] [model] [train] [sample] [eval] [log], validated into dataclasses.
 
 Every error is a ``UserError`` whose one line names the file, the key and what is allowed:
 malformed TOML (file:line:col), unknown tables and keys (with the nearest match), wrong
@@ -91,6 +91,11 @@ class EvalConfig:
 
 
 @dataclass
+class LogConfig:
+    tensorboard: bool = False  # TensorBoard event files in the run folder (workbench.tensorboard; the tensorboard extra)
+
+
+@dataclass
 class RunConfig:
     run: RunSection = field(default_factory=RunSection)
     data: DataConfig = field(default_factory=DataConfig)
@@ -98,6 +103,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -110,7 +116,7 @@ class RunConfig:
 
 
 _SECTION_TYPES = {"run": RunSection, "data": DataConfig, "model": ModelConfig, "train": TrainConfig,
-                  "sample": SampleConfig, "eval": EvalConfig}
+                  "sample": SampleConfig, "eval": EvalConfig, "log": LogConfig}
 
 
 def _nearest(word: str, options) -> str:

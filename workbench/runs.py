@@ -358,6 +358,10 @@ def prepare(config: RunConfig):
         to_toml(config)
     except TypeError as e:
         raise UserError(f"[model] {e}; use numbers, strings, booleans or lists") from None
+    if config.log.tensorboard:
+        from workbench.tensorboard import require
+
+        require()
     n = _train_size(config.data)
     if config.data.val_size >= n:
         raise UserError(f"[data] val_size = {config.data.val_size} leaves no training images "

@@ -215,6 +215,10 @@ class Trainer:
                                           "bf16" if bf16 else "") if m) or "eager"
         self.run.write_status("running", self.step)
         self.phase = "training"
+        if cfg.log.tensorboard and self.main:  # TensorBoard events from this event stream
+            from workbench.tensorboard import EventWriter
+
+            self.subscribe(EventWriter(self.run.path, warn=lambda message: self.emit(ev.Warned(self.step, message))))
         self.emit(ev.Started(self.run.path, self.step, total, num_params, str(device), step_mode))
         # another thread's CUDA graph capture on this device refuses random draws: wait for it
         rng_lock = device_lock(device)
