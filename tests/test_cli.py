@@ -35,8 +35,29 @@ def test_headless_run_never_imports_textual(tiny_preset, isolated):
     out = _python("import sys\nfrom workbench.cli import main\n"
                   f"try:\n    main(['run', {str(tiny_preset)!r}, '--out', {str(isolated / 'runs')!r}, '--set', 'train.max_steps=2'])\n"
                   "except SystemExit as e:\n    print('EXIT', e.code)\n"
-                  "print('TEXTUAL', 'textual' in sys.modules)", env=env)
-    assert "EXIT 0" in out.stdout and "TEXTUAL False" in out.stdout, out.stdout + out.stderr
+                  "print('LOADED', [m for m in ('textual', 'tensorboardX', 'wandb') if m in sys.modules])", env=env)
+    assert "EXIT 0" in out.stdout and "LOADED []" in out.stdout, out.stdout + out.stderr
+
+
+def test_diff_and_export_load_only_what_they_were_asked_for(tiny_preset, isolated):
+    """genwb diff reads files (no torch, no extra); export tensorboard loads tensorboardX (whose
+    package imports torch itself) and not wandb."""
+    from workbench.config import load_config, to_toml
+
+    runs = []
+    for name, lr in (("a-20260101-000000", 0.001), ("b-20260101-000000", 0.002)):
+        run = isolated / "runs" / name
+        (run / "samples").mkdir(parents=True)
+        (run / "config.toml").write_text(to_toml(load_config(tiny_preset, [f"train.lr={lr}"])))
+        (run / "metrics.jsonl").write_text('{"step": 2, "split": "train", "loss": 1.5}\n')
+        runs.append(str(run))
+    for argv, allowed in ((["diff", *runs], ()), (["export", "tensorboard", runs[0]], ("torch", "tensorboardX"))):
+        out = _python("import sys\nfrom workbench.cli import main\n"
+                      f"try:\n    main({argv!r})\nexcept SystemExit as e:\n    print('EXIT', e.code)\n"
+                      "print('LOADED', [m for m in ('torch', 'textual', 'tensorboardX', 'wandb') if m in sys.modules])")
+        if argv[0] == "export" and "EXIT 2" in out.stdout and "not installed" in out.stderr:
+            continue  # no tensorboardX here: refused, as its own test checks
+        assert "EXIT 0" in out.stdout and f"LOADED {list(allowed)}" in out.stdout, out.stdout + out.stderr
 
 
 @pytest.mark.skipif(not FASHION.is_dir() and not os.environ.get("CI"), reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")

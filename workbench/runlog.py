@@ -91,7 +91,7 @@ def read_config(run_dir: str | Path) -> dict[str, dict[str, Any]]:
         raw = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise UserError(f"{path}: cannot read it ({type(e).__name__}); put back the config the run was trained with") from None
-    tables = {name: dict(values) for name, values in RunConfig().to_dict().items() if name != "model"}
+    tables = RunConfig().to_dict()  # the tables in their usual order
     for name, values in raw.items():
         if isinstance(values, dict):
             tables.setdefault(name, {}).update(values)
