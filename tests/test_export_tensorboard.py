@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 from tests.conftest import preset_text, train_tiny
 from workbench import events as ev
 from workbench.cli import main
+from workbench.runs import writing
 
 pytest.importorskip("tensorboardX", reason="tensorboardX is not installed (pip install 'genwb[tensorboard]')")
 pytest.importorskip("tensorboard", reason="the tensorboard package (its event reader) is not installed (the test extra)")
@@ -290,9 +292,23 @@ def test_export_refuses_what_is_not_a_run_and_a_run_writing_its_own_events(vae_p
     result = CliRunner().invoke(main, ["export", "tensorboard", str(isolated)])
     assert result.exit_code == 2 and "not a run folder" in result.output and len(result.output.strip().splitlines()) == 1
     run_dir = train_tiny(vae_preset, isolated / "runs", [TB])
-    status = json.loads((run_dir / "status.json").read_text())
-    (run_dir / "status.json").write_text(json.dumps({**status, "state": "running"}))
     before = sorted(run_dir.glob("events.out.tfevents.*"))
-    result = CliRunner().invoke(main, ["export", "tensorboard", str(run_dir)])
-    assert result.exit_code == 2 and "--out DIR" in result.output
-    assert sorted(run_dir.glob("events.out.tfevents.*")) == before
+    held, release = threading.Event(), threading.Event()
+
+    def train_it():  # another writer holds the run's lease, as a training process does
+        with writing(run_dir, "trained", "genwb run"):
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=train_it)
+    holder.start()
+    try:
+        held.wait(60)
+        result = CliRunner().invoke(main, ["export", "tensorboard", str(run_dir)])
+        assert result.exit_code == 2 and "being trained by" in result.output and "--out DIR" in result.output
+        assert sorted(run_dir.glob("events.out.tfevents.*")) == before
+        result = CliRunner().invoke(main, ["export", "tensorboard", str(run_dir), "--out", str(isolated / "tb")])
+        assert result.exit_code == 0, result.output  # a separate log dir is only read from the run
+    finally:
+        release.set()
+        holder.join()

@@ -21,7 +21,7 @@ from typing import Any
 
 from workbench import runlog
 from workbench.errors import UserError
-from workbench.queuefile import read_json
+from workbench.fileio import read_json
 from workbench.runindex import nll_kind
 
 NONE = "—"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import UserError
-from workbench.queuefile import read_json
+from workbench.fileio import read_json
 from workbench.runindex import MetricsTail
 
 #: Keys of a metrics row that are not scalars to log ("time" is a row's wall-clock time).

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from workbench import events as ev
 from workbench import runlog
 from workbench.errors import UserError, os_error_text
-from workbench.queuefile import read_json
+from workbench.fileio import read_json
 
 INSTALL = "pip install 'genwb[tensorboard]'"
 _EVENT_FILES = "events.out.tfevents.*"
@@ -191,11 +191,17 @@ def export_run(run_dir: str | Path, logdir: str | Path) -> dict[str, Any]:
     export can be repeated (after ``genwb eval``, say) without showing anything twice. Returns
     what was written."""
     run_dir, logdir = runlog.check_run_folder(run_dir), Path(logdir)
+    if logdir.resolve() == run_dir.resolve():  # a write into the run folder: under its writer lease
+        from workbench.runs import writing
+
+        with writing(run_dir, "exported", "genwb export tensorboard", advice="export it with --out DIR, or once it has stopped"):
+            return _export(run_dir, logdir)
+    return _export(run_dir, logdir)
+
+
+def _export(run_dir: Path, logdir: Path) -> dict[str, Any]:
     config = runlog.read_config(run_dir)
     status = read_json(run_dir / "status.json") or {}
-    if logdir.resolve() == run_dir.resolve() and config["log"].get("tensorboard") is True and status.get("state") == "running":
-        raise UserError(f"{run_dir}: is training and writing its own TensorBoard events; export it with --out DIR, "
-                        f"or once it has stopped")
     before = set(logdir.glob(_EVENT_FILES)) if logdir.is_dir() else set()
     rows = runlog.read_rows(run_dir)
     logged, images = runlog.logged_rows(rows), runlog.sample_images(run_dir)

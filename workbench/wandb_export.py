@@ -15,7 +15,7 @@ from typing import Any
 
 from workbench import runlog
 from workbench.errors import UserError
-from workbench.queuefile import read_json
+from workbench.fileio import read_json
 
 INSTALL = "pip install 'genwb[wandb]'"
 
@@ -66,7 +66,14 @@ def export_runs(run_dirs: list[str | Path], out: str | Path | None = None, proje
     try:
         for path in paths:
             try:
-                yield path, export_run(wandb, path, Path(out) if out else path, project)
+                if out:
+                    yield path, export_run(wandb, path, Path(out), project)
+                    continue
+                from workbench.runs import writing  # a write into the run folder: under its writer lease
+
+                with writing(path, "exported", "genwb export wandb", advice="export it with --out DIR, or once it has stopped"):
+                    folder = export_run(wandb, path, path, project)
+                yield path, folder
             except OSError as e:
                 raise UserError(f"{path}: cannot write the W&B run ({e.strerror or e})", exit_code=1) from None
     finally:
