@@ -312,3 +312,40 @@ def test_export_refuses_what_is_not_a_run_and_a_run_writing_its_own_events(vae_p
     finally:
         release.set()
         holder.join()
+
+
+def test_a_queue_job_and_a_data_parallel_run_write_the_events_once(vae_preset, isolated):
+    """Every path that trains writes events: a queue job (a worker thread), and rank 0 alone of a
+    run on two processes (gloo). Kills: the writer attached in genwb run only, or on every rank
+    (two files, every step twice)."""
+    import torch
+
+    from tests.conftest import wait
+    from workbench.jobs import JobQueue
+
+    q = JobQueue(isolated / "queue", cpu_slots=1)
+    try:
+        job = q.submit(vae_preset, [TB])
+        wait(lambda: not q.busy(), "the job")
+        info = q.job(job)
+        assert info.state == "done", info.error
+    finally:
+        q.shutdown()
+    run_dir = Path(info.run_dir)
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    shown = read_events(run_dir)
+    assert_every_scalar_once(shown, run_dir)
+    assert_finals_and_hparams(shown, run_dir)
+
+    if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):
+        pytest.skip("torch.distributed with gloo is not available")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "GENWB_DDP_TIMEOUT": "60"}
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "run", str(vae_preset), "--out", str(isolated / "ddp"),
+                          "--nproc", "2", "--set", TB, "--set", "eval.test=false"],
+                         cwd=isolated, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (run_dir,) = (isolated / "ddp").iterdir()
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    shown = read_events(run_dir)
+    assert_every_scalar_once(shown, run_dir)
+    assert_images(shown, run_dir)
