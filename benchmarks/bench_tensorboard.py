@@ -72,6 +72,8 @@ def main() -> None:
     steps, repeats = (200, 2) if args.quick else (args.steps, args.repeats)
     threads = args.threads or 2
     torch.set_num_threads(threads)
+    cost = event_cost()  # first: it takes a second, and load hardly disturbs it
+    print(f"writer's synchronous work per Step event: {1e6 * cost:.1f} µs", flush=True)
     load_before = os.getloadavg()
     times = {False: [], True: []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,7 +85,6 @@ def main() -> None:
     load_after = os.getloadavg()
     off, on = statistics.median(times[False]), statistics.median(times[True])
     share = (on - off) / off
-    cost = event_cost()
     log_every = load_config(PRESET).train.log_every
     load = f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
     print(f"\nmachine: {machine()}; MADE preset on cpu, {steps} steps, run.threads={threads}, {repeats} interleaved "

@@ -31,14 +31,17 @@ TB = "log.tensorboard=true"
 
 def read_events(logdir: Path) -> dict:
     """What TensorBoard shows of a folder: {"scalars": {tag: [(step, value)]}, "images": {tag:
-    [(step, png bytes)]}, "text": [(step, text)], "hparams": {name: value} or None}."""
+    [(step, png bytes)]}, "text": [(step, text)], "hparams": {name: value} or None, "ended"}."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     acc.Reload()
     tags = acc.Tags()
-    hparams = None
+    hparams, ended = None, None
+    if "_hparams_/session_end_info" in acc.summary_metadata:
+        content = acc.SummaryMetadata("_hparams_/session_end_info").plugin_data.content
+        ended = plugin_data_pb2.HParamsPluginData.FromString(content).session_end_info.status
     if "_hparams_/session_start_info" in acc.summary_metadata:
         content = acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
         start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
@@ -49,6 +52,7 @@ def read_events(logdir: Path) -> dict:
         "text": [(e.step, e.tensor_proto.string_val[0].decode()) for e in acc.Tensors("config/text_summary")]
         if "config/text_summary" in tags["tensors"] else [],
         "hparams": hparams,
+        "ended": ended,  # the hparams session's end status (api_pb2.Status), None while unended
     }
 
 
@@ -109,6 +113,9 @@ def assert_finals_and_hparams(shown: dict, run_dir: Path) -> None:
     assert hp["model.name"] == "vae" and hp["model.hidden"] == 32 and hp["train.lr"] == pytest.approx(3e-3)
     assert hp["data.binarize"] == "dynamic" and hp["log.tensorboard"] is True
     assert any("hidden = 32" in text and "[train]" in text for _, text in shown["text"])
+    from tensorboard.plugins.hparams import api_pb2
+
+    assert shown["ended"] == api_pb2.STATUS_SUCCESS
 
 
 @pytest.fixture
@@ -200,6 +207,7 @@ def test_an_in_process_crash_then_resume_shows_each_step_once(vae_preset, isolat
     assert_every_scalar_once(shown, run.path)
     assert [s for s, _ in shown["scalars"]["val/nll"]] == [6, 12, 18, 24]
     assert_images(shown, run.path)
+    assert_finals_and_hparams(shown, run.path)  # the failed session said nothing of its end
 
 
 def test_export_of_a_run_trained_without_the_option(vae_preset, isolated):

@@ -301,7 +301,6 @@ def list_models():
         click.echo(f"{name}: {hp}")
 
 
-
 # -- runs in other tools, and compared (workbench.tensorboard, workbench.wandb_export, workbench.rundiff) --
 @main.group()
 def export():
@@ -315,13 +314,15 @@ def export():
 def export_tensorboard(run_dirs, out_dir):
     """TensorBoard events of each RUN (trained with or without [log] tensorboard): its scalars,
     samples, config and hparams with the final metrics. A repeated export replaces the last."""
+    import os
+
     from workbench.tensorboard import export_runs
 
     for run_dir, done in export_runs(run_dirs, out_dir):
         replaced = f", replacing {done['replaced']} event file(s)" if done["replaced"] else ""
         click.echo(f"{run_dir}: {done['scalars']} scalars at {done['steps']} steps, {done['images']} images, "
                    f"config and hparams -> {done['path']}{replaced}")
-    logdir = out_dir or (run_dirs[0] if len(run_dirs) == 1 else "runs")
+    logdir = out_dir or os.path.commonpath([os.path.abspath(p) for p in run_dirs])
     click.echo(f"view them: tensorboard --logdir {logdir}", err=True)
 
 
@@ -352,6 +353,7 @@ def diff(run_dirs):
     console = Console()
     for table in diff_tables(diff_runs(list(run_dirs))):
         console.print(table)
+
 
 # -- the job queue (workbench.jobs) ------------------------------------------------------------------
 _RUNS = click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -61,8 +62,6 @@ class EventFile:
             self.write(Event(wall_time=time.time(), step=purge_step, session_log=SessionLog(status=SessionLog.START)))
 
     def write(self, event) -> None:
-        import struct
-
         data = event.SerializeToString()
         header = struct.pack("<Q", len(data))
         record = memoryview(header + struct.pack("<I", self._crc(header)) + data + struct.pack("<I", self._crc(data)))
@@ -101,23 +100,15 @@ class EventFile:
         _, start, _ = hparams(flat, {})
         self.write(self._Event(wall_time=time.time(), step=step, summary=start))
 
-    def session_end(self, step: int, success: bool) -> None:
-        from tensorboardX.proto.api_pb2 import Status
-        from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
-        from tensorboardX.proto.summary_pb2 import SummaryMetadata
+    def finals(self, step: int, run_dir: Path) -> None:
+        """The final figures as scalars at ``step``, and the hparams session's end. Only a run
+        that ended gets them: TensorBoard keeps the first session end it reads whatever comes
+        after, so a failed or stopped run that is resumed must not have said it ended."""
+        from tensorboardX.summary import hparams
 
-        status = Status.Value("STATUS_SUCCESS" if success else "STATUS_FAILURE")
-        content = HParamsPluginData(session_end_info=SessionEndInfo(status=status, end_time_secs=time.time()), version=0)
-        metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="hparams",
-                                                                          content=content.SerializeToString()))
-        self.summary(step, [self._Summary.Value(tag="_hparams_/session_end_info", metadata=metadata)])
-
-    def finals(self, step: int, run_dir: Path, state: str | None) -> None:
-        """The final figures as scalars at ``step``, and how the session ended (none while it is
-        unfinished: "running", "interrupted", ...)."""
         self.scalars(step, runlog.final_metrics(runlog.read_rows(run_dir), runlog.read_eval(run_dir)))
-        if state in ("finished", "early-stopped", "failed"):
-            self.session_end(step, state != "failed")
+        _, _, end = hparams({}, {})  # STATUS_SUCCESS
+        self.write(self._Event(wall_time=time.time(), step=step, summary=end))
 
     def sync(self) -> None:
         os.fsync(self._fd)
@@ -170,12 +161,9 @@ class EventWriter:
             self.file.image(event.step, event.kind, event.path)
         elif isinstance(event, ev.Checkpointed):
             self.file.sync()
-        elif isinstance(event, ev.Finished):
-            state = "finished" if event.reason == "completed" else event.reason
-            self.file.finals(event.step, self.run_dir, state if state != "cancelled" else None)
-            self.close()
-        elif isinstance(event, ev.Failed):
-            self.file.session_end(event.step, success=False)
+        elif isinstance(event, (ev.Finished, ev.Failed)):
+            if isinstance(event, ev.Finished) and event.reason != "cancelled":
+                self.file.finals(event.step, self.run_dir)
             self.close()
 
     def close(self) -> None:
@@ -220,8 +208,8 @@ def _export(run_dir: Path, logdir: Path) -> dict[str, Any]:
                         file.scalars(step, item.scalars, item.time)
                     else:
                         file.image(step, *item)
-            end = runlog.last_step(run_dir, rows)
-            file.finals(end, run_dir, status.get("state"))
+            if status.get("state") in ("finished", "early-stopped"):
+                file.finals(runlog.last_step(run_dir, rows), run_dir)
             file.sync()
         finally:
             file.close()
