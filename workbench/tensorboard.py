@@ -197,17 +197,12 @@ def _export(run_dir: Path, logdir: Path) -> dict[str, Any]:
         file = EventFile(logdir, purge_step=0)
         try:
             file.config(0, config, (run_dir / "config.toml").read_text())
-            by_step: dict[int, list] = {}
-            for row in logged:
-                by_step.setdefault(row.step, []).append(row)
-            for step, tag, path in images:
-                by_step.setdefault(step, []).append((tag, path))
-            for step in sorted(by_step):  # a step's rows, then its images, as the Trainer logs them
-                for item in by_step[step]:
-                    if isinstance(item, runlog.LoggedRow):
-                        file.scalars(step, item.scalars, item.time)
-                    else:
-                        file.image(step, *item)
+            items = [(row.step, 0, row) for row in logged] + [(step, 1, (tag, path)) for step, tag, path in images]
+            for step, is_image, item in sorted(items, key=lambda i: i[:2]):  # a step's rows, then its images
+                if is_image:
+                    file.image(step, *item)
+                else:
+                    file.scalars(step, item.scalars, item.time)
             if status.get("state") in ("finished", "early-stopped"):
                 file.finals(runlog.last_step(run_dir, rows), run_dir)
             file.sync()
