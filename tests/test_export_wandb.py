@@ -66,6 +66,10 @@ def test_export_writes_an_offline_run_with_every_scalar_images_config_and_summar
     assert summary["val/best_nll"] == pytest.approx(min(r["nll"] for r in rows if r["split"] == "val"))
     assert any(r["type"] == "exit" for r in records)
 
+    result = CliRunner().invoke(main, ["export", "wandb", str(run_dir)])  # by default into the run folder
+    assert result.exit_code == 0, result.output
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+
 
 def test_without_wandb_the_export_says_how_to_install_it(tiny_preset, isolated, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
