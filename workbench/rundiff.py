@@ -23,6 +23,7 @@ from workbench import runlog
 from workbench.errors import UserError
 from workbench.fileio import read_json
 from workbench.runindex import nll_kind
+from workbench.runs import live_state
 
 NONE = "—"
 _STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")  # runs/<name>-<YYYYmmdd-HHMMSS>[-N]
@@ -147,7 +148,7 @@ def diff_runs(run_dirs: list[str | Path]) -> RunDiff:
         metrics.append(MetricRow(f"IS ({name})", [r.get(name, {}).get("is_mean") for r in records], "higher", "{:.2f}"))
     metrics += [
         MetricRow("steps", [runlog.last_step(p, r) for p, r in zip(paths, rows)], format="{:,}"),
-        MetricRow("state", [str((read_json(p / "status.json") or {}).get("state", "unknown")) for p in paths]),
+        MetricRow("state", [live_state(p)[0] for p in paths]),  # "interrupted" for a run whose process died
         MetricRow("wall time", [wall_time(p) for p in paths], format="duration"),
         MetricRow("training time", [training_time(r, c["data"].get("batch_size", 0)) for r, c in zip(rows, configs)],
                   format="duration"),
