@@ -301,11 +301,16 @@ def test_the_queue_and_the_run_folder_never_disagree(tiny_preset, queues):
 
 
 def test_queue_commands_answer_from_the_file_without_torch(tiny_preset, isolated):
-    """Issue 16 item 6: list, cancel, pause and resume are file operations: no torch import."""
+    """Issue 16 item 6: list, cancel, pause, resume and adding a run folder are file operations: no torch import."""
+    from workbench.config import load_config
+    from workbench.runs import Run
+
     runs = isolated / "runs"
     JobQueue(runs, work=False).submit(tiny_preset, long(4))
+    run = Run.create(load_config(tiny_preset), isolated / "other")
     code = ("import sys\nfrom workbench.cli import main\n"
-            f"for args in (['queue', 'list'], ['queue', 'pause', 'j1'], ['queue', 'resume', 'j1'], ['queue', 'cancel', 'j1']):\n"
+            f"for args in (['queue', 'list'], ['queue', 'pause', 'j1'], ['queue', 'resume', 'j1'], ['queue', 'cancel', 'j1'],"
+            f" ['queue', 'add', {str(run.path)!r}]):\n"
             f"    try:\n        main([*args, '--runs', {str(runs)!r}])\n    except SystemExit as e:\n        assert not e.code, e.code\n"
             "print('TORCH', 'torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -178,8 +178,7 @@ def _hparam_value(where: str, key: str, value, default):
     return _check_value(where, key, value, type(default), {})
 
 
-def _build(source: str, raw: dict[str, Any]) -> RunConfig:
-    import models  # the registry only: cheap next to reading a preset
+def _build(source: str, raw: dict[str, Any], check_model: bool = True) -> RunConfig:
 
     unknown = [t for t in raw if t not in _SECTION_TYPES]
     if unknown:
@@ -201,7 +200,11 @@ def _build(source: str, raw: dict[str, Any]) -> RunConfig:
                 extra[key] = value
             else:
                 raise UserError(f"{where}: unknown key {key!r}{_nearest(key, fields)}; allowed: {', '.join(fields)}")
-        if name == "model":
+        if name == "model" and not check_model:  # a run's own config.toml, checked when the run was made
+            values["hparams"] = extra
+        elif name == "model":
+            import models  # the registry only: cheap next to reading a preset
+
             if not values.get("name"):
                 raise UserError(f"{where}: name is missing; allowed: {', '.join(models.names())}")
             try:
@@ -237,8 +240,9 @@ def _check_consistency(source: str, cfg: RunConfig) -> None:
 _LOC = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    """Read a preset, apply ``section.key=value`` overrides, validate."""
+def load_config(path: str | Path, overrides: list[str] = (), check_model: bool = True) -> RunConfig:
+    """Read a preset, apply ``section.key=value`` overrides, validate. ``check_model=False`` leaves
+    the model's hyper-parameters as they are (a run's own config.toml: no torch import)."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark from a Windows editor is fine
@@ -252,10 +256,10 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         raise UserError(f"{path}: no such preset file{hint}") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    return parse_config(text, str(path), overrides)
+    return parse_config(text, str(path), overrides, check_model)
 
 
-def parse_config(text: str, source: str = "<preset>", overrides: list[str] = ()) -> RunConfig:
+def parse_config(text: str, source: str = "<preset>", overrides: list[str] = (), check_model: bool = True) -> RunConfig:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -265,7 +269,7 @@ def parse_config(text: str, source: str = "<preset>", overrides: list[str] = ())
         raise UserError(f"{where}: invalid TOML: {_LOC.sub('', msg).strip()}") from None
     for item in overrides:
         apply_override(raw, item)
-    return _build(source, raw)
+    return _build(source, raw, check_model)
 
 
 def parse_value(text: str) -> Any:

@@ -439,7 +439,7 @@ class JobQueue:
 
         if checkpoint not in ("last", "best"):
             raise UserError(f"checkpoint {checkpoint!r}: use last or best")
-        run = open_run(run_dir)
+        run = open_run(run_dir, check_model=False)  # a file operation: the run was checked when it was made
         path = str(run.path.resolve())
         status = run.status()
         if status.get("state") in ("finished", "early-stopped"):

@@ -259,11 +259,13 @@ class Run:
         return model.eval()
 
 
-def open_run(path: str | Path) -> Run:
+def open_run(path: str | Path, check_model: bool = True) -> Run:
+    """The run folder at ``path``; ``check_model=False`` reads its config without building the
+    model's registry (no torch import), for what only needs the run's settings."""
     path = Path(path)
     if not (path / "config.toml").is_file():
         raise UserError(f"{path}: not a run folder (no config.toml); run folders live under runs/")
-    return Run(path, load_config(path / "config.toml"))
+    return Run(path, load_config(path / "config.toml", check_model=check_model))
 
 
 def latest_run(prefix: str | Path) -> Path:
