@@ -262,9 +262,10 @@ def evaluate(run_dir, n, extractor, inception_weights, batch_size, seed, device)
     """FID, KID, IS, precision/recall, conditional accuracy and test NLL of a run's best model."""
     from rich.console import Console
 
-    from workbench.evaluate import evaluate_run, results_table
+    from workbench.evaluate import check_arguments, evaluate_run, results_table
     from workbench.runs import open_run, writing
 
+    check_arguments(n, batch_size)
     with writing(open_run(run_dir).path, "evaluated", "genwb eval"):  # refused at once while another writes the run
         result = evaluate_run(run_dir, n=n, extractor=extractor, inception_weights=inception_weights,
                               batch_size=batch_size, device=device, seed=seed)
