@@ -56,8 +56,9 @@ class MADE(AutoregressiveModel):
     # -- masks -----------------------------------------------------------------------------
     def _mask_sets(self, order: str, order_agnostic: bool, seed: int):
         """The degrees are drawn on the CPU (they are small, and their values decide the masks);
-        the masks are made on the default device, so that under ``torch.device("meta")`` (the
-        workbench's validation pass) even MADE 2x8000 with 32 mask sets costs no memory."""
+        the masks are made on the default device; under ``torch.device("meta")`` (the workbench's
+        validation pass) they are shapes only, so even MADE 2x8000 with 32 mask sets costs no
+        memory and no time."""
         target = torch.get_default_device()
         d, out_per_dim = self.num_dims, (1 if self.levels == 2 else self.levels)
         orders, per_layer = [], [[] for _ in range(len(self.hidden) + 1)]
@@ -74,13 +75,19 @@ class MADE(AutoregressiveModel):
                 for h in self.hidden:
                     low = int(degrees[-1].min())
                     degrees.append(torch.randint(low, max(d, low + 1), (h,), generator=gen))
+                orders.append(perm)
+                if target.type == "meta":
+                    continue
                 degrees = [g.to(target) for g in degrees]
                 for i in range(len(self.hidden)):
                     per_layer[i].append((degrees[i + 1][:, None] >= degrees[i][None, :]).float())
                 out_degree = degrees[0].repeat(out_per_dim)  # outputs laid out (L, D), like (n, L, C, H, W)
                 per_layer[-1].append((out_degree[:, None] > degrees[-1][None, :]).float())
-                orders.append(perm)
-        return torch.stack(orders).to(target), [torch.stack(m) for m in per_layer]
+        orders = torch.stack(orders).to(target)
+        if target.type == "meta":  # shapes only: comparing or stacking on meta imports torch._dynamo (~1 s)
+            sizes = [d, *self.hidden, d * out_per_dim]
+            return orders, [torch.empty(self.num_masks, b, a) for a, b in zip(sizes[:-1], sizes[1:])]
+        return orders, [torch.stack(m) for m in per_layer]
 
     def order(self, mask: int = 0) -> torch.Tensor:
         return self.orders[mask].cpu()
