@@ -295,3 +295,24 @@ def test_world_and_timeout_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("GENWB_DDP_TIMEOUT", "soon")
     with pytest.raises(Exception, match="GENWB_DDP_TIMEOUT"):
         distributed.timeout_s()
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_is_one_clean_stop(tiny_preset, isolated, monkeypatch):
+    """SIGTERM to ``genwb run --nproc 2`` (as ``kill PID`` from a user): the ranks checkpoint and
+    print the resume command, exit 143, and neither torchrun's agent traceback (SignalException)
+    nor its OMP_NUM_THREADS banner shows. Catches: the launcher running plain torchrun, not
+    setting OMP_NUM_THREADS, or returning the agent's exit code instead of 143."""
+    env = {k: v for k, v in _env().items() if k != "OMP_NUM_THREADS"}
+    proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "run", str(tiny_preset), "--out", str(isolated / "two"),
+                             "--nproc", "2", *EXACT, "--set", "train.max_steps=100000", "--set", "train.checkpoint_every=1000"],
+                            cwd=isolated, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    run_dir = _wait_for_metrics(isolated / "two", proc)
+    os.kill(proc.pid, signal.SIGTERM)
+    code, out = _finish(proc)
+    assert code == 143, out[-3000:]
+    assert f"genwb run --resume {run_dir} --nproc 2" in out, out[-3000:]
+    for noise in ("Traceback", "SignalException", "OMP_NUM_THREADS"):
+        assert noise not in out, out[-3000:]
+    assert open_run(run_dir).status()["state"] == "interrupted"
