@@ -201,6 +201,23 @@ def wait(predicate, what: str, timeout: float = 90, every: float = 0.03) -> None
     raise AssertionError(f"timed out waiting for {what}")
 
 
+_START_S: list[float] = []
+
+
+def python_start_s() -> float:
+    """Seconds a trivial genwb process takes to start here (Python, torch, workbench.cli), measured
+    once per session: deadlines on other processes are multiples of it, longer on a loaded machine."""
+    if not _START_S:
+        import subprocess
+        import sys
+
+        began = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import torch, workbench.cli"], check=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        _START_S.append(max(time.monotonic() - began, 0.5))
+    return _START_S[0]
+
+
 def train_steps(run_dir) -> list[int]:
     """The steps of a run's training rows in metrics.jsonl."""
     from workbench.runs import open_run
