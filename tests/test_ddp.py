@@ -252,6 +252,7 @@ def _vq_rank(rank: int, port: int, out: str) -> None:
         distributed.teardown()
 
 
+@pytest.mark.slow
 def test_every_rank_holds_the_same_parameters_vq_vae_codebook_included(tiny_data, isolated):
     """k-means, dead-code restarts and the EMA write the codebook outside autograd, from each
     rank's share; rank 0's codebook is broadcast after every step, so the ranks never drift."""

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from tests.conftest import python_start_s, train_steps, wait
@@ -91,6 +92,7 @@ def test_a_second_process_adds_and_cancels_while_the_owner_works(tiny_preset, is
         owner.shutdown()
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_finishes_every_job_with_each_step_once(tiny_preset, isolated):
     runs = isolated / "runs"
     client = JobQueue(runs, work=False)
@@ -114,6 +116,7 @@ def test_sigkill_then_restart_finishes_every_job_with_each_step_once(tiny_preset
     client.shutdown()
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_leaves_a_consistent_queue(tiny_preset, isolated):
     runs = isolated / "runs"
     client = JobQueue(runs, work=False)
