@@ -19,6 +19,11 @@ PY=${PYTHON:-python3}
 start=$SECONDS
 step() { echo; echo "=== $1 ($((SECONDS - start)) s)"; }
 
+if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    echo "error: no CUDA device visible to $PY (torch.cuda.is_available() is False); this check needs one GPU" >&2
+    exit 1
+fi
+
 step "GPU"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"

@@ -4,7 +4,10 @@ for a whole module, and wait on a queue."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gzip
+import os
+import signal
 import struct
 import time
 from pathlib import Path
@@ -15,6 +18,48 @@ import torch
 
 # Tiny tensors: one thread is faster than two, and steadier on a busy machine.
 torch.set_num_threads(1)
+# Read once, before any test hides the devices: the `cuda` tests' skip conditions see the real answer.
+CUDA_PRESENT = torch.cuda.is_available()
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def pytest_configure(config):
+    # Orphans of the processes a test starts (torchrun's workers live in sessions of their own and
+    # outlive a killed launcher) become pytest's children instead of init's, so teardown finds them.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living descendant of ``pid``, whatever its session or process group (through /proc)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*") if Path(f"/proc/{parent}/task").exists() else ():
+            with contextlib.suppress(OSError, ValueError):
+                kids = [int(k) for k in (task / "children").read_text().split()]
+                found += kids
+                todo += kids
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _cpu_unless_cuda_and_no_stray_processes(request, monkeypatch):
+    """A test without the ``cuda`` mark sees no CUDA device, in-process (``device = "auto"``
+    resolves to the CPU) and in the processes it starts; every process it started is killed at its
+    teardown, so a test that fails half-way cannot leave a trainer holding pytest's pipes."""
+    if request.node.get_closest_marker("cuda") is None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    before = set(descendants(os.getpid()))
+    yield
+    stray = [p for p in descendants(os.getpid()) if p not in before]
+    for pid in stray:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in stray:  # reap the orphans pytest adopted as subreaper; Popen reaps its own
+        with contextlib.suppress(OSError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 def write_idx(path, array: np.ndarray) -> None:
@@ -146,13 +191,31 @@ def train_losses(preset: Path, out: Path, overrides=()):
 
 
 def wait(predicate, what: str, timeout: float = 90, every: float = 0.03) -> None:
-    """Poll until ``predicate()`` holds (a queue works in threads or another process)."""
+    """Poll until ``predicate()`` holds (a queue works in threads or another process); fail
+    naming ``what`` after ``timeout`` seconds."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():
             return
         time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+_START_S: list[float] = []
+
+
+def python_start_s() -> float:
+    """Seconds a trivial genwb process takes to start here (Python, torch, workbench.cli), measured
+    once per session: deadlines on other processes are multiples of it, longer on a loaded machine."""
+    if not _START_S:
+        import subprocess
+        import sys
+
+        began = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import torch, workbench.cli"], check=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        _START_S.append(max(time.monotonic() - began, 0.5))
+    return _START_S[0]
 
 
 def train_steps(run_dir) -> list[int]:

@@ -60,6 +60,7 @@ def test_diff_and_export_load_only_what_they_were_asked_for(tiny_preset, isolate
         assert "EXIT 0" in out.stdout and f"LOADED {list(allowed)}" in out.stdout, out.stdout + out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not FASHION.is_dir() and not os.environ.get("CI"), reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
 def test_run_then_sample_on_fashion_mnist(isolated, monkeypatch):
     monkeypatch.setenv("GENWB_OFFLINE", "1")
@@ -80,6 +81,7 @@ def test_run_then_sample_on_fashion_mnist(isolated, monkeypatch):
     assert Image.open(out).size == (3 * 29 + 1, 3 * 29 + 1)
 
 
+@pytest.mark.slow
 def test_ctrl_c_checkpoints_and_prints_the_resume_command(tiny_preset, isolated):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "run", str(tiny_preset), "--out", str(isolated / "runs"),

@@ -35,6 +35,7 @@ def _train(preset, out, overrides=()):
     return train_losses(preset, out, [*FAST, *overrides])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])  # on a CPU, reduce-overhead has no CUDA graphs
 def test_compiled_training_equals_eager(tiny_preset, isolated, mode):
     reason = _inductor_reason()

@@ -13,7 +13,11 @@ import models
 from models.base import _sample_graphs
 from models.cudagraph import CudaGraphs
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device; none here")
+_needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device; none here")
+
+
+def cuda(test):
+    return pytest.mark.cuda(_needs_cuda(test))
 
 CASES = [  # (name, image shape, levels, classes, hyper-parameters): every model that opts in
     ("pixelcnn", (1, 8, 8), 2, None, dict(hidden_channels=16, num_layers=2, head_channels=16)),

@@ -2,6 +2,8 @@
 preprocessing into the model's domain, and batches that are a pure function of (seed, step)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -92,3 +94,47 @@ def test_validation_split_is_carved_from_train_and_fixed(tiny_data):
     assert len(train) + 40 >= len({tuple(r.flatten().tolist()) for r in raw})
     with pytest.raises(UserError, match="val_size"):
         load_data(DataConfig(binarize="threshold", levels=2, val_size=240))
+
+
+def test_advice_names_real_paths_and_cifar10_is_found_in_each_place_the_readme_lists(isolated, monkeypatch, tmp_path):
+    """Catches: ``<root>`` printed literally in ``genwb data list`` and in the missing-dataset
+    error, and CIFAR-10 looked up only in the roots (not in their ``cifar10/`` nor Debian's folder)."""
+    from workbench import data
+
+    rows = dict((name, where) for name, _, where in data.describe_datasets())
+    assert "<root>" not in rows["mnist"] and str(isolated / "cache" / "data") in rows["mnist"]
+    with pytest.raises(UserError) as e:
+        load_split("cifar10", "train", str(tmp_path / "mine"))
+    assert "<root>" not in str(e.value) and str(tmp_path / "mine") in str(e.value)
+    assert "/usr/share/datasets/cifar10" in str(e.value)
+    debian = tmp_path / "debian"
+    (debian / "cifar10" / "cifar-10-batches-py").mkdir(parents=True)
+    (debian / "cifar10" / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"")
+    monkeypatch.setattr(data, "DEBIAN_DIR", debian)
+    assert find_dataset("cifar10") == debian / "cifar10"
+    in_env = tmp_path / "env"
+    (in_env / "cifar10" / "cifar-10-batches-py").mkdir(parents=True)
+    (in_env / "cifar10" / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"")
+    monkeypatch.setenv("GENWB_DATA", str(in_env))
+    assert find_dataset("cifar10") == in_env / "cifar10"
+
+
+def test_a_failed_download_leaves_no_empty_folders(isolated, monkeypatch):
+    """Catches: a download that fails after torchvision made ``MNIST/raw`` leaving the empty folder
+    behind (the cache then looks as if it held MNIST). No network: the download is faked."""
+    import torchvision.datasets as tvd
+
+    def failing(root, train, download):
+        (Path(root) / "MNIST" / "raw").mkdir(parents=True)
+        raise OSError("network unreachable")
+
+    monkeypatch.delenv("GENWB_OFFLINE")
+    monkeypatch.setattr(tvd, "MNIST", failing)
+    with pytest.raises(UserError, match="not found"):
+        load_split("mnist", "train")
+    assert not (isolated / "cache" / "data").exists()
+    kept = isolated / "cache" / "data" / "MNIST"
+    kept.mkdir(parents=True)  # the user's own folder, there before the download: it stays
+    with pytest.raises(UserError):
+        load_split("mnist", "train")
+    assert kept.is_dir() and not (kept / "raw").exists()

@@ -146,6 +146,7 @@ def test_a_run_with_the_option_writes_every_scalar_once_the_images_and_the_hpara
     assert list(run_dir.glob("events.out.tfevents.*")) == [events]  # --out leaves the run's own events alone
 
 
+@pytest.mark.slow
 def test_a_kill_and_a_resume_show_each_step_once(tiny_data, isolated):
     """SIGKILL mid-run, after a checkpoint and with events logged past it, then genwb run
     --resume: TensorBoard shows every step of metrics.jsonl once. Kills: no purge (or a purge at
@@ -322,6 +323,7 @@ def test_export_refuses_what_is_not_a_run_and_a_run_writing_its_own_events(vae_p
         holder.join()
 
 
+@pytest.mark.slow
 def test_a_queue_job_and_a_data_parallel_run_write_the_events_once(vae_preset, isolated):
     """Every path that trains writes events: a queue job (a worker thread), and rank 0 alone of a
     run on two processes (gloo). Kills: the writer attached in genwb run only, or on every rank

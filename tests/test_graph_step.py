@@ -23,7 +23,11 @@ from workbench.runs import build_model
 from tests.conftest import preset_text, train_losses
 from tests.test_cudagraph import CASES
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+_needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+
+
+def cuda(test):
+    return pytest.mark.cuda(_needs_cuda(test))
 
 
 class HostData(Exception):

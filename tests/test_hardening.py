@@ -438,6 +438,7 @@ def _wait_for_rows(isolated, proc, rows=1):
     raise AssertionError(f"no metrics appeared (exit {proc.poll()})")
 
 
+@pytest.mark.slow
 def test_sigterm_mid_run_checkpoints_then_resumes_with_metrics_exactly_once(tiny_preset, isolated):
     proc = _start(tiny_preset, isolated, "--set", "train.checkpoint_every=4")
     run_dir = _wait_for_rows(isolated, proc, rows=3)

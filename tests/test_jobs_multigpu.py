@@ -123,6 +123,7 @@ def test_a_job_asking_for_more_gpus_than_the_machine_has_fails_at_once(tiny_pres
         q.shutdown()
 
 
+@pytest.mark.slow
 @needs_gloo
 def test_a_two_gpu_job_runs_as_two_processes_and_single_jobs_wait(tiny_preset, two_gpu_queue):
     """CPU slots stand in for GPUs: the job runs through genwb run --nproc 2 (gloo), to done."""
@@ -144,6 +145,7 @@ def test_a_two_gpu_job_runs_as_two_processes_and_single_jobs_wait(tiny_preset, t
     assert q.history(big) and q.history(big)[-1]["step"] == 12
 
 
+@pytest.mark.slow
 @needs_gloo
 def test_pausing_a_two_process_job_checkpoints_and_resume_carries_on(tiny_preset, two_gpu_queue):
     q = two_gpu_queue

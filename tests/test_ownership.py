@@ -64,6 +64,7 @@ def holder_process():
         proc.wait()
 
 
+@pytest.mark.slow
 def test_a_resume_while_genwb_run_trains_is_refused_and_the_metrics_stay_in_order(tiny_preset, isolated):
     proc, run = start_training(tiny_preset, isolated / "runs")
     try:
@@ -83,6 +84,7 @@ def test_a_resume_while_genwb_run_trains_is_refused_and_the_metrics_stay_in_orde
     assert run_holder(run) is None and live_state(run)[0] == "interrupted"
 
 
+@pytest.mark.slow
 def test_a_holder_killed_with_sigkill_frees_the_run_at_once(tiny_preset, isolated):
     proc, run = start_training(tiny_preset, isolated / "runs")
     assert run_holder(run).pid == proc.pid and run_holder(run).purpose == "trained"

@@ -322,6 +322,7 @@ async def test_pause_and_cancel_a_real_job(tiny_preset, tmp_path):
         queue.shutdown()
 
 
+@pytest.mark.slow
 async def test_app_attached_to_another_process_sees_progress(tiny_preset, tmp_path):
     slow = tiny_preset.read_text().replace("max_steps = 24", "max_steps = 100000")
     preset = tmp_path / "slow.toml"

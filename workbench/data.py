@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +79,21 @@ def _idx_path(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _cifar_dir(root: str | None) -> Path | None:
+def how_to_get(info: DatasetInfo, root: str | None = None) -> str:
+    """The advice of ``info`` with ``<root>`` replaced by the first place genwb looks."""
+    return info.how_to_get.replace("<root>", str(search_roots(root)[0]))
+
+
+def _cifar_candidates(root: str | None) -> list[Path]:
+    """Folders that may hold ``cifar-10-batches-py/``: each root, its ``cifar10/``, and Debian's."""
+    bases = []
     for base in search_roots(root):
+        bases += [base, base / "cifar10"]
+    return bases + [DEBIAN_DIR / "cifar10"]
+
+
+def _cifar_dir(root: str | None) -> Path | None:
+    for base in _cifar_candidates(root):
         if (base / "cifar-10-batches-py" / "data_batch_1").is_file():
             return base
     return None
@@ -117,7 +131,19 @@ def _download(info: DatasetInfo) -> None:
         raise OSError("GENWB_OFFLINE is set")
     import torchvision.datasets as tvd
 
-    getattr(tvd, info.torchvision_class)(root=str(cache_dir() / "data"), train=True, download=True)
+    data_root = cache_dir() / "data"
+    made = [p for p in (data_root, data_root / info.torchvision_class) if not p.exists()]
+    try:
+        getattr(tvd, info.torchvision_class)(root=str(data_root), train=True, download=True)
+    except BaseException:
+        # a failed download leaves no empty MNIST/raw behind to look like a dataset; what was there stays
+        if made:
+            shutil.rmtree(made[0], ignore_errors=True)
+        else:
+            raw = data_root / info.torchvision_class / "raw"
+            if raw.is_dir() and not any(raw.iterdir()):
+                raw.rmdir()
+        raise
 
 
 def load_split(name: str, split: str, root: str | None = None, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,8 +159,8 @@ def load_split(name: str, split: str, root: str | None = None, download: bool = 
             pass
         folder = find_dataset(name, root)
     if folder is None:
-        searched = [str(d) for d in _candidate_dirs(info, root)] if name != "cifar10" else [str(r) for r in search_roots(root)]
-        raise UserError(f"dataset {name!r} not found (searched {', '.join(searched)}) and could not be downloaded; {info.how_to_get}, or set [data] root / $GENWB_DATA")
+        searched = [str(d) for d in (_candidate_dirs(info, root) if name != "cifar10" else _cifar_candidates(root))]
+        raise UserError(f"dataset {name!r} not found (searched {', '.join(searched)}) and could not be downloaded; {how_to_get(info, root)}, or set [data] root / $GENWB_DATA")
     if name == "cifar10":
         import torchvision.datasets as tvd
 
@@ -248,5 +274,5 @@ def describe_datasets(root: str | None = None) -> list[tuple[str, str, str]]:
     for info in DATASETS.values():
         folder = find_dataset(info.name, root)
         shape = "x".join(map(str, info.image_shape))
-        rows.append((info.name, shape, str(folder) if folder else f"not found: {info.how_to_get}"))
+        rows.append((info.name, shape, str(folder) if folder else f"not found: {how_to_get(info, root)}"))
     return rows

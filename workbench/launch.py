@@ -1,9 +1,11 @@
 """``genwb run`` over several processes: ``--nproc N`` starts torchrun on this machine, and each
 rank that torchrun starts joins the run that rank 0 makes.
 
-The launcher runs ``python -m torch.distributed.run --standalone --nproc-per-node N -m
-workbench.cli run ...`` (the same arguments, less ``--nproc``) in its own process group and
-forwards its exit code. A signal to the launcher (Ctrl-C, SIGTERM, SIGHUP) reaches every rank
+The launcher runs torchrun's agent (``python -m workbench.launch --standalone --nproc-per-node N
+-m workbench.cli run ...``, the same arguments less ``--nproc``) in its own process group and
+forwards its exit code. ``python -m workbench.launch`` is ``python -m torch.distributed.run`` that
+ends a signalled launch quietly (exit 128 + the signal, not the agent's traceback), and sets
+OMP_NUM_THREADS to the CPUs per rank where the user left it unset (torchrun prints a banner then). A signal to the launcher (Ctrl-C, SIGTERM, SIGHUP) reaches every rank
 once as SIGTERM: they stop at the same step and rank 0 writes a checkpoint; the launcher then
 exits with 128 + the signal. If a rank dies, torchrun stops the others; rank 0 marks the run
 failed where it still can, and the launcher does so where rank 0 itself died.
@@ -36,7 +38,7 @@ def torchrun_command(nproc: int, preset, overrides, out_dir, device, resume_dir,
         args += ["--device", device]
     if resume_dir:
         args += ["--resume", str(resume_dir), "--checkpoint", which]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+    return [sys.executable, "-m", "workbench.launch", "--standalone", f"--nproc-per-node={nproc}",
             f"--shutdown-timeout={SHUTDOWN_TIMEOUT_S}", "-m", "workbench.cli", *args]
 
 
@@ -98,6 +100,7 @@ def launch(nproc: int, preset, overrides, out_dir, device, resume_dir, which) ->
     with tempfile.TemporaryDirectory(prefix="genwb-ddp-") as tmp:
         run_file = Path(tmp) / "run"
         env = {**os.environ, RUN_FILE_ENV: str(run_file)}
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
         proc = subprocess.Popen(torchrun_command(nproc, preset, overrides, out_dir, device, resume_dir, which),
                                 env=env, start_new_session=True)
 
@@ -162,3 +165,23 @@ def start_rank(world: distributed.World, start, preset, overrides, device, resum
     if run is None:
         run = open_run(outcome[1])
     return run, str(rank_device)
+
+
+def agent_main(argv: list[str]) -> int:
+    """torchrun's agent; a signal (the launcher's SIGTERM) stops the ranks as torchrun does, then
+    exits with 128 + the signal without the agent's traceback."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.run import main
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)  # "Received SIGTERM..." lines
+    try:
+        main(argv)
+    except SignalException as e:
+        return 128 + int(e.sigval)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(agent_main(sys.argv[1:]))
