@@ -567,18 +567,30 @@ def write(run, model, mode: str, *, n: int | None = None, label: int | None = No
         strip = save_strip(pick_frames(frames, STRIP_FRAMES), path, scale=scale)
         gif = save_gif(pick_frames(frames, GIF_FRAMES), path.with_suffix(".gif"), scale=max(scale, 2))
         return [strip, gif], f"{len(frames)} frames, one every {every} of {total} {'codes' if total != model.num_dims else 'subpixels'}"
-    if model.registered_name == "vqvae":  # codes: of test images; the prior draws its own
-        x, _ = test_images(run, n, seed)
-        many = min(1000, len(_test_split_of(run)))
-        grid = code_grid(model, x, usage_x=test_images(run, many, seed + 1)[0])
-        what, counted = "test images", f"{many} test images"
-    else:
-        grid = code_grid(model, n=n, seed=seed, label=y, temperature=temperature)
-        what = counted = "prior samples"
+    grid, note = codes_view(run, model, n, seed=seed, label=y, temperature=temperature)
     picture = save_grid(grid.picture, path, nrow=2 * min(n, 4), scale=scale)
     usage = save_grid(usage_picture(grid.usage)[None], path.with_name(f"{path.stem}-usage.png"), scale=scale)
-    return [picture, usage], (f"codes of {what}; usage over {counted}: {grid.used} of {grid.usage.numel()} codes "
-                              f"used, perplexity {grid.perplexity:.1f}")
+    return [picture, usage], note
+
+
+USAGE_IMAGES = 1000  # test images whose codes a bare VQ-VAE's usage statistics count
+
+
+def codes_view(run, model, n: int, *, seed: int = 0, label=None, temperature: float = 1.0) -> tuple[CodeGrid, str]:
+    """The code grid and its one-line statistics, as ``genwb sample --mode codes`` and the app's
+    ``v`` show them. A bare VQ-VAE: the codes of n test images through the encoder, with usage
+    and perplexity over the codes of ``USAGE_IMAGES`` other test images (seed + 1), which is what
+    shows a collapsed codebook. A prior: n code grids it draws, and usage over those."""
+    if model.registered_name == "vqvae":
+        x, _ = test_images(run, n, seed)
+        many = min(USAGE_IMAGES, len(_test_split_of(run)))
+        grid = code_grid(model, x, usage_x=test_images(run, many, seed + 1)[0])
+        what, counted = f"{n} test images", f"{many} test images"
+    else:
+        grid = code_grid(model, n=n, seed=seed, label=label, temperature=temperature)
+        what = counted = f"{n} prior samples"
+    return grid, (f"codes of {what}; usage over {counted}: {grid.used} of {grid.usage.numel()} codes "
+                  f"used, perplexity {grid.perplexity:.1f}")
 
 
 def _test_split_of(run) -> torch.Tensor:
