@@ -133,7 +133,7 @@ def test_every_conditional_reads_its_immediate_predecessor(levels):
         order = model.order(k)
         paths = model.mask_2[k][:d] @ model.mask_1[k] @ model.mask_0[k]  # (D out, D in)
         x = torch.full((1, 1, 3, 3), 0.5)
-        jac = torch.autograd.functional.jacobian(lambda v: model.logits(v, mask=k).reshape(-1), x).reshape(-1, d)
+        jac = torch.autograd.functional.jacobian(lambda v, k=k: model.logits(v, mask=k).reshape(-1), x).reshape(-1, d)
         for t in range(1, d):
             out, prev = int(order[t]), int(order[t - 1])
             assert paths[out, prev] > 0, f"mask set {k}: conditional {t} has no path from its predecessor"

@@ -323,7 +323,7 @@ def test_walking_cvae_labels_pass_through_the_class_weights_in_order():
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.5)
-    x, y = squares(4, seed=3)
+    x, _ = squares(4, seed=3)
     ya, yb = torch.tensor([1, 4]), torch.tensor([7, 2])
     steps = 5
     rows = sampling.interpolate(model, x[:2], x[2:], steps, y=(ya, yb))

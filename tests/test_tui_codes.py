@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from click.testing import CliRunner
 from textual.app import App
 
