@@ -194,6 +194,22 @@ def mixture_param_count(colors: int, mixtures: int) -> int:
     return mixtures * (1 + 2 * colors + colors * (colors - 1) // 2)
 
 
+def mixture_param_colors(colors: int, mixtures: int) -> torch.Tensor:
+    """Colour group of each of the P parameters of a pixel (the layout ``_mixture_parts`` reads):
+    the mixture logits 0 (every channel's conditional weighs the components by them), channel
+    c's location, log-scale and coefficients on earlier channels c. A head whose parameter j
+    reads the features of groups <= its colour then gives channel c's conditional exactly the
+    pixel's channels before c: R's parameters see none of the pixel, G's see R, B's see R and G."""
+    per_group = [0, *range(colors), *range(colors), *(c for c in range(1, colors) for _ in range(c))]
+    return torch.tensor(per_group).repeat_interleave(mixtures)
+
+
+def mixture_head_mask(features: int, colors: int, mixtures: int) -> torch.Tensor:
+    """(P, features) mask of a mixture head's last layer: parameter j reads the features of the
+    colour groups up to its colour (``mixture_param_colors``)."""
+    return (channel_groups(features, colors)[None, :] <= mixture_param_colors(colors, mixtures)[:, None]).float()
+
+
 def _mixture_parts(params: torch.Tensor, x: torch.Tensor, levels: int, temperature: float):
     """Split ``params`` (..., P) of pixels whose values are ``x`` (..., C) in [0, 1] into the
     mixture logits (..., M), the per-channel locations (..., C, M) (channel c's shifted by

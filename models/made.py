@@ -25,7 +25,7 @@ from torch import nn
 
 from models import register
 from models.base import AutoregressiveModel
-from models.layers import class_weights, discrete_log_prob, inverse_cdf
+from models.layers import check_temperature, class_weights, discrete_log_prob, inverse_cdf
 
 
 @register("made")
@@ -136,11 +136,30 @@ class MADE(AutoregressiveModel):
                                 for m in range(self.num_masks)])
         return torch.logsumexp(per_mask, 0) - math.log(self.num_masks)
 
-    def _sample_steps(self, noise, y, temperature):
-        """D passes per mask set; each image draws its mask set uniformly (the mixture). Step t
-        draws, for every image, the t-th subpixel in its own mask set's order."""
+    def sample(self, n, y=None, noise=None, temperature=1.0, masks=None):
+        """As ``AutoregressiveModel.sample``; ``masks`` (n,) pins each image's mask set (a class
+        sweep shares one per row, so that its classes are drawn in one order). By default each
+        image draws its mask set uniformly: a draw of the ensemble that ``log_prob`` scores."""
+        if masks is None:
+            return super().sample(n, y, noise, temperature)
+        masks = torch.as_tensor(masks, dtype=torch.long).reshape(-1)
+        if len(masks) != n or not ((masks >= 0) & (masks < self.num_masks)).all():
+            raise ValueError(f"masks must be {n} mask set indices in 0..{self.num_masks - 1}")
+        y, t = self.sample_labels(n, y), check_temperature(temperature)
+        with torch.inference_mode():
+            x = None
+            for x in self._sample_steps(self._noise(n, noise), y, t, masks=masks.to(self.device)):
+                pass
+            return x.clone()
+
+    def _sample_steps(self, noise, y, temperature, masks=None):
+        """D passes per mask set; each image draws its mask set uniformly (the mixture), unless
+        ``masks`` gives them. Step t draws, for every image, the t-th subpixel in its own mask
+        set's order."""
         n, d = noise.shape[0], self.num_dims
-        if self.num_masks > 1:
+        if masks is not None:
+            choice = masks
+        elif self.num_masks > 1:
             choice = torch.randint(self.num_masks, (n,), device=noise.device)
         else:
             choice = torch.zeros(n, dtype=torch.long, device=noise.device)

@@ -23,8 +23,9 @@ logistics of PixelCNN++ (Salimans et al. 2017; shared with the PixelRNNs, see
 ``layers.mixture_conditionals``): per pixel, mixture logits and per-channel locations and
 scales, with G's location shifted linearly by R and B's by R and G inside each component; every
 bin a CDF difference with the end bins open, so it is exact and normalised over the levels and
-its bits/dim compare with the softmax head's. It is parameterised per pixel, from the R group's
-features (which see no subpixel of the pixel), and draws R, then G, then B from their
+its bits/dim compare with the softmax head's. It is parameterised per pixel, each parameter from
+the colour groups up to its own (the mixture logits and R's from R's features, which see no
+subpixel of the pixel; G's from R's and G's; B's from all), and draws R, then G, then B from their
 conditionals given the pixel's earlier channels, so the samplers, ``log_prob`` and the
 autoregressive tests need nothing new. Temperature T divides the mixture logits and multiplies
 the logistic scales.
@@ -48,6 +49,7 @@ from models.layers import (
     channel_groups,
     inverse_cdf,
     check_output,
+    mixture_head_mask,
     mixture_image_log_prob,
     mixture_image_logits,
     mixture_inverse_cdf,
@@ -326,15 +328,17 @@ class GatedCache:
 # -- the model ----------------------------------------------------------------------------------
 class OutputHead(nn.Module):
     """relu -> 1x1 -> (+ class bias) -> relu -> 1x1 to C * L_out logits, all mask B; or, with
-    ``mixture_params`` P > 0, to the P parameters of a pixel's logistic mixture, read from the
-    R group's features only (the ones that see no subpixel of the pixel itself)."""
+    ``mixture_params`` P > 0, to the P parameters of a pixel's logistic mixture, each read from
+    the colour groups up to its own (``layers.mixture_head_mask``): the mixture logits and R's
+    parameters from the R group (which sees no subpixel of the pixel), G's from R and G, B's
+    from all three."""
 
     def __init__(self, in_channels, hidden, colors, out_per_subpixel, num_classes, mixture_params: int = 0):
         super().__init__()
         self.hidden = pointwise(in_channels, hidden, colors)
         if mixture_params:
-            first_group = (channel_groups(hidden, colors) == 0).float()
-            self.out = MaskedConv2d(hidden, mixture_params, 1, mask=first_group.expand(mixture_params, hidden)[:, :, None, None])
+            mixtures = mixture_params // mixture_param_count(colors, 1)
+            self.out = MaskedConv2d(hidden, mixture_params, 1, mask=mixture_head_mask(hidden, colors, mixtures)[:, :, None, None])
         else:
             self.out = pointwise(hidden, colors * out_per_subpixel, colors)
         self.mixture = bool(mixture_params)
@@ -351,7 +355,7 @@ class OutputHead(nn.Module):
         logits (n, L_out) of that subpixel, with the masked weights computed once."""
         w1 = masked_weight(self.hidden)
         b1 = self.hidden.bias if self.cond is None else self.hidden.bias + self.cond(y)
-        if self.mixture:  # the pixel's mixture parameters, whichever colour is drawn
+        if self.mixture:  # all the pixel's parameters; drawing colour c reads those of colours <= c
             w2, b2 = masked_weight(self.out), self.out.bias
             return lambda z, g: F.linear(F.relu(F.linear(F.relu(z), w1, b1)), w2, b2)
         w2, b2 = masked_weight(self.out).view(colors, -1, w1.shape[0]), self.out.bias.view(colors, -1)

@@ -45,10 +45,10 @@ from models.layers import (
     MaskedConv2d,
     MaskedLinear,
     autocast_off,
-    channel_groups,
     channel_mask,
     check_output,
     inverse_cdf,
+    mixture_head_mask,
     mixture_image_log_prob,
     mixture_image_logits,
     mixture_inverse_cdf,
@@ -220,10 +220,10 @@ class _PixelRNN(AutoregressiveModel):
         f, out = self.features, c * self.out_per_color
         self.input_conv = MaskedConv2d(c, f, 7, padding=3, mask=raster_conv_mask(c, f, (7, 7), c, "A"))
         if output == "logistic_mixture":
-            # A pixel's mixture parameters, from the R group's features: they see no subpixel
-            # of the pixel itself (its colours depend on each other inside the mixture).
+            # A pixel's mixture parameters, each from the colour groups up to its own: the
+            # mixture logits and R's see no subpixel of the pixel, G's see R, B's see R and G.
             out = mixture_param_count(c, self.mixtures)
-            last_mask = (channel_groups(head_channels, c) == 0).float().expand(out, head_channels)
+            last_mask = mixture_head_mask(head_channels, c, self.mixtures)
         else:
             last_mask = mask_b(head_channels, out, c)
         self.head = nn.Sequential(

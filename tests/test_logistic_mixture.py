@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import models
-from models.layers import discrete_log_prob, mixture_conditionals, mixture_log_prob, mixture_param_count
+from models.layers import discrete_log_prob, mixture_conditionals, mixture_log_prob, mixture_param_colors, mixture_param_count
 from tests.properties import assert_autoregressive, assert_fast_sampler_matches_naive, assert_normalised, assert_samples_match
 
 SMALL = {
@@ -52,6 +52,32 @@ def test_green_depends_on_red_inside_the_pixel_and_red_on_nothing():
     assert not torch.allclose(base[:, 1], redder[:, 1])
     bluer = mixture_conditionals(params, x + torch.tensor([0.0, 0.0, 0.5]), 256)
     assert torch.equal(base, bluer)
+
+
+def _pixel_params(model, x):
+    """The head's mixture parameters (n, H, W, P) of images x."""
+    with torch.no_grad():
+        out = model._head_output(x, None)
+    return out.permute(0, 2, 3, 1) if out.shape[-1] != mixture_param_count(3, model.mixtures) else out
+
+
+@pytest.mark.parametrize("kind", list(SMALL))
+def test_each_colours_parameters_read_the_groups_up_to_it(kind):
+    """Kills a head that reads only the R group for every parameter (two thirds of head_channels
+    dead), and one that lets a parameter read its own or a later colour: at a pixel, the mixture
+    logits and R's parameters change with none of its subpixels, G's with R but not with G or B,
+    B's with R and G but not with B."""
+    model = build(kind, (3, 2, 2), 4)
+    colour = mixture_param_colors(3, model.mixtures)
+    x = torch.randint(4, (4, 3, 2, 2), generator=torch.Generator().manual_seed(0)).float() / 3
+    base = _pixel_params(model, x)[:, 1, 1]
+    for c in range(3):
+        moved = x.clone()
+        moved[:, c, 1, 1] = 1 - moved[:, c, 1, 1].round()  # another level at the last pixel
+        changed = (_pixel_params(model, moved)[:, 1, 1] - base).abs().amax(0) > 1e-6  # (P,)
+        assert not changed[colour <= c].any(), f"a parameter of colour <= {c} reads channel {c} of its own pixel"
+        for later in range(c + 1, 3):
+            assert changed[colour == later].any(), f"colour {later}'s parameters ignore channel {c} of the pixel"
 
 
 @pytest.mark.parametrize("kind", list(SMALL))

@@ -87,3 +87,54 @@ def test_training_cycles_through_mask_sets_and_ensembles_at_test_time():
 def test_unknown_hyperparameter_names_the_allowed_ones():
     with pytest.raises(ValueError, match="allowed: .*hidden"):
         models.build("made", (1, 28, 28), hiden=[10])
+
+
+def _unit_degrees(model, k):
+    """The degree m of every unit of mask set k, read back from the masks themselves: an input's
+    degree is its place in the order; a first-hidden unit's is the largest input degree it reads
+    (input -> hidden keeps m(k) >= d); a last-hidden unit's is D minus the number of outputs of
+    one block that read it (hidden -> output keeps m(d) > m(k))."""
+    order = model.order(k)
+    d = len(order)
+    deg_in = torch.empty(d, dtype=torch.long)
+    deg_in[order] = torch.arange(1, d + 1)
+    first = model.mask_0[k].cpu()
+    m_first = (first * deg_in[None, :]).amax(1).long()
+    last = getattr(model, f"mask_{len(model.hidden)}")[k].cpu()[:d]  # the first output block
+    m_last = d - last.sum(0).long()
+    return deg_in, m_first, m_last
+
+
+@pytest.mark.parametrize("order", ["natural", "random"])
+def test_every_connection_obeys_the_degree_rule(order):
+    """Kills the mutant `>=` -> `>` in MADE's hidden-to-hidden mask (and `>=` -> `>` at the input,
+    `>` -> `>=` at the output): each mask must be exactly the rule applied to the units' degrees."""
+    model = models.build("made", (1, 4, 4), hidden=[40, 40], num_masks=2, order=order)
+    for k in range(2):
+        deg_in, m1, m2 = _unit_degrees(model, k)
+        assert m1.min() >= 1 and m2.max() <= len(deg_in) - 1
+        assert torch.equal(model.mask_0[k].cpu(), (m1[:, None] >= deg_in[None, :]).float())
+        assert torch.equal(model.mask_1[k].cpu(), (m2[:, None] >= m1[None, :]).float())
+        assert torch.equal(model.mask_2[k].cpu(), (deg_in[:, None] > m2[None, :]).float())
+
+
+@pytest.mark.parametrize("levels", [2, 4])
+def test_every_conditional_reads_its_immediate_predecessor(levels):
+    """Kills the hidden-to-hidden mutant `>=` -> `>` (with hidden [h, h] it leaves no path from
+    input d-1 to output d): the count of mask paths, and the gradient of output d with respect to
+    input d-1 under random weights, are non-zero for every conditional but the first."""
+    torch.manual_seed(0)
+    model = models.build("made", (1, 3, 3), levels=levels, hidden=[64, 64], num_masks=2, order="random")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(0.1, 1.0)  # positive weights: a path of open masks cannot cancel out
+    d = model.num_dims
+    for k in range(2):
+        order = model.order(k)
+        paths = model.mask_2[k][:d] @ model.mask_1[k] @ model.mask_0[k]  # (D out, D in)
+        x = torch.full((1, 1, 3, 3), 0.5)
+        jac = torch.autograd.functional.jacobian(lambda v, k=k: model.logits(v, mask=k).reshape(-1), x).reshape(-1, d)
+        for t in range(1, d):
+            out, prev = int(order[t]), int(order[t - 1])
+            assert paths[out, prev] > 0, f"mask set {k}: conditional {t} has no path from its predecessor"
+            assert jac[out, prev] != 0, f"mask set {k}: conditional {t} does not read its predecessor"

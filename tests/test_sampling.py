@@ -130,8 +130,13 @@ def test_draws_are_reproducible_in_any_batch_size():
     one = sampling.draw(made, 10, seed=5)
     assert torch.equal(one, sampling.draw(made, 10, seed=5, batch_size=3))
     assert not torch.equal(one, sampling.draw(made, 10, seed=6))
+    # the seed and the label reach a CVAE's sampler: its means are the decoder's at the seed's z
+    # and that label (kills a draw that ignores either)
     vae = build("cvae", num_classes=10, latent_dim=4, arch="mlp", hidden=32)
-    assert torch.equal(sampling.draw(vae, 5, seed=1, label=2), sampling.draw(vae, 5, seed=1, label=2))
+    z = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+    drawn = sampling.draw(vae, 5, seed=1, label=2, mean=True)
+    torch.testing.assert_close(drawn, vae.decode(z, torch.full((5,), 2)), atol=1e-5, rtol=0)
+    assert not torch.allclose(drawn, sampling.draw(vae, 5, seed=1, label=3, mean=True), atol=1e-4)
 
 
 def test_weight_one_mixture_is_the_label_and_a_mixture_differs():
@@ -158,7 +163,10 @@ def test_progress_ends_in_the_draw_and_fills_in_generation_order():
                   hidden_channels=8, num_layers=2, head_channels=8)
     frames = list(sampling.progress(prior, 2, every=16, seed=3))
     assert [d for d, _ in frames] == [16, 32, 48, 49] and frames[-1][1].shape == (2, 1, 28, 28)
+    # the prior's frames are the decoder's means of the codes so far: the last is the mean draw
+    # from the same seed, not the plain draw (which samples p(x | codes) on top)
     assert torch.equal(frames[-1][1], sampling.draw(prior, 2, mean=True, seed=3))
+    assert not torch.equal(frames[-1][1], sampling.draw(prior, 2, seed=3))
 
 
 def test_class_sweep_shares_the_randomness_across_classes():
@@ -188,7 +196,7 @@ def test_code_grid_shows_codes_beside_their_decoded_images():
     colours = sampling.palette(16)[grid.codes]  # (5, 7, 7, 3): each code its colour, 4x4 pixels per code
     torch.testing.assert_close(grid.picture[0::2, :, ::4, ::4], colours.permute(0, 3, 1, 2))
     assert torch.equal(grid.usage, 2 * torch.bincount(grid.codes.flatten(), minlength=16))
-    assert 1 <= grid.perplexity <= grid.used <= 16
+    assert grid.used == grid.codes.unique().numel()
     assert sampling.usage_picture(grid.usage).shape == (3, 48, 32)
     prior = build("vqvae_prior", num_classes=10, vqvae=vq, hidden_channels=8, num_layers=2, head_channels=8)
     torch.testing.assert_close(sampling.reconstruct(prior, x), sampling.reconstruct(vq, x))  # through its VQ-VAE
@@ -262,3 +270,106 @@ def test_progress_pictures(tmp_path):
     assert gif.n_frames == 5 and gif.info["loop"] == 0
     gif.seek(4)
     assert np.asarray(gif.convert("L"))[3 * 1 + 1, 3 * 1 + 1] == 255
+
+
+def test_perplexity_and_used_codes_of_a_hand_made_histogram():
+    """Kills a perplexity that is not exp(entropy) of the usage (e.g. of the codes instead of
+    usage, or with log2), and a count of used codes that counts zeros: counts (2, 2, 4, 0...) give
+    p = (1/4, 1/4, 1/2), entropy 1.5 ln 2, perplexity 2 sqrt 2, 3 codes used."""
+    usage = torch.zeros(8, dtype=torch.long)
+    usage[[1, 4, 6]] = torch.tensor([2, 2, 4])
+    grid = sampling.CodeGrid(torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 1, 4, 4), usage, torch.zeros(2, 3, 4, 4))
+    assert grid.used == 3
+    assert abs(grid.perplexity - 2 * 2 ** 0.5) < 1e-6
+
+
+def _slerp(a, b, t):
+    return sampling._path(a[None], b[None], torch.tensor(t, dtype=a.dtype), True)[0]
+
+
+def test_slerp_at_a_quarter_is_the_formula():
+    """Kills swapped slerp terms (sin(tW) a + sin((1-t)W) b) and a plain lerp for slerp: at t = 1/4
+    the point is sin(3W/4)/sin W a + sin(W/4)/sin W b, computed here in float64."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, generator=g, dtype=torch.float64), torch.randn(5, generator=g, dtype=torch.float64) * 2
+    omega = torch.acos(torch.dot(a, b) / (a.norm() * b.norm()))
+    expected = (torch.sin(0.75 * omega) * a + torch.sin(0.25 * omega) * b) / torch.sin(omega)
+    points = _slerp(a, b, [0.0, 0.25, 1.0])
+    torch.testing.assert_close(points[1], expected, atol=1e-12, rtol=0)
+    assert (points[1] - (0.75 * a + 0.25 * b)).norm() > 1e-2  # not the line
+    assert torch.equal(points[0], a) and torch.equal(points[2], b)
+
+
+def test_slerp_between_opposite_vectors_keeps_off_the_origin():
+    """Kills the fall-back to the straight line between opposite vectors (which passes through 0,
+    where a VAE decodes its prior's mode whatever the two images were): the path keeps the norm
+    of equal-norm ends, its midpoint is orthogonal to both, and unequal norms change linearly."""
+    a = torch.tensor([[3.0, -1.0, 2.0, 0.5]])
+    t = torch.linspace(0, 1, 9)
+    path = sampling._path(a, -a, t, True)[0]
+    torch.testing.assert_close(path.norm(dim=1), a.norm().expand(9), atol=1e-5, rtol=0)
+    assert abs(float(path[4] @ a[0])) < 1e-4
+    assert torch.equal(path[0], a[0]) and torch.equal(path[-1], -a[0])
+    steps = (path[1:] - path[:-1]).norm(dim=1)  # a circle at constant speed
+    torch.testing.assert_close(steps, steps[:1].expand(8), atol=1e-4, rtol=0)
+    longer = sampling._path(a, -2 * a, t, True)[0]
+    torch.testing.assert_close(longer.norm(dim=1), a.norm() * (1 + t), atol=1e-5, rtol=0)
+
+
+def test_walking_cvae_labels_pass_through_the_class_weights_in_order():
+    """Kills walking labels reversed (from yb to ya), which the overwritten ends cannot show: every
+    frame j is the decoder at the line's z_j with weights (1 - t_j) onehot(ya) + t_j onehot(yb)."""
+    model = build("cvae", num_classes=10, latent_dim=4, arch="mlp", hidden=32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.5)
+    x, _ = squares(4, seed=3)
+    ya, yb = torch.tensor([1, 4]), torch.tensor([7, 2])
+    steps = 5
+    rows = sampling.interpolate(model, x[:2], x[2:], steps, y=(ya, yb))
+    t = torch.linspace(0, 1, steps)
+    with torch.no_grad():
+        za, zb = model.encode(x[:2], ya)[0], model.encode(x[2:], yb)[0]
+        for i in range(2):
+            z = (1 - t)[:, None] * za[i] + t[:, None] * zb[i]
+            w = (1 - t)[:, None] * torch.eye(10)[ya[i]] + t[:, None] * torch.eye(10)[yb[i]]
+            expected = model.decode(z, w, mean=True)
+            torch.testing.assert_close(rows[i * steps:(i + 1) * steps], expected, atol=1e-5, rtol=0)
+        backwards = (1 - t)[:, None] * torch.eye(10)[yb[0]] + t[:, None] * torch.eye(10)[ya[0]]
+        reversed_labels = model.decode((1 - t)[:, None] * za[0] + t[:, None] * zb[0], backwards, mean=True)
+    assert (rows[1:steps - 1] - reversed_labels[1:-1]).abs().amax() > 1e-3  # the test can tell
+
+
+def test_class_sweeps_honour_the_temperature():
+    """Kills a class sweep that drops the temperature: a CVAE row decodes T z (z from the seed),
+    and a MADE row at T is draw(label=k, temperature=T)."""
+    cvae = build("cvae", num_classes=10, latent_dim=4, arch="mlp", hidden=32)
+    sweep = sampling.class_sweep(cvae, 2, seed=0, temperature=0.3, mean=True)
+    z = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(sweep[:10], cvae.decode(0.3 * z[:1].expand(10, 4), torch.arange(10)), atol=1e-5, rtol=0)
+    assert not torch.allclose(sweep[:10], cvae.decode(z[:1].expand(10, 4), torch.arange(10)), atol=1e-3)
+    made = build("made", (1, 4, 4), num_classes=3, hidden=[16])
+    with torch.no_grad():
+        for p in made.parameters():
+            p.normal_(0, 1.0)
+    sweep = sampling.class_sweep(made, 1, seed=4, temperature=0.3)
+    for k in range(3):
+        assert torch.equal(sweep[k], sampling.draw(made, 1, label=k, temperature=0.3, seed=4)[0])
+
+
+def test_made_class_sweep_shares_one_mask_set_per_row():
+    """Kills a class sweep that lets each image of a row draw its own MADE mask set (its classes
+    would be generated in different orders): with the label's weights at zero, the classes of a
+    row are identical, and rows still use more than one mask set."""
+    made = build("made", (1, 3, 3), num_classes=4, hidden=[32], num_masks=4)
+    with torch.no_grad():
+        for p in made.parameters():
+            p.normal_(0, 1.0)
+        made.label_proj.weight.zero_()  # the label no longer matters: only order and noise do
+    rows = sampling.class_sweep(made, 12, seed=0).view(12, 4, 9)
+    assert all(torch.equal(r[0], r[k]) for r in rows for k in range(1, 4))
+    # the same uniforms with each image's own mask set differ within a row: the test can tell
+    noise = torch.rand(12, 1, 1, 3, 3, generator=torch.Generator().manual_seed(1)).repeat_interleave(4, 0).view(48, 1, 3, 3)
+    torch.manual_seed(0)
+    free = made.sample(48, y=torch.arange(4).repeat(12), noise=noise).view(12, 4, 9)
+    assert any(not torch.equal(r[0], r[k]) for r in free for k in range(1, 4))

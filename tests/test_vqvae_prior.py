@@ -31,9 +31,13 @@ def test_samples_decode_to_images_of_the_right_shape_and_domain(levels, num_clas
     codes = m.sample_codes(6)
     assert codes.shape == (6, 7, 7) and codes.dtype == torch.long and 0 <= codes.min() and codes.max() < 8
     y = None if num_classes is None else torch.tensor([2, 1, 0, 2, 1, 0])
-    drawn, means = m.sample(6, y), m.sample(6, y, mean=True)
-    for xs in (drawn, means):
-        assert xs.shape == (6, 1, 28, 28) and 0 <= xs.min() and xs.max() <= 1
+    noise = torch.rand(6, 1, 7, 7, generator=torch.Generator().manual_seed(1))
+    drawn, means = m.sample(6, y, noise=noise), m.sample(6, y, mean=True, noise=noise)
+    assert drawn.shape == means.shape == (6, 1, 28, 28)
+    # the mean is the VQ-VAE's decoding of the codes these uniforms draw (kills a sample() that
+    # decodes other codes, or ignores its noise or labels)
+    codes = m.sample_codes(6, y, noise=noise)
+    torch.testing.assert_close(means, m.vqvae.decode_codes(codes, mean=True))
     k = drawn * (levels - 1)
     assert torch.allclose(k, k.round(), atol=1e-5)  # drawn samples lie on the level grid
 

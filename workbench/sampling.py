@@ -268,21 +268,37 @@ def reconstruct(model, x: torch.Tensor, y: torch.Tensor | None = None, *, mean: 
 
 def _path(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, slerp: bool) -> torch.Tensor:
     """Points along the way from rows of a to rows of b (p, ...) at fractions t: (p, steps, ...).
-    The ends are a and b exactly."""
+    The ends are a and b exactly. ``slerp``: the great circle, sin((1-t)W) a + sin(tW) b over
+    sin W; between (nearly) parallel rows the straight line (its limit); between opposite rows,
+    whose great circle is not unique, the half circle through a direction orthogonal to a (the
+    axis a leans on least), with the norm going linearly from |a| to |b|: never through the origin."""
     shape = (a.shape[0], 1, *a.shape[1:])
     a, b = a.reshape(shape), b.reshape(shape)
     t = t.to(a).view(1, -1, *[1] * (a.dim() - 2))
+    line = (1 - t) * a + t * b
     if slerp:
         flat_a, flat_b = a.flatten(2), b.flatten(2)
-        cos = F.cosine_similarity(flat_a, flat_b, dim=-1).clamp(-1, 1).view(a.shape[0], 1, *[1] * (a.dim() - 2))
+        row = (a.shape[0], 1, *[1] * (a.dim() - 2))
+        cos = F.cosine_similarity(flat_a, flat_b, dim=-1).clamp(-1, 1).view(row)
         omega = torch.acos(cos)
         sin = torch.sin(omega)
-        safe = sin.abs() > 1e-6  # (anti)parallel: fall back to the straight line
+        safe = sin.abs() > 1e-6
         sin = torch.where(safe, sin, torch.ones_like(sin))
         curved = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / sin
-        points = torch.where(safe, curved, (1 - t) * a + t * b)
+        points = torch.where(safe, curved, line)
+        opposite = ~safe & (cos < 0)
+        if opposite.any() and flat_a.shape[-1] > 1:
+            norm_a, norm_b = flat_a.norm(dim=-1).view(row), flat_b.norm(dim=-1).view(row)
+            unit = a / norm_a.clamp(min=1e-30)
+            flat_unit = unit.flatten(2)
+            axis = F.one_hot(flat_unit.abs().argmin(-1), flat_unit.shape[-1]).to(a)  # (p, 1, N)
+            ortho = axis - (axis * flat_unit).sum(-1, keepdim=True) * flat_unit
+            ortho = (ortho / ortho.norm(dim=-1, keepdim=True)).view_as(a)
+            turn = math.pi * t
+            circle = ((1 - t) * norm_a + t * norm_b) * (torch.cos(turn) * unit + torch.sin(turn) * ortho)
+            points = torch.where(opposite, circle, points)
     else:
-        points = (1 - t) * a + t * b
+        points = line
     points = points.clone()
     points[:, 0], points[:, -1] = a[:, 0], b[:, 0]
     return points
@@ -335,8 +351,10 @@ def interpolate(model, xa: torch.Tensor, xb: torch.Tensor, steps: int, *, y=None
 
 def class_sweep(model, n: int, *, seed: int = 0, temperature: float = 1.0, mean: bool = False,
                 batch_size: int = BATCH) -> torch.Tensor:
-    """(n * K, C, H, W): n rows, each one latent z (VAE) or one set of sampling uniforms
-    (autoregressive models, the prior) decoded or drawn for every class 0..K-1."""
+    """(n * K, C, H, W): n rows, each one latent z (VAE, drawn at ``temperature`` times the
+    prior's standard deviation) or one set of sampling uniforms (autoregressive models, the
+    prior; for MADE with several mask sets also one mask set) decoded or drawn for every class
+    0..K-1, so that the classes of a row differ only by their label."""
     k = model.num_classes
     if k is None:
         raise UserError(f"--mode classes needs a class-conditional run; this {model.registered_name} run is unconditional")
@@ -354,6 +372,8 @@ def class_sweep(model, n: int, *, seed: int = 0, temperature: float = 1.0, mean:
                 out = model.sample(rows * k, y=y, z=z.repeat_interleave(k, 0).to(model.device), **kwargs)
             else:
                 noise = _noise(model, rows, gen).repeat_interleave(k, 0)
+                if getattr(model, "num_masks", 1) > 1:  # MADE: one mask set (order) per row, shared by its classes
+                    kwargs["masks"] = torch.randint(model.num_masks, (rows,), generator=gen).repeat_interleave(k, 0)
                 out = model.sample(rows * k, y=y, noise=noise, temperature=float(temperature), **kwargs)
             chunks.append(out.float().cpu())
     return torch.cat(chunks)
@@ -362,8 +382,10 @@ def class_sweep(model, n: int, *, seed: int = 0, temperature: float = 1.0, mean:
 def progress(model, n: int, *, every: int, label=None, temperature: float = 1.0, seed: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
     """(done, images) frames of n images as they are generated: after every ``every`` subpixels
     in generation order (every ``every`` codes of the VQ-VAE prior, decoded) and at the end,
-    from the model's own fast sampler. The last frame is ``draw(model, n, ..., seed=seed)``
-    (for n <= ``BATCH``)."""
+    from the model's own fast sampler. For an autoregressive model the last frame is
+    ``draw(model, n, ..., seed=seed)`` (for n <= ``BATCH``). For ``vqvae_prior`` the frames show
+    the decoder's mean of the codes drawn so far, so the last frame is
+    ``draw(model, n, ..., mean=True, seed=seed)``; a plain draw samples p(x | codes) on top."""
     if not 1 <= n <= MAX_PROGRESS:
         raise UserError(f"-n {n}: progress keeps every frame in memory; ask for 1 to {MAX_PROGRESS} images")
     if not isinstance(every, int) or every < 1:
@@ -545,18 +567,30 @@ def write(run, model, mode: str, *, n: int | None = None, label: int | None = No
         strip = save_strip(pick_frames(frames, STRIP_FRAMES), path, scale=scale)
         gif = save_gif(pick_frames(frames, GIF_FRAMES), path.with_suffix(".gif"), scale=max(scale, 2))
         return [strip, gif], f"{len(frames)} frames, one every {every} of {total} {'codes' if total != model.num_dims else 'subpixels'}"
-    if model.registered_name == "vqvae":  # codes: of test images; the prior draws its own
-        x, _ = test_images(run, n, seed)
-        many = min(1000, len(_test_split_of(run)))
-        grid = code_grid(model, x, usage_x=test_images(run, many, seed + 1)[0])
-        what, counted = "test images", f"{many} test images"
-    else:
-        grid = code_grid(model, n=n, seed=seed, label=y, temperature=temperature)
-        what = counted = "prior samples"
+    grid, note = codes_view(run, model, n, seed=seed, label=y, temperature=temperature)
     picture = save_grid(grid.picture, path, nrow=2 * min(n, 4), scale=scale)
     usage = save_grid(usage_picture(grid.usage)[None], path.with_name(f"{path.stem}-usage.png"), scale=scale)
-    return [picture, usage], (f"codes of {what}; usage over {counted}: {grid.used} of {grid.usage.numel()} codes "
-                              f"used, perplexity {grid.perplexity:.1f}")
+    return [picture, usage], note
+
+
+USAGE_IMAGES = 1000  # test images whose codes a bare VQ-VAE's usage statistics count
+
+
+def codes_view(run, model, n: int, *, seed: int = 0, label=None, temperature: float = 1.0) -> tuple[CodeGrid, str]:
+    """The code grid and its one-line statistics, as ``genwb sample --mode codes`` and the app's
+    ``v`` show them. A bare VQ-VAE: the codes of n test images through the encoder, with usage
+    and perplexity over the codes of ``USAGE_IMAGES`` other test images (seed + 1), which is what
+    shows a collapsed codebook. A prior: n code grids it draws, and usage over those."""
+    if model.registered_name == "vqvae":
+        x, _ = test_images(run, n, seed)
+        many = min(USAGE_IMAGES, len(_test_split_of(run)))
+        grid = code_grid(model, x, usage_x=test_images(run, many, seed + 1)[0])
+        what, counted = f"{n} test images", f"{many} test images"
+    else:
+        grid = code_grid(model, n=n, seed=seed, label=label, temperature=temperature)
+        what = counted = f"{n} prior samples"
+    return grid, (f"codes of {what}; usage over {counted}: {grid.used} of {grid.usage.numel()} codes "
+                  f"used, perplexity {grid.perplexity:.1f}")
 
 
 def _test_split_of(run) -> torch.Tensor:

@@ -344,9 +344,8 @@ class SamplingScreen(Screen):
                 nrow = INTERP_STEPS
             elif request.mode == "codes":
                 prior = {"label": label, **temperature} if self.model_name == "vqvae_prior" else {}
-                codes = sampling.code_grid(model, n=request.n, seed=request.seed, **prior)
+                codes, note = sampling.codes_view(self.run, model, request.n, seed=request.seed, **prior)
                 images, nrow = codes.picture, request.nrow
-                note = f"{codes.used} of {len(codes.usage)} codes used, perplexity {codes.perplexity:.1f}"
             elif request.mode == "animate":
                 self._play_progress(request, sampling, label, worker, started)
                 return
