@@ -27,10 +27,9 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from models.cudagraph import device_lock
 from workbench import metrics
 from workbench.data import TEST_SPLIT_SEED, dataset_info, load_split, load_test_split, to_model_domain
-from workbench.devices import resolve_device
+from workbench.devices import PrivateStream, resolve_device
 from workbench.errors import UserError
 from workbench.features import (Extracted, FeatureExtractor, classifier_domain, dataset_fingerprint, get_extractor,
                                 load_classifier, progress_bar)
@@ -120,16 +119,14 @@ def draw_samples(model, n: int, batch_size: int, seed: int, progress: bool = Tru
     """n samples (float32, CPU) and the labels they were drawn for (classes in turn), in batches;
     ``on_advance(count)`` after each batch."""
     labels = balanced_labels(n, model.num_classes)
-    lock = device_lock(model.device)  # batch by batch: a CUDA graph capture in another thread refuses draws
-    with lock:
-        torch.manual_seed(seed)
+    stream = PrivateStream(seed, model.device)  # batch by batch: see PrivateStream
     chunks = []
     with torch.inference_mode(), progress_bar(progress) as bar:
         task = bar.add_task("sampling", total=n, info="")
         for start in range(0, n, batch_size):
             size = min(batch_size, n - start)
             y = None if labels is None else labels[start:start + size].to(model.device)
-            with lock:
+            with stream.draws():
                 images = model.sample(size, y=y)
             chunks.append(images.float().cpu())
             bar.advance(task, size)
@@ -167,16 +164,14 @@ def likelihood_notes(model) -> dict:
 def test_likelihood(model, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
                     progress: bool = True, on_advance: Callable[[int], None] | None = None) -> dict[str, float]:
     """Mean negative log-likelihood of the test split in nats per image, and bits/dim."""
-    lock = device_lock(model.device)  # the IWAE bound draws: see draw_samples
-    with lock:
-        torch.manual_seed(seed)
+    stream = PrivateStream(seed, model.device)  # the IWAE bound draws
     total = 0.0
     with torch.inference_mode(), progress_bar(progress) as bar:
         task = bar.add_task("test likelihood", total=len(x), info="")
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(model.device)
             yb = None if model.num_classes is None else y[start:start + batch_size].to(model.device)
-            with lock:
+            with stream.draws():
                 log_prob = model.log_prob(xb, yb)
             total -= log_prob.double().sum().item()
             bar.advance(task, len(xb))
