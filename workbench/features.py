@@ -24,8 +24,11 @@ inception
     pools that exclude padding, a max pool in the last block, 1008 output classes. Loads
     pytorch-fid's ``pt_inception-2015-12-05-*.pth`` from a given path, the torch hub cache or
     ``cache_dir()/extractors``; it never downloads. Images are resized to 299x299 (bilinear),
-    grey repeated to three channels and scaled to [-1, 1]; features are the 2048-d pool, the
-    probabilities the softmax over classes 1..1000 as in the TF Inception Score code.
+    grey repeated to three channels and scaled to [-1, 1]; features are the 2048-d pool. The
+    Inception Score's probabilities follow the original IS code (Salimans et al. 2016): the
+    softmax over all 1008 logits of ``softmax/logits/MatMul``, the pool times fc's weight
+    WITHOUT fc's bias. (Taking classes 1..1000 with the bias, as torchvision-style ports do,
+    gives a different number that is not comparable with published IS figures.)
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ from torch import nn
 from torchvision.models import inception as tv_inception
 
 from workbench.data import dataset_info, load_split
+from workbench.devices import PrivateStream
 from workbench.errors import UserError
 from workbench.paths import cache_dir
 
@@ -155,10 +159,13 @@ def to_domain(images: torch.Tensor, domain: str, generator: torch.Generator) -> 
 
 
 def fit_classifier(model: DatasetClassifier, images: torch.Tensor, labels: torch.Tensor, budget: ClassifierBudget,
-                   device: torch.device, domain: str = "grey", progress: bool = True) -> None:
+                   device: torch.device, domain: str = "grey", progress: bool = True,
+                   stream: PrivateStream | None = None) -> None:
     """AdamW with a one-cycle learning rate and cross-entropy on uint8 images brought into
-    ``domain`` batch by batch (a new binarisation each time for "binary")."""
+    ``domain`` batch by batch (a new binarisation each time for "binary"). Dropout draws from
+    ``stream`` (a PrivateStream), never from the global generator's stream."""
     gen = torch.Generator().manual_seed(budget.seed)
+    stream = stream or PrivateStream(budget.seed, device)
     n = len(images)
     batch_size = min(budget.batch_size, n)
     steps_per_epoch = n // batch_size
@@ -173,7 +180,9 @@ def fit_classifier(model: DatasetClassifier, images: torch.Tensor, labels: torch
             for step in range(steps_per_epoch):
                 idx = perm[step * batch_size:(step + 1) * batch_size]
                 x = to_domain(images[idx], domain, gen).to(device)
-                loss = F.cross_entropy(model(x), labels[idx].to(device))
+                with stream.draws():
+                    logits = model(x)
+                loss = F.cross_entropy(logits, labels[idx].to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -292,11 +301,12 @@ def load_classifier(dataset: str, root: str | None = None, budget: ClassifierBud
     if cached is not None:
         accuracy, scale = cached
     else:
-        torch.manual_seed(budget.seed)
-        model = DatasetClassifier(info.image_shape, info.num_classes, width=budget.width).to(device)
+        stream = PrivateStream(budget.seed, device)
+        with stream.draws():
+            model = DatasetClassifier(info.image_shape, info.num_classes, width=budget.width).to(device)
         if budget.max_train_images:
             train_x, train_y = train_x[:budget.max_train_images], train_y[:budget.max_train_images]
-        fit_classifier(model, train_x, train_y, budget, device, domain, progress)
+        fit_classifier(model, train_x, train_y, budget, device, domain, progress, stream)
         accuracy = classifier_accuracy(model, test_x, test_y, device, domain)
         scale = feature_rms(model, train_x, device, domain)
         _save_atomically({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
@@ -411,9 +421,12 @@ def file_hash(path: Path) -> str:
 
 
 class InceptionExtractor(FeatureExtractor):
+    """Features: the 2048-d pool. Logits: the 1008 outputs of the TF graph's
+    ``softmax/logits/MatMul`` (pool @ fc.weight.T, no bias), as the original IS code takes them."""
+
     name = "inception"
     feature_dim = 2048
-    num_classes = 1000
+    num_classes = 1008
 
     def __init__(self, network: FIDInceptionV3, version: str, device: torch.device | str = "cpu"):
         super().__init__(network, device)
@@ -424,8 +437,8 @@ class InceptionExtractor(FeatureExtractor):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        pool, logits = self.network(2 * x - 1)
-        return pool, logits[:, 1:1001]
+        pool, _ = self.network(2 * x - 1)
+        return pool, F.linear(pool, self.network.fc.weight)  # the MatMul before the bias
 
 
 def load_inception(weights: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> InceptionExtractor:
