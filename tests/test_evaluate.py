@@ -61,7 +61,9 @@ def test_evaluate_run_writes_named_metrics_and_keeps_the_test_nll(tiny_run, coun
     real, fake = extracted
     fid = metrics.frechet_distance(*metrics.gaussian_statistics(real.features), *metrics.gaussian_statistics(fake.features))
     assert result["fid"] == pytest.approx(fid, rel=1e-6) and result["fid"] > 0
-    assert 1 <= result["is_mean"] <= 10 and 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
+    # the IS of the samples' probabilities (a mutant taking the real ones fails; see test_eval_trust)
+    assert result["is_mean"] == pytest.approx(metrics.inception_score(fake.probs, splits=10)[0], rel=1e-9)
+    assert result["is_mean"] != pytest.approx(metrics.inception_score(real.probs, splits=10)[0], rel=1e-6)
     assert "conditional_accuracy" not in result  # unconditional model
     assert result["test_nll"] == before["test_nll"]
     assert count_extracts == [60, 40]  # the real test split, then the samples
@@ -105,9 +107,13 @@ def test_conditional_run_gets_balanced_samples_and_conditional_accuracy(tiny_pre
     run = train_tiny_run(tiny_preset, isolated / "runs", ["model.conditional=true"])
     asked = []
     original = evaluate.metrics.conditional_accuracy
-    monkeypatch.setattr(evaluate.metrics, "conditional_accuracy", lambda p, y: asked.append(y) or original(p, y))
+    asked_probs = []
+    monkeypatch.setattr(evaluate.metrics, "conditional_accuracy",
+                        lambda p, y: asked.append(y) or asked_probs.append(p) or original(p, y))
     result = evaluate_run(run.path, **ARGS)
-    assert 0 <= result["conditional_accuracy"] <= 1
+    # what the judge's probabilities say of the labels asked for (the wrong-class mutant: test_eval_trust)
+    judged = asked_probs[0]
+    assert result["conditional_accuracy"] == float(np.mean(np.asarray(judged).argmax(1) == (np.arange(40) % 10)))
     assert torch.equal(asked[0], torch.arange(40) % 10)
     assert run.read_eval()["classifier"]["conditional_accuracy"] == result["conditional_accuracy"]
     console = Console(record=True, width=150)
@@ -167,7 +173,9 @@ def test_reference_figures_separate_real_data_from_noise(tiny_data):
     assert ref["extractor"] == "classifier" and ref["labels"]["fid"] == "FID (classifier features)"
     assert floor["fid"] < ceiling["fid"] and floor["kid_mean"] < ceiling["kid_mean"]
     assert floor["precision"] > ceiling["precision"]
-    assert ref["real_is_mean"] > 1
+    ext = features.load_classifier("fashion-mnist", None, TINY, "cpu", False, "grey")
+    real = real_statistics(ext, "fashion-mnist", "test", "none", 256, progress=False)
+    assert ref["real_is_mean"] == pytest.approx(metrics.inception_score(real.probs, splits=10)[0], rel=1e-9)
 
 
 def test_too_few_samples_and_missing_runs_are_user_errors(tmp_path):
