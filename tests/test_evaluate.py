@@ -208,3 +208,43 @@ def test_the_test_nll_says_which_bound_and_whether_a_density(name, hparams, boun
     else:
         assert f"upper bound ({bound})" in text and ("IWAE" in text) == bound.startswith("IWAE")
     assert ("density" in text) is density
+
+
+def test_eval_json_keeps_each_extractor_and_n_with_its_checkpoint_step(tiny_run, tmp_path):
+    """Mutants: ``-n 1000`` replacing the n=10000 figures (the old single record per extractor),
+    a missing checkpoint step, no warning while the run trains. Old files (flat records only) are
+    read by the panel's reader, runlog's and the detail table, before and after."""
+    from workbench import runlog
+    from workbench.runindex import eval_rows
+    from workbench.tui.screens.detail import evaluation_table
+
+    step = tiny_run.status()["step"]
+    big = evaluate_run(tiny_run.path, **{**ARGS, "n": 40})
+    small = evaluate_run(tiny_run.path, **{**ARGS, "n": 30})
+    saved = tiny_run.read_eval()
+    assert [(r["extractor"], r["n"]) for r in saved["evaluations"]] == [("classifier", 40), ("classifier", 30)]
+    assert saved["classifier"]["n"] == 40 and saved["classifier"]["fid"] == big["fid"]  # not replaced by n=30
+    assert saved["evaluations"][1]["fid"] == small["fid"]
+    assert all(r["checkpoint_step"] is not None for r in saved["evaluations"])
+    assert small["warning"] is None
+    # readers of the new file: one row per extractor (the headline), the list ignored
+    rows = [r for r in eval_rows(tiny_run.path.parent) if r.path == tiny_run.path]
+    assert [r.extractor for r in rows] == ["classifier"] and rows[0].values["fid"] == big["fid"]
+    assert set(runlog.evaluations(saved)) == {"classifier"}
+    assert evaluation_table(saved) != ""
+
+    # an old file: a flat record without the list; a new evaluation keeps it as an entry
+    old = {k: v for k, v in saved.items() if k != "evaluations"}
+    old["classifier"] = {k: v for k, v in old["classifier"].items() if k != "checkpoint_step"}
+    (tiny_run.path / "eval.json").write_text(json.dumps(old))
+    assert [r.values["fid"] for r in eval_rows(tiny_run.path.parent) if r.path == tiny_run.path] == [big["fid"]]
+    assert set(runlog.evaluations(old)) == {"classifier"}
+    evaluate_run(tiny_run.path, **{**ARGS, "n": 30})
+    again = tiny_run.read_eval()
+    assert [r["n"] for r in again["evaluations"]] == [40, 30] and again["classifier"]["n"] == 40
+
+    # while the run trains: the warning names the checkpoint step
+    tiny_run.write_status("running", step + 100)
+    during = evaluate_run(tiny_run.path, **{**ARGS, "n": 30})
+    assert during["checkpoint_step"] == saved["evaluations"][0]["checkpoint_step"]
+    assert f"checkpoint step {during['checkpoint_step']}" in during["warning"] and "still training" in during["warning"]

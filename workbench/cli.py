@@ -269,6 +269,8 @@ def evaluate(run_dir, n, extractor, inception_weights, batch_size, seed, device)
     with writing(open_run(run_dir).path, "evaluated", "genwb eval"):  # refused at once while another writes the run
         result = evaluate_run(run_dir, n=n, extractor=extractor, inception_weights=inception_weights,
                               batch_size=batch_size, device=device, seed=seed)
+    if result.get("warning"):
+        click.echo(f"warning: {result['warning']}", err=True)
     Console().print(results_table(result))
 
 

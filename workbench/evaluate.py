@@ -234,19 +234,46 @@ def evaluate_run(run_dir, n: int = 10000, extractor: str = "classifier", incepti
         quality["conditional_accuracy"] = metrics.conditional_accuracy(judged.probs, labels)
         quality["conditional_accuracy_by"] = judge.label
 
+    step = getattr(model, "checkpoint_step", None)
     record = {"extractor": ext.name, "extractor_label": ext.label, "extractor_version": ext.version,
               "labels": metric_labels(ext), **quality, "n": n, "seed": seed, "real_split": "test",
               "real_images": len(real.features), "binarize": data.binarize, "levels": data.levels,
-              "evaluated": dt.datetime.now().isoformat(timespec="seconds")}
+              "checkpoint_step": step, "evaluated": dt.datetime.now().isoformat(timespec="seconds")}
     previous = run.read_eval()
-    likelihood = {k: previous[k] for k in ("test_nll", "test_bpd", "likelihood") if k in previous}
+    likelihood = {k: previous[k] for k in ("test_nll", "test_bpd", "likelihood", "test_checkpoint_step")
+                  if k in previous}
     if "test_nll" not in previous:
         x, y = load_test_split(data.dataset, data.binarize, data.levels, root)
-        likelihood = test_likelihood(model, x, y, batch_size, seed, progress, advance)
+        likelihood = {**test_likelihood(model, x, y, batch_size, seed, progress, advance), "test_checkpoint_step": step}
     likelihood.update(likelihood_notes(model))  # the trainer's eval.json may predate these fields
-    run.update_eval({**likelihood, ext.name: record})
-    return {"run": str(run.path), "model": run.config.model.name, **record,
+    run.update_eval({**likelihood, **keep_evaluation(previous, record)})
+    state = run.status()
+    training = state.get("state") in ("running", "paused")
+    warning = (f"{run.path.name} is still training (status {state.get('state')} at step {state.get('step')}): "
+               f"these figures are of checkpoint step {step}") if training else None
+    return {"run": str(run.path), "model": run.config.model.name, **record, "warning": warning,
             **{k: likelihood[k] for k in ("test_nll", "test_bpd", "likelihood", "bound", "density") if k in likelihood}}
+
+
+def keep_evaluation(previous: dict, record: dict) -> dict:
+    """The eval.json entries that hold ``record`` beside the evaluations before it.
+
+    ``evaluations`` lists one record per (extractor, n), each with the checkpoint step it is of;
+    a later evaluation replaces only the one of its own extractor and n. ``previous[extractor]``,
+    the flat record that older readers take, stays the one with the largest n (the latest among
+    equals), so ``-n 1000`` never hides the n=10000 figures. Files from before this layout have
+    only the flat records: they join the list on the first new evaluation."""
+    kept = [r for r in previous.get("evaluations", []) if isinstance(r, dict)]
+    for key, value in previous.items():  # an older file: its flat records become list entries
+        if isinstance(value, dict) and "fid" in value and not any(
+                r.get("extractor") == value.get("extractor", key) and r.get("n") == value.get("n") for r in kept):
+            kept.append({**value, "extractor": value.get("extractor", key)})
+    kept = [r for r in kept if (r.get("extractor"), r.get("n")) != (record["extractor"], record["n"])] + [record]
+    kept.sort(key=lambda r: (str(r.get("extractor")), -(r.get("n") if isinstance(r.get("n"), int) else 0)))
+    headline = previous.get(record["extractor"])
+    if not isinstance(headline, dict) or not isinstance(headline.get("n"), int) or headline["n"] <= record["n"]:
+        headline = record
+    return {"evaluations": kept, record["extractor"]: headline}
 
 
 def reference_figures(dataset: str = "fashion-mnist", n: int = 10000, extractor: str = "classifier",
@@ -281,7 +308,8 @@ def _fmt(value: float, digits: int = 4) -> str:
 def results_table(result: dict) -> Table:
     """The results of ``evaluate_run`` as a rich table: metric, value, what it means."""
     labels = result["labels"]
-    table = Table(title=f"{Path(result.get('run', '')).name or 'evaluation'}: {result['n']} samples, seed {result['seed']}",
+    of = f", checkpoint step {result['checkpoint_step']}" if result.get("checkpoint_step") is not None else ""
+    table = Table(title=f"{Path(result.get('run', '')).name or 'evaluation'}: {result['n']} samples, seed {result['seed']}{of}",
                   caption=f"extractor: {result['extractor_label']}; real side: {result['real_images']} test images")
     table.add_column("metric")
     table.add_column("value", justify="right")
