@@ -95,12 +95,46 @@ def test_test_nll_is_computed_when_the_trainer_did_not_write_it(tiny_run):
     trainer_nll = tiny_run.read_eval()["test_nll"]
     (tiny_run.path / "eval.json").unlink()
     fractions = []
-    result = evaluate_run(tiny_run.path, on_progress=fractions.append, **ARGS)
+    result = evaluate_run(tiny_run.path, on_progress=lambda phase, f: fractions.append((phase, f)), **ARGS)
     # MADE's likelihood is exact and the test split is binarised with the trainer's seed.
     assert result["test_nll"] == pytest.approx(trainer_nll, rel=1e-5)
     assert tiny_run.read_eval()["likelihood"] == "exact"
     # batches of 20: 40 samples drawn, their 40 features, then the 60 test images' likelihood
-    assert fractions == pytest.approx([k * 20 / 140 for k in range(1, 8)])
+    training = [f for p, f in fractions if p == "training the classifier"]  # first in this cache
+    assert training and training[-1] == 1.0 and fractions[:len(training)] == [("training the classifier", f) for f in training]
+    fractions = fractions[len(training):]
+    assert [f for _, f in fractions] == pytest.approx([k * 20 / 140 for k in range(1, 8)])
+    assert [p for p, _ in fractions] == ["sampling"] * 2 + ["features of the samples"] * 2 + ["test likelihood"] * 3
+
+
+def test_the_classifiers_first_training_says_so_and_prints_progress_lines_to_a_file(tiny_run, isolated, capfd):
+    """Mutants: a silent first training (the 41 silent minutes of issue 16), no progress lines
+    when stdout is a file, the training phase missing from the queue's (phase, fraction)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    # a child process whose stdout is a file, as in a batch script
+    log = isolated / "eval.log"
+    code = textwrap.dedent(f"""
+        from workbench.evaluate import evaluate_run
+        from workbench.features import ClassifierBudget
+        seen = []
+        evaluate_run({str(tiny_run.path)!r}, n=40, batch_size=20, device="cpu", progress=True,
+                     budget=ClassifierBudget(epochs=3, batch_size=24, lr=1e-2, width=4, seed=7),
+                     on_progress=lambda phase, f: seen.append((phase, f)))
+        training = [f for phase, f in seen if phase == "training the classifier"]
+        print("TRAINING", len(training), training[-1])
+        """)
+    with open(log, "w") as out:
+        subprocess.run([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, check=True, timeout=600)
+    text = log.read_text()
+    notice = [line for line in text.splitlines() if line.startswith("training the fashion-mnist classifier once")]
+    assert len(notice) == 1 and "min on cpu; cached in" in notice[0], text
+    steps = [line for line in text.splitlines() if line.startswith("classifier: step ")]
+    assert len(steps) >= 5 and "(100%)" in steps[-1], text
+    training = next(line for line in text.splitlines() if line.startswith("TRAINING")).split()
+    assert int(training[1]) >= 10 and float(training[2]) == 1.0
 
 
 def test_conditional_run_gets_balanced_samples_and_conditional_accuracy(tiny_preset, isolated, monkeypatch):
@@ -248,3 +282,20 @@ def test_eval_json_keeps_each_extractor_and_n_with_its_checkpoint_step(tiny_run,
     during = evaluate_run(tiny_run.path, **{**ARGS, "n": 30})
     assert during["checkpoint_step"] == saved["evaluations"][0]["checkpoint_step"]
     assert f"checkpoint step {during['checkpoint_step']}" in during["warning"] and "still training" in during["warning"]
+
+
+def test_data_prepare_classifier_trains_each_domain_once_ahead(tiny_data):
+    """Mutants: the command training nothing (the cache stays empty) or retraining a cached one."""
+    from click.testing import CliRunner
+
+    from workbench.cli import main
+    from workbench.features import ClassifierBudget, classifier_path
+
+    first = CliRunner().invoke(main, ["data", "prepare-classifier", "--device", "cpu"])
+    assert first.exit_code == 0, first.output
+    assert first.output.count("training the fashion-mnist classifier once") == 2
+    for domain in ("grey", "binary"):
+        assert classifier_path("fashion-mnist", domain, ClassifierBudget()).is_file()
+        assert f"{domain} classifier of fashion-mnist: test accuracy" in first.output
+    second = CliRunner().invoke(main, ["data", "prepare-classifier", "--domain", "grey", "--device", "cpu"])
+    assert second.exit_code == 0 and "training" not in second.output

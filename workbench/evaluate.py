@@ -188,26 +188,38 @@ def metric_labels(extractor: FeatureExtractor) -> dict[str, str]:
             "precision": f"precision ({on})", "recall": f"recall ({on})"}
 
 
-def _progress_counter(on_progress: Callable[[float], None] | None, total: int) -> Callable[[int], None] | None:
-    """``advance(count)``: ``count`` more images through a phase, reported as the fraction done."""
-    if on_progress is None:
-        return None
-    done = 0
+class _Progress:
+    """Reports ``on_progress(phase, fraction)``: the classifier's first training as its own
+    fraction, every later phase (samples, their features, the separate judging, the test
+    likelihood) as the share of all images those phases pass, 0 to 1."""
 
-    def advance(count: int) -> None:
-        nonlocal done
-        done += count
-        on_progress(min(1.0, done / max(1, total)))
+    def __init__(self, on_progress: Callable[[str, float], None] | None):
+        self.on_progress, self.done, self.total = on_progress, 0, 1
 
-    return advance
+    def training(self) -> Callable[[float], None] | None:
+        if self.on_progress is None:
+            return None
+        return lambda fraction: self.on_progress("training the classifier", fraction)
+
+    def phase(self, name: str) -> Callable[[int], None] | None:
+        """``advance(count)``: ``count`` more images through phase ``name``."""
+        if self.on_progress is None:
+            return None
+
+        def advance(count: int) -> None:
+            self.done += count
+            self.on_progress(name, min(1.0, self.done / max(1, self.total)))
+
+        return advance
 
 
 def evaluate_run(run_dir, n: int = 10000, extractor: str = "classifier", inception_weights=None,
                  batch_size: int = 500, device: str = "auto", seed: int = 0, progress: bool = True,
-                 budget=None, on_progress: Callable[[float], None] | None = None) -> dict:
+                 budget=None, on_progress: Callable[[str, float], None] | None = None) -> dict:
     """Evaluate a run's best checkpoint; writes eval.json and returns the flat results.
-    ``on_progress(fraction)`` follows the images drawn, their features, the separate judging of
-    conditional samples and the test likelihood (when eval.json has none yet), 0 to 1."""
+    ``on_progress(phase, fraction)``: the classifier's first training (its own 0 to 1), then the
+    images drawn, their features, the separate judging of conditional samples and the test
+    likelihood (when eval.json has none yet), together 0 to 1."""
     from workbench.runs import open_run
 
     check_arguments(n, batch_size)
@@ -217,20 +229,25 @@ def evaluate_run(run_dir, n: int = 10000, extractor: str = "classifier", incepti
     dev = resolve_device(device)
     model = run.load_model("best", dev)
     domain = classifier_domain(data.binarize, data.levels)
-    ext = get_extractor(extractor, data.dataset, root, inception_weights, dev, progress, budget, domain)
+    report = _Progress(on_progress)
+    ext = get_extractor(extractor, data.dataset, root, inception_weights, dev, progress, budget, domain,
+                        on_progress=report.training())
     real = real_statistics(ext, data.dataset, "test", data.binarize, data.levels, root, batch_size, progress)
     judged_apart = model.num_classes is not None and ext.name != "classifier"
     needs_likelihood = "test_nll" not in run.read_eval()
-    advance = _progress_counter(on_progress, 2 * n + n * judged_apart + len(real.labels) * needs_likelihood)
+    report.total = 2 * n + n * judged_apart + len(real.labels) * needs_likelihood
 
-    samples, labels = draw_samples(model, n, batch_size, seed, progress, advance)
-    fake = ext.extract(samples, batch_size, progress, description="generated images", on_advance=advance)
+    samples, labels = draw_samples(model, n, batch_size, seed, progress, report.phase("sampling"))
+    fake = ext.extract(samples, batch_size, progress, description="generated images",
+                       on_advance=report.phase("features of the samples"))
     quality = sample_quality(real, fake, seed)
     if labels is not None:
         # Inception's classes are not the dataset's: whether samples respect their condition is
         # always read off the dataset classifier.
-        judge = ext if ext.name == "classifier" else load_classifier(data.dataset, root, budget, dev, progress, domain)
-        judged = fake if judge is ext else judge.extract(samples, batch_size, progress, "classifying samples", advance)
+        judge = ext if ext.name == "classifier" else load_classifier(data.dataset, root, budget, dev, progress, domain,
+                                                                     on_progress=report.training())
+        judged = fake if judge is ext else judge.extract(samples, batch_size, progress, "classifying samples",
+                                                         report.phase("classifying the samples"))
         quality["conditional_accuracy"] = metrics.conditional_accuracy(judged.probs, labels)
         quality["conditional_accuracy_by"] = judge.label
 
@@ -244,7 +261,8 @@ def evaluate_run(run_dir, n: int = 10000, extractor: str = "classifier", incepti
                   if k in previous}
     if "test_nll" not in previous:
         x, y = load_test_split(data.dataset, data.binarize, data.levels, root)
-        likelihood = {**test_likelihood(model, x, y, batch_size, seed, progress, advance), "test_checkpoint_step": step}
+        likelihood = {**test_likelihood(model, x, y, batch_size, seed, progress,
+                                                    report.phase("test likelihood")), "test_checkpoint_step": step}
     likelihood.update(likelihood_notes(model))  # the trainer's eval.json may predate these fields
     run.update_eval({**likelihood, **keep_evaluation(previous, record)})
     state = run.status()

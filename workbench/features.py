@@ -36,8 +36,11 @@ import hashlib
 import inspect
 import math
 import os
+import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -160,7 +163,9 @@ def to_domain(images: torch.Tensor, domain: str, generator: torch.Generator) -> 
 
 def fit_classifier(model: DatasetClassifier, images: torch.Tensor, labels: torch.Tensor, budget: ClassifierBudget,
                    device: torch.device, domain: str = "grey", progress: bool = True,
-                   stream: PrivateStream | None = None) -> None:
+                   stream: PrivateStream | None = None,
+                   on_step: Callable[[int, int], None] | None = None,
+                   announce: Callable[[float], None] | None = None) -> None:
     """AdamW with a one-cycle learning rate and cross-entropy on uint8 images brought into
     ``domain`` batch by batch (a new binarisation each time for "binary"). Dropout draws from
     ``stream`` (a PrivateStream), never from the global generator's stream."""
@@ -173,7 +178,9 @@ def fit_classifier(model: DatasetClassifier, images: torch.Tensor, labels: torch
     opt = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=budget.lr, total_steps=total, pct_start=0.2)
     model.train()
-    with progress_bar(progress) as bar:
+    lines = progress and not sys.stdout.isatty()  # a file or pipe: plain lines, as genwb run prints
+    started, done, next_line = time.monotonic(), 0, 0.1
+    with progress_bar(progress and not lines) as bar:
         task = bar.add_task(f"training the {domain} classifier", total=total, info="")
         for epoch in range(budget.epochs):
             perm = torch.randperm(n, generator=gen)
@@ -188,6 +195,15 @@ def fit_classifier(model: DatasetClassifier, images: torch.Tensor, labels: torch
                 opt.step()
                 schedule.step()
                 bar.update(task, advance=1, info=f"epoch {epoch + 1}/{budget.epochs} loss {loss.item():.3f}")
+                done += 1
+                if done == min(TIMED_STEPS, total) and announce is not None:
+                    announce((time.monotonic() - started) / done * total)
+                if lines and done / total >= next_line - 1e-9:
+                    next_line += 0.1
+                    print(f"classifier: step {done}/{total} ({100 * done / total:.0f}%), epoch {epoch + 1}/"
+                          f"{budget.epochs}, loss {loss.item():.3f}, {time.monotonic() - started:.0f} s", flush=True)
+                if on_step is not None:
+                    on_step(done, total)
     model.eval()
 
 
@@ -284,9 +300,22 @@ def _load_cached(path: Path, fingerprint: str, model: DatasetClassifier) -> tupl
         return None
 
 
+#: The first steps of the classifier's training are timed to say how long the rest takes.
+TIMED_STEPS = 5
+
+
+def training_notice(dataset: str, seconds: float, device: torch.device, path: Path) -> str:
+    minutes = max(1, round(seconds / 60))
+    return f"training the {dataset} classifier once (about {minutes} min on {device.type}; cached in {path})"
+
+
 def load_classifier(dataset: str, root: str | None = None, budget: ClassifierBudget | None = None,
-                    device: torch.device | str = "cpu", progress: bool = True, domain: str = "grey") -> ClassifierExtractor:
-    """The dataset classifier of ``domain`` from the cache, trained first when missing or stale."""
+                    device: torch.device | str = "cpu", progress: bool = True, domain: str = "grey",
+                    on_progress: Callable[[float], None] | None = None) -> ClassifierExtractor:
+    """The dataset classifier of ``domain`` from the cache, trained first when missing or stale.
+    The first training says so in one line with its estimated time (``progress``), prints a
+    line per tenth when stdout is not a terminal, and reports its fraction done to
+    ``on_progress`` after each batch."""
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
     budget = budget or ClassifierBudget()
@@ -306,7 +335,9 @@ def load_classifier(dataset: str, root: str | None = None, budget: ClassifierBud
             model = DatasetClassifier(info.image_shape, info.num_classes, width=budget.width).to(device)
         if budget.max_train_images:
             train_x, train_y = train_x[:budget.max_train_images], train_y[:budget.max_train_images]
-        fit_classifier(model, train_x, train_y, budget, device, domain, progress, stream)
+        announce = (lambda seconds: print(training_notice(dataset, seconds, device, path), flush=True)) if progress else None
+        step = None if on_progress is None else (lambda done, total: on_progress(done / total))
+        fit_classifier(model, train_x, train_y, budget, device, domain, progress, stream, step, announce)
         accuracy = classifier_accuracy(model, test_x, test_y, device, domain)
         scale = feature_rms(model, train_x, device, domain)
         _save_atomically({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
@@ -455,10 +486,13 @@ def load_inception(weights: str | os.PathLike | None = None, device: torch.devic
 
 def get_extractor(name: str, dataset: str, root: str | None = None, inception_weights=None,
                   device: torch.device | str = "cpu", progress: bool = True,
-                  budget: ClassifierBudget | None = None, domain: str = "grey") -> FeatureExtractor:
-    """"classifier" (of ``domain``, see classifier_domain) or "inception"."""
+                  budget: ClassifierBudget | None = None, domain: str = "grey",
+                  on_progress: Callable[[float], None] | None = None) -> FeatureExtractor:
+    """"classifier" (of ``domain``, see classifier_domain) or "inception"; ``on_progress``
+    follows the classifier's first training."""
     if name == "classifier":
-        return load_classifier(dataset, root, budget=budget, device=device, progress=progress, domain=domain)
+        return load_classifier(dataset, root, budget=budget, device=device, progress=progress, domain=domain,
+                               on_progress=on_progress)
     if name == "inception":
         return load_inception(inception_weights, device)
     raise UserError(f"unknown extractor {name!r}; allowed: {', '.join(EXTRACTORS)}")
