@@ -61,7 +61,9 @@ def test_evaluate_run_writes_named_metrics_and_keeps_the_test_nll(tiny_run, coun
     real, fake = extracted
     fid = metrics.frechet_distance(*metrics.gaussian_statistics(real.features), *metrics.gaussian_statistics(fake.features))
     assert result["fid"] == pytest.approx(fid, rel=1e-6) and result["fid"] > 0
-    assert 1 <= result["is_mean"] <= 10 and 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
+    # the IS of the samples' probabilities (a mutant taking the real ones fails; see test_eval_trust)
+    assert result["is_mean"] == pytest.approx(metrics.inception_score(fake.probs, splits=10)[0], rel=1e-9)
+    assert result["is_mean"] != pytest.approx(metrics.inception_score(real.probs, splits=10)[0], rel=1e-6)
     assert "conditional_accuracy" not in result  # unconditional model
     assert result["test_nll"] == before["test_nll"]
     assert count_extracts == [60, 40]  # the real test split, then the samples
@@ -93,21 +95,59 @@ def test_test_nll_is_computed_when_the_trainer_did_not_write_it(tiny_run):
     trainer_nll = tiny_run.read_eval()["test_nll"]
     (tiny_run.path / "eval.json").unlink()
     fractions = []
-    result = evaluate_run(tiny_run.path, on_progress=fractions.append, **ARGS)
+    result = evaluate_run(tiny_run.path, on_progress=lambda phase, f: fractions.append((phase, f)), **ARGS)
     # MADE's likelihood is exact and the test split is binarised with the trainer's seed.
     assert result["test_nll"] == pytest.approx(trainer_nll, rel=1e-5)
     assert tiny_run.read_eval()["likelihood"] == "exact"
     # batches of 20: 40 samples drawn, their 40 features, then the 60 test images' likelihood
-    assert fractions == pytest.approx([k * 20 / 140 for k in range(1, 8)])
+    training = [f for p, f in fractions if p == "training the classifier"]  # first in this cache
+    assert training and training[-1] == 1.0 and fractions[:len(training)] == [("training the classifier", f) for f in training]
+    fractions = fractions[len(training):]
+    assert [f for _, f in fractions] == pytest.approx([k * 20 / 140 for k in range(1, 8)])
+    assert [p for p, _ in fractions] == ["sampling"] * 2 + ["features of the samples"] * 2 + ["test likelihood"] * 3
+
+
+def test_the_classifiers_first_training_says_so_and_prints_progress_lines_to_a_file(tiny_run, isolated, capfd):
+    """Mutants: a silent first training (the 41 silent minutes of issue 16), no progress lines
+    when stdout is a file, the training phase missing from the queue's (phase, fraction)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    # a child process whose stdout is a file, as in a batch script
+    log = isolated / "eval.log"
+    code = textwrap.dedent(f"""
+        from workbench.evaluate import evaluate_run
+        from workbench.features import ClassifierBudget
+        seen = []
+        evaluate_run({str(tiny_run.path)!r}, n=40, batch_size=20, device="cpu", progress=True,
+                     budget=ClassifierBudget(epochs=3, batch_size=24, lr=1e-2, width=4, seed=7),
+                     on_progress=lambda phase, f: seen.append((phase, f)))
+        training = [f for phase, f in seen if phase == "training the classifier"]
+        print("TRAINING", len(training), training[-1])
+        """)
+    with open(log, "w") as out:
+        subprocess.run([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, check=True, timeout=600)
+    text = log.read_text()
+    notice = [line for line in text.splitlines() if line.startswith("training the fashion-mnist classifier once")]
+    assert len(notice) == 1 and "min on cpu; cached in" in notice[0], text
+    steps = [line for line in text.splitlines() if line.startswith("classifier: step ")]
+    assert len(steps) >= 5 and "(100%)" in steps[-1], text
+    training = next(line for line in text.splitlines() if line.startswith("TRAINING")).split()
+    assert int(training[1]) >= 10 and float(training[2]) == 1.0
 
 
 def test_conditional_run_gets_balanced_samples_and_conditional_accuracy(tiny_preset, isolated, monkeypatch):
     run = train_tiny_run(tiny_preset, isolated / "runs", ["model.conditional=true"])
     asked = []
     original = evaluate.metrics.conditional_accuracy
-    monkeypatch.setattr(evaluate.metrics, "conditional_accuracy", lambda p, y: asked.append(y) or original(p, y))
+    asked_probs = []
+    monkeypatch.setattr(evaluate.metrics, "conditional_accuracy",
+                        lambda p, y: asked.append(y) or asked_probs.append(p) or original(p, y))
     result = evaluate_run(run.path, **ARGS)
-    assert 0 <= result["conditional_accuracy"] <= 1
+    # what the judge's probabilities say of the labels asked for (the wrong-class mutant: test_eval_trust)
+    judged = asked_probs[0]
+    assert result["conditional_accuracy"] == float(np.mean(np.asarray(judged).argmax(1) == (np.arange(40) % 10)))
     assert torch.equal(asked[0], torch.arange(40) % 10)
     assert run.read_eval()["classifier"]["conditional_accuracy"] == result["conditional_accuracy"]
     console = Console(record=True, width=150)
@@ -167,7 +207,9 @@ def test_reference_figures_separate_real_data_from_noise(tiny_data):
     assert ref["extractor"] == "classifier" and ref["labels"]["fid"] == "FID (classifier features)"
     assert floor["fid"] < ceiling["fid"] and floor["kid_mean"] < ceiling["kid_mean"]
     assert floor["precision"] > ceiling["precision"]
-    assert ref["real_is_mean"] > 1
+    ext = features.load_classifier("fashion-mnist", None, TINY, "cpu", False, "grey")
+    real = real_statistics(ext, "fashion-mnist", "test", "none", 256, progress=False)
+    assert ref["real_is_mean"] == pytest.approx(metrics.inception_score(real.probs, splits=10)[0], rel=1e-9)
 
 
 def test_too_few_samples_and_missing_runs_are_user_errors(tmp_path):
@@ -200,3 +242,60 @@ def test_the_test_nll_says_which_bound_and_whether_a_density(name, hparams, boun
     else:
         assert f"upper bound ({bound})" in text and ("IWAE" in text) == bound.startswith("IWAE")
     assert ("density" in text) is density
+
+
+def test_eval_json_keeps_each_extractor_and_n_with_its_checkpoint_step(tiny_run, tmp_path):
+    """Mutants: ``-n 1000`` replacing the n=10000 figures (the old single record per extractor),
+    a missing checkpoint step, no warning while the run trains. Old files (flat records only) are
+    read by the panel's reader, runlog's and the detail table, before and after."""
+    from workbench import runlog
+    from workbench.runindex import eval_rows
+    from workbench.tui.screens.detail import evaluation_table
+
+    step = tiny_run.status()["step"]
+    big = evaluate_run(tiny_run.path, **{**ARGS, "n": 40})
+    small = evaluate_run(tiny_run.path, **{**ARGS, "n": 30})
+    saved = tiny_run.read_eval()
+    assert [(r["extractor"], r["n"]) for r in saved["evaluations"]] == [("classifier", 40), ("classifier", 30)]
+    assert saved["classifier"]["n"] == 40 and saved["classifier"]["fid"] == big["fid"]  # not replaced by n=30
+    assert saved["evaluations"][1]["fid"] == small["fid"]
+    assert all(r["checkpoint_step"] is not None for r in saved["evaluations"])
+    assert small["warning"] is None
+    # readers of the new file: one row per extractor (the headline), the list ignored
+    rows = [r for r in eval_rows(tiny_run.path.parent) if r.path == tiny_run.path]
+    assert [r.extractor for r in rows] == ["classifier"] and rows[0].values["fid"] == big["fid"]
+    assert set(runlog.evaluations(saved)) == {"classifier"}
+    assert evaluation_table(saved) != ""
+
+    # an old file: a flat record without the list; a new evaluation keeps it as an entry
+    old = {k: v for k, v in saved.items() if k != "evaluations"}
+    old["classifier"] = {k: v for k, v in old["classifier"].items() if k != "checkpoint_step"}
+    (tiny_run.path / "eval.json").write_text(json.dumps(old))
+    assert [r.values["fid"] for r in eval_rows(tiny_run.path.parent) if r.path == tiny_run.path] == [big["fid"]]
+    assert set(runlog.evaluations(old)) == {"classifier"}
+    evaluate_run(tiny_run.path, **{**ARGS, "n": 30})
+    again = tiny_run.read_eval()
+    assert [r["n"] for r in again["evaluations"]] == [40, 30] and again["classifier"]["n"] == 40
+
+    # while the run trains: the warning names the checkpoint step
+    tiny_run.write_status("running", step + 100)
+    during = evaluate_run(tiny_run.path, **{**ARGS, "n": 30})
+    assert during["checkpoint_step"] == saved["evaluations"][0]["checkpoint_step"]
+    assert f"checkpoint step {during['checkpoint_step']}" in during["warning"] and "still training" in during["warning"]
+
+
+def test_data_prepare_classifier_trains_each_domain_once_ahead(tiny_data):
+    """Mutants: the command training nothing (the cache stays empty) or retraining a cached one."""
+    from click.testing import CliRunner
+
+    from workbench.cli import main
+    from workbench.features import ClassifierBudget, classifier_path
+
+    first = CliRunner().invoke(main, ["data", "prepare-classifier", "--device", "cpu"])
+    assert first.exit_code == 0, first.output
+    assert first.output.count("training the fashion-mnist classifier once") == 2
+    for domain in ("grey", "binary"):
+        assert classifier_path("fashion-mnist", domain, ClassifierBudget()).is_file()
+        assert f"{domain} classifier of fashion-mnist: test accuracy" in first.output
+    second = CliRunner().invoke(main, ["data", "prepare-classifier", "--domain", "grey", "--device", "cpu"])
+    assert second.exit_code == 0 and "training" not in second.output

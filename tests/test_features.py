@@ -118,7 +118,7 @@ def test_inception_loads_documented_keys_and_gives_2048_features(tmp_path, incep
     extractor = load_inception(path)
     grey = torch.rand(2, 1, 28, 28)
     out = extractor.extract(grey, batch_size=2, progress=False)
-    assert out.features.shape == (2, 2048) and out.probs.shape == (2, 1000)
+    assert out.features.shape == (2, 2048) and out.probs.shape == (2, 1008)
     assert (out.features >= 0).all()  # pooled ReLU activations
     assert abs(out.probs.sum(1) - 1).max() < 1e-9
     # grey images are repeated to three channels before the network
@@ -127,6 +127,27 @@ def test_inception_loads_documented_keys_and_gives_2048_features(tmp_path, incep
     # the loaded network carries the saved weights
     assert torch.equal(extractor.network.state_dict()["Mixed_7c.branch_pool.conv.weight"],
                        inception_state["Mixed_7c.branch_pool.conv.weight"])
+
+
+def test_inception_score_probabilities_are_the_softmax_of_all_1008_logits_without_the_bias(inception_state):
+    """Mutants: classes 1..1000 taken (the old convention), fc's bias added. The probabilities
+    must equal softmax(pool @ fc.weight.T) over all 1008 outputs, with a large bias in place."""
+    network = FIDInceptionV3()
+    state = dict(inception_state)
+    state["fc.bias"] = torch.linspace(-5, 5, 1008)
+    network.load_state_dict(state)
+    assert network.fc.out_features == 1008
+    extractor = features.InceptionExtractor(network, "test")
+    assert extractor.num_classes == 1008
+    images = torch.rand(2, 1, 28, 28)
+    out = extractor.extract(images, batch_size=2, progress=False)
+    with torch.inference_mode():
+        x = torch.nn.functional.interpolate(images.expand(-1, 3, -1, -1), size=(299, 299), mode="bilinear",
+                                            align_corners=False)
+        pool, _ = network.eval()(2 * x - 1)
+        expected = torch.softmax((pool @ network.fc.weight.T).double(), 1).numpy()
+    assert out.probs.shape == (2, 1008)
+    assert abs(out.probs - expected).max() < 1e-6
 
 
 def test_inception_is_found_in_the_torch_hub_cache(tmp_path, monkeypatch, inception_state):

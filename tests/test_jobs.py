@@ -361,7 +361,7 @@ def test_evaluation_jobs(tiny_preset, queues, monkeypatch):
         if n == 13:
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
         for k in range(1, 5):
-            on_progress(k / 4)
+            on_progress("sampling", k / 4)
         return {"fid": 12.5}
 
     monkeypatch.setattr(workbench.evaluate, "evaluate_run", fake)

@@ -90,9 +90,15 @@ def test_fid_is_never_negative_nan_or_complex_for_degenerate_input():
     d = 16
     zero = np.zeros((d, d))
     rank_one = np.outer(np.arange(d), np.arange(d)) / d
-    for s1, s2 in [(zero, zero), (zero, np.eye(d)), (rank_one, rank_one), (rank_one, np.eye(d))]:
+    # Exact values, not ">= 0" (which the clamp makes true whatever the rest computes). Mutants:
+    # a dropped factor 2, sqrt of the sum instead of the product, a wrong branch for singular S.
+    # rank_one = lam * u u^T with |u| = 1: sqrt(rank_one) = sqrt(lam) u u^T, so
+    # FID(rank_one, I) = lam + d - 2 sqrt(lam).
+    lam = float(np.sum(np.arange(d) ** 2)) / d
+    for s1, s2, expected in [(zero, zero, 0.0), (zero, np.eye(d), d), (rank_one, rank_one, 0.0),
+                             (rank_one, np.eye(d), lam + d - 2 * np.sqrt(lam))]:
         value = frechet_distance(np.zeros(d), s1, np.zeros(d), s2)
-        assert isinstance(value, float) and np.isfinite(value) and value >= 0
+        assert isinstance(value, float) and value == pytest.approx(expected, abs=1e-6)
     assert frechet_distance(np.zeros(d), zero, np.zeros(d), np.eye(d)) == pytest.approx(d)
     # rank-one S and S: distance zero
     assert frechet_distance(np.zeros(d), rank_one, np.zeros(d), rank_one) < 1e-8

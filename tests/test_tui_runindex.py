@@ -100,10 +100,19 @@ def test_reference_figures_from_results_files_or_the_readme(tmp_path):
     figures = {"dataset": "mnist", "binarize": "threshold", "n": 500, "extractor": "classifier",
                "floor": {"fid": 0.5}, "ceiling": {"fid": 99.0}}
     (tmp_path / "fid_reference-x.json").write_text(json.dumps(figures))
-    ref = reference("mnist", "dynamic", folder=tmp_path)  # binarised either way: the same domain
+    ref = reference("mnist", "threshold", folder=tmp_path)
     assert ref.floor == {"fid": 0.5} and ref.ceiling == {"fid": 99.0} and "n = 500" in ref.source
+    # Mutant: rows keyed by dataset and binarised-or-not only. Threshold figures are not those of
+    # dynamic binarisation, classifier figures not Inception's, 256 levels not 4.
+    assert reference("mnist", "dynamic", folder=tmp_path) is None
+    assert reference("mnist", "threshold", folder=tmp_path, extractor="inception") is None
     readme = reference("fashion-mnist", "none", folder=tmp_path / "none")
     assert readme.floor["fid"] == 0.090 and readme.ceiling["fid"] == 166.97 and "README" in readme.source
+    assert readme.levels == 256 and readme.extractor == "classifier"
+    assert reference("fashion-mnist", "none", folder=tmp_path / "none", levels=4) is None
+    assert reference("fashion-mnist", "none", folder=tmp_path / "none", extractor="inception") is None
+    assert reference("fashion-mnist", "threshold", folder=tmp_path / "none") is None
+    assert reference("fashion-mnist", "dynamic", folder=tmp_path / "none").floor["fid"] == 0.069
     assert reference("cifar10", "none", folder=tmp_path) is None
 
 

@@ -269,12 +269,31 @@ def evaluate(run_dir, n, extractor, inception_weights, batch_size, seed, device)
     with writing(open_run(run_dir).path, "evaluated", "genwb eval"):  # refused at once while another writes the run
         result = evaluate_run(run_dir, n=n, extractor=extractor, inception_weights=inception_weights,
                               batch_size=batch_size, device=device, seed=seed)
+    if result.get("warning"):
+        click.echo(f"warning: {result['warning']}", err=True)
     Console().print(results_table(result))
 
 
 @main.group()
 def data():
     """Datasets: where they are found."""
+
+
+@data.command("prepare-classifier")
+@click.option("--dataset", default="fashion-mnist", show_default=True)
+@click.option("--domain", type=click.Choice(["grey", "binary", "both"]), default="both", show_default=True,
+              help="grey for 256- or multi-level runs, binary for binarised ones.")
+@click.option("--root", help="A folder to search first for the dataset (as [data] root).")
+@click.option("--device", default="auto", show_default=True)
+def data_prepare_classifier(dataset, domain, root, device):
+    """Train (once) the dataset classifier genwb eval reads samples with, ahead of a batch script."""
+    from workbench.devices import resolve_device
+    from workbench.features import DOMAINS, load_classifier
+
+    dev = resolve_device(device)
+    for name in DOMAINS if domain == "both" else (domain,):
+        extractor = load_classifier(dataset, root, device=dev, domain=name)
+        click.echo(f"{name} classifier of {dataset}: test accuracy {extractor.test_accuracy:.4f}")
 
 
 @data.command("list")

@@ -1,5 +1,5 @@
 """Turn a device setting ("auto", "cpu", "cuda", "cuda:N") into a torch.device, or say why not;
-and a seeded random stream on a device that leaves the global one as it was."""
+and seeded random streams on a device that leave the global one as it was."""
 from __future__ import annotations
 
 import contextlib
@@ -18,6 +18,40 @@ def forked_rng(seed: int, device: torch.device):
     with device_lock(device), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         yield
+
+
+class PrivateStream:
+    """A seeded random stream of its own for code that draws only from the global generator
+    (``model.sample``, the IWAE bound): each ``with stream.draws():`` swaps the stream's state in
+    under the device's lock and the global state back out, so training beside it in another thread
+    keeps its noise, and the evaluation's draws depend on ``seed`` alone. Never reseeds globally."""
+
+    def __init__(self, seed: int, device: torch.device):
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        gen = torch.Generator().manual_seed(seed)
+        self.cpu_state = gen.get_state()
+        self.cuda_state = None
+        if self.cuda:
+            cuda_gen = torch.Generator(device=self.device).manual_seed(seed)
+            self.cuda_state = cuda_gen.get_state()
+
+    @contextlib.contextmanager
+    def draws(self):
+        with device_lock(self.device):
+            outer_cpu = torch.get_rng_state()
+            outer_cuda = torch.cuda.get_rng_state(self.device) if self.cuda else None
+            torch.set_rng_state(self.cpu_state)
+            if self.cuda:
+                torch.cuda.set_rng_state(self.cuda_state, self.device)
+            try:
+                yield
+            finally:
+                self.cpu_state = torch.get_rng_state()
+                torch.set_rng_state(outer_cpu)
+                if self.cuda:
+                    self.cuda_state = torch.cuda.get_rng_state(self.device)
+                    torch.cuda.set_rng_state(outer_cuda, self.device)
 
 
 def resolve_device(spec: str) -> torch.device:

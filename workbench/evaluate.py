@@ -27,10 +27,9 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from models.cudagraph import device_lock
 from workbench import metrics
 from workbench.data import TEST_SPLIT_SEED, dataset_info, load_split, load_test_split, to_model_domain
-from workbench.devices import resolve_device
+from workbench.devices import PrivateStream, resolve_device
 from workbench.errors import UserError
 from workbench.features import (Extracted, FeatureExtractor, classifier_domain, dataset_fingerprint, get_extractor,
                                 load_classifier, progress_bar)
@@ -120,16 +119,14 @@ def draw_samples(model, n: int, batch_size: int, seed: int, progress: bool = Tru
     """n samples (float32, CPU) and the labels they were drawn for (classes in turn), in batches;
     ``on_advance(count)`` after each batch."""
     labels = balanced_labels(n, model.num_classes)
-    lock = device_lock(model.device)  # batch by batch: a CUDA graph capture in another thread refuses draws
-    with lock:
-        torch.manual_seed(seed)
+    stream = PrivateStream(seed, model.device)  # batch by batch: see PrivateStream
     chunks = []
     with torch.inference_mode(), progress_bar(progress) as bar:
         task = bar.add_task("sampling", total=n, info="")
         for start in range(0, n, batch_size):
             size = min(batch_size, n - start)
             y = None if labels is None else labels[start:start + size].to(model.device)
-            with lock:
+            with stream.draws():
                 images = model.sample(size, y=y)
             chunks.append(images.float().cpu())
             bar.advance(task, size)
@@ -167,16 +164,14 @@ def likelihood_notes(model) -> dict:
 def test_likelihood(model, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
                     progress: bool = True, on_advance: Callable[[int], None] | None = None) -> dict[str, float]:
     """Mean negative log-likelihood of the test split in nats per image, and bits/dim."""
-    lock = device_lock(model.device)  # the IWAE bound draws: see draw_samples
-    with lock:
-        torch.manual_seed(seed)
+    stream = PrivateStream(seed, model.device)  # the IWAE bound draws
     total = 0.0
     with torch.inference_mode(), progress_bar(progress) as bar:
         task = bar.add_task("test likelihood", total=len(x), info="")
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(model.device)
             yb = None if model.num_classes is None else y[start:start + batch_size].to(model.device)
-            with lock:
+            with stream.draws():
                 log_prob = model.log_prob(xb, yb)
             total -= log_prob.double().sum().item()
             bar.advance(task, len(xb))
@@ -193,26 +188,38 @@ def metric_labels(extractor: FeatureExtractor) -> dict[str, str]:
             "precision": f"precision ({on})", "recall": f"recall ({on})"}
 
 
-def _progress_counter(on_progress: Callable[[float], None] | None, total: int) -> Callable[[int], None] | None:
-    """``advance(count)``: ``count`` more images through a phase, reported as the fraction done."""
-    if on_progress is None:
-        return None
-    done = 0
+class _Progress:
+    """Reports ``on_progress(phase, fraction)``: the classifier's first training as its own
+    fraction, every later phase (samples, their features, the separate judging, the test
+    likelihood) as the share of all images those phases pass, 0 to 1."""
 
-    def advance(count: int) -> None:
-        nonlocal done
-        done += count
-        on_progress(min(1.0, done / max(1, total)))
+    def __init__(self, on_progress: Callable[[str, float], None] | None):
+        self.on_progress, self.done, self.total = on_progress, 0, 1
 
-    return advance
+    def training(self) -> Callable[[float], None] | None:
+        if self.on_progress is None:
+            return None
+        return lambda fraction: self.on_progress("training the classifier", fraction)
+
+    def phase(self, name: str) -> Callable[[int], None] | None:
+        """``advance(count)``: ``count`` more images through phase ``name``."""
+        if self.on_progress is None:
+            return None
+
+        def advance(count: int) -> None:
+            self.done += count
+            self.on_progress(name, min(1.0, self.done / max(1, self.total)))
+
+        return advance
 
 
 def evaluate_run(run_dir, n: int = 10000, extractor: str = "classifier", inception_weights=None,
                  batch_size: int = 500, device: str = "auto", seed: int = 0, progress: bool = True,
-                 budget=None, on_progress: Callable[[float], None] | None = None) -> dict:
+                 budget=None, on_progress: Callable[[str, float], None] | None = None) -> dict:
     """Evaluate a run's best checkpoint; writes eval.json and returns the flat results.
-    ``on_progress(fraction)`` follows the images drawn, their features, the separate judging of
-    conditional samples and the test likelihood (when eval.json has none yet), 0 to 1."""
+    ``on_progress(phase, fraction)``: the classifier's first training (its own 0 to 1), then the
+    images drawn, their features, the separate judging of conditional samples and the test
+    likelihood (when eval.json has none yet), together 0 to 1."""
     from workbench.runs import open_run
 
     check_arguments(n, batch_size)
@@ -222,36 +229,69 @@ def evaluate_run(run_dir, n: int = 10000, extractor: str = "classifier", incepti
     dev = resolve_device(device)
     model = run.load_model("best", dev)
     domain = classifier_domain(data.binarize, data.levels)
-    ext = get_extractor(extractor, data.dataset, root, inception_weights, dev, progress, budget, domain)
+    report = _Progress(on_progress)
+    ext = get_extractor(extractor, data.dataset, root, inception_weights, dev, progress, budget, domain,
+                        on_progress=report.training())
     real = real_statistics(ext, data.dataset, "test", data.binarize, data.levels, root, batch_size, progress)
     judged_apart = model.num_classes is not None and ext.name != "classifier"
     needs_likelihood = "test_nll" not in run.read_eval()
-    advance = _progress_counter(on_progress, 2 * n + n * judged_apart + len(real.labels) * needs_likelihood)
+    report.total = 2 * n + n * judged_apart + len(real.labels) * needs_likelihood
 
-    samples, labels = draw_samples(model, n, batch_size, seed, progress, advance)
-    fake = ext.extract(samples, batch_size, progress, description="generated images", on_advance=advance)
+    samples, labels = draw_samples(model, n, batch_size, seed, progress, report.phase("sampling"))
+    fake = ext.extract(samples, batch_size, progress, description="generated images",
+                       on_advance=report.phase("features of the samples"))
     quality = sample_quality(real, fake, seed)
     if labels is not None:
         # Inception's classes are not the dataset's: whether samples respect their condition is
         # always read off the dataset classifier.
-        judge = ext if ext.name == "classifier" else load_classifier(data.dataset, root, budget, dev, progress, domain)
-        judged = fake if judge is ext else judge.extract(samples, batch_size, progress, "classifying samples", advance)
+        judge = ext if ext.name == "classifier" else load_classifier(data.dataset, root, budget, dev, progress, domain,
+                                                                     on_progress=report.training())
+        judged = fake if judge is ext else judge.extract(samples, batch_size, progress, "classifying samples",
+                                                         report.phase("classifying the samples"))
         quality["conditional_accuracy"] = metrics.conditional_accuracy(judged.probs, labels)
         quality["conditional_accuracy_by"] = judge.label
 
+    step = getattr(model, "checkpoint_step", None)
     record = {"extractor": ext.name, "extractor_label": ext.label, "extractor_version": ext.version,
               "labels": metric_labels(ext), **quality, "n": n, "seed": seed, "real_split": "test",
               "real_images": len(real.features), "binarize": data.binarize, "levels": data.levels,
-              "evaluated": dt.datetime.now().isoformat(timespec="seconds")}
+              "checkpoint_step": step, "evaluated": dt.datetime.now().isoformat(timespec="seconds")}
     previous = run.read_eval()
-    likelihood = {k: previous[k] for k in ("test_nll", "test_bpd", "likelihood") if k in previous}
+    likelihood = {k: previous[k] for k in ("test_nll", "test_bpd", "likelihood", "test_checkpoint_step")
+                  if k in previous}
     if "test_nll" not in previous:
         x, y = load_test_split(data.dataset, data.binarize, data.levels, root)
-        likelihood = test_likelihood(model, x, y, batch_size, seed, progress, advance)
+        likelihood = {**test_likelihood(model, x, y, batch_size, seed, progress,
+                                                    report.phase("test likelihood")), "test_checkpoint_step": step}
     likelihood.update(likelihood_notes(model))  # the trainer's eval.json may predate these fields
-    run.update_eval({**likelihood, ext.name: record})
-    return {"run": str(run.path), "model": run.config.model.name, **record,
+    run.update_eval({**likelihood, **keep_evaluation(previous, record)})
+    state = run.status()
+    training = state.get("state") in ("running", "paused")
+    warning = (f"{run.path.name} is still training (status {state.get('state')} at step {state.get('step')}): "
+               f"these figures are of checkpoint step {step}") if training else None
+    return {"run": str(run.path), "model": run.config.model.name, **record, "warning": warning,
             **{k: likelihood[k] for k in ("test_nll", "test_bpd", "likelihood", "bound", "density") if k in likelihood}}
+
+
+def keep_evaluation(previous: dict, record: dict) -> dict:
+    """The eval.json entries that hold ``record`` beside the evaluations before it.
+
+    ``evaluations`` lists one record per (extractor, n), each with the checkpoint step it is of;
+    a later evaluation replaces only the one of its own extractor and n. ``previous[extractor]``,
+    the flat record that older readers take, stays the one with the largest n (the latest among
+    equals), so ``-n 1000`` never hides the n=10000 figures. Files from before this layout have
+    only the flat records: they join the list on the first new evaluation."""
+    kept = [r for r in previous.get("evaluations", []) if isinstance(r, dict)]
+    for key, value in previous.items():  # an older file: its flat records become list entries
+        if isinstance(value, dict) and "fid" in value and not any(
+                r.get("extractor") == value.get("extractor", key) and r.get("n") == value.get("n") for r in kept):
+            kept.append({**value, "extractor": value.get("extractor", key)})
+    kept = [r for r in kept if (r.get("extractor"), r.get("n")) != (record["extractor"], record["n"])] + [record]
+    kept.sort(key=lambda r: (str(r.get("extractor")), -(r.get("n") if isinstance(r.get("n"), int) else 0)))
+    headline = previous.get(record["extractor"])
+    if not isinstance(headline, dict) or not isinstance(headline.get("n"), int) or headline["n"] <= record["n"]:
+        headline = record
+    return {"evaluations": kept, record["extractor"]: headline}
 
 
 def reference_figures(dataset: str = "fashion-mnist", n: int = 10000, extractor: str = "classifier",
@@ -286,7 +326,8 @@ def _fmt(value: float, digits: int = 4) -> str:
 def results_table(result: dict) -> Table:
     """The results of ``evaluate_run`` as a rich table: metric, value, what it means."""
     labels = result["labels"]
-    table = Table(title=f"{Path(result.get('run', '')).name or 'evaluation'}: {result['n']} samples, seed {result['seed']}",
+    of = f", checkpoint step {result['checkpoint_step']}" if result.get("checkpoint_step") is not None else ""
+    table = Table(title=f"{Path(result.get('run', '')).name or 'evaluation'}: {result['n']} samples, seed {result['seed']}{of}",
                   caption=f"extractor: {result['extractor_label']}; real side: {result['real_images']} test images")
     table.add_column("metric")
     table.add_column("value", justify="right")

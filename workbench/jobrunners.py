@@ -216,8 +216,7 @@ def run_eval(queue, job: Job) -> None:
     params = job.eval or {}
     shown = [0.0, None]
 
-    def on_progress(*args) -> None:  # (phase, fraction done 0..1); a stop takes effect here
-        phase, fraction = args if len(args) == 2 else (None, args[0])
+    def on_progress(phase: str, fraction: float) -> None:  # a stop takes effect here
         if job.cancel.is_set():
             raise EvalStopped
         with queue.live_lock:

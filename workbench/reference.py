@@ -2,10 +2,12 @@
 against real training images, what a perfect model scores) and the ceiling (real test images
 against uniform noise on the level grid, what a useless one scores).
 
-``reference(dataset, binarize)`` reads ``benchmarks/results/fid_reference*.json`` (written by
-``benchmarks/bench_fid.py``) when the source tree is at hand, else falls back on the figures
-measured for the README (classifier extractor, n = 10,000, Fashion-MNIST). It never computes
-anything.
+``reference(dataset, binarize, extractor=, levels=)`` reads ``benchmarks/results/fid_reference*.json``
+(written by ``benchmarks/bench_fid.py``) when the source tree is at hand, else falls back on the
+figures measured for the README (classifier extractor, n = 10,000, Fashion-MNIST). Rows are keyed
+by (dataset, extractor, levels, binarisation): threshold and dynamic binarisation give different
+real test sets, an Inception row says nothing of classifier features, and 4 levels are not 256.
+It never computes anything.
 """
 from __future__ import annotations
 
@@ -21,47 +23,52 @@ class Reference:
     dataset: str
     binarize: str          # "none" for grey data, else "dynamic"/"threshold"
     extractor: str
+    levels: int
     source: str            # where the figures come from
     floor: dict[str, float]
     ceiling: dict[str, float]
 
 
-#: Classifier-feature figures from the README's table, keyed by (dataset, binarize).
+#: Classifier-feature figures from the README's table, keyed by (dataset, extractor, levels, binarize).
 _README = {
-    ("fashion-mnist", "none"): (
+    ("fashion-mnist", "classifier", 256, "none"): (
         {"fid": 0.090, "kid_mean": -0.0018, "is_mean": 8.28, "precision": 0.853, "recall": 0.851},
         {"fid": 166.97, "kid_mean": 6.101, "is_mean": 1.27, "precision": 0.052, "recall": 0.000}),
-    ("fashion-mnist", "dynamic"): (
+    ("fashion-mnist", "classifier", 2, "dynamic"): (
         {"fid": 0.069, "kid_mean": -0.0019, "is_mean": 7.07, "precision": 0.866, "recall": 0.871},
         {"fid": 106.0, "kid_mean": 1.333, "is_mean": 1.17, "precision": 0.695, "recall": 0.000}),
 }
 
 
-def _binarized(binarize: str) -> str:
-    return "none" if binarize == "none" else "dynamic"
+def _key(dataset: str, extractor: str, levels: int | None, binarize: str) -> tuple[str, str, int, str]:
+    """Binarised data has 2 levels whatever ``levels`` says; grey data 256 unless told."""
+    levels = 2 if binarize != "none" else int(levels or 256)
+    return dataset, extractor, levels, binarize
 
 
-def _from_files(folder: Path) -> dict[tuple[str, str], Reference]:
+def _from_files(folder: Path) -> dict[tuple[str, str, int, str], Reference]:
     found = {}
     for path in sorted(folder.glob("fid_reference*.json")) if folder.is_dir() else []:
         try:
             data = json.loads(path.read_text())
-            key = (str(data["dataset"]), _binarized(str(data.get("binarize", "none"))))
-            found[key] = Reference(key[0], key[1], str(data.get("extractor", "classifier")),
-                                   f"{path.name} (n = {data.get('n', '?')})",
+            key = _key(str(data["dataset"]), str(data.get("extractor", "classifier")), data.get("levels"),
+                       str(data.get("binarize", "none")))
+            found[key] = Reference(key[0], key[3], key[1], key[2], f"{path.name} (n = {data.get('n', '?')})",
                                    dict(data["floor"]), dict(data["ceiling"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return found
 
 
-def reference(dataset: str, binarize: str = "none", folder: Path | None = None) -> Reference | None:
-    """The floor and ceiling for a dataset as the model sees it, or None if never measured."""
-    key = (dataset, _binarized(binarize))
+def reference(dataset: str, binarize: str = "none", folder: Path | None = None, extractor: str = "classifier",
+              levels: int | None = None) -> Reference | None:
+    """The floor and ceiling for a dataset as the model sees it (its levels and binarisation),
+    read by ``extractor``, or None if never measured."""
+    key = _key(dataset, extractor or "classifier", levels, binarize)
     measured = _from_files(folder if folder is not None else RESULTS)
     if key in measured:
         return measured[key]
     if key in _README:
         floor, ceiling = _README[key]
-        return Reference(key[0], key[1], "classifier", "README table (n = 10,000)", floor, ceiling)
+        return Reference(key[0], key[3], key[1], key[2], "README table (n = 10,000)", floor, ceiling)
     return None

@@ -335,6 +335,7 @@ class EvalRow:
     extractor: str            # "classifier", "inception", or "" when only the test NLL exists
     extractor_label: str
     values: dict[str, float | None] = field(default_factory=dict)
+    levels: int = 256
 
 
 def eval_rows(runs_dir: str | Path) -> list[EvalRow]:
@@ -345,7 +346,8 @@ def eval_rows(runs_dir: str | Path) -> list[EvalRow]:
         config = read_config(path)
         data = config.get("data", {})
         base = dict(path=path, name=path.name, model=str(config.get("model", {}).get("name", "?")),
-                    dataset=str(data.get("dataset", "?")), binarize=str(data.get("binarize", "none")))
+                    dataset=str(data.get("dataset", "?")), binarize=str(data.get("binarize", "none")),
+                    levels=data.get("levels", 256) if isinstance(data.get("levels", 256), int) else 256)
         evaluation = _read_json(path / "eval.json")
         likelihood = {k: evaluation.get(k) for k in ("test_nll", "test_bpd")}
         records = [(k, v) for k, v in evaluation.items() if isinstance(v, dict) and "fid" in v]

@@ -256,6 +256,7 @@ class Run:
         state = self.load_checkpoint(which, map_location=device)
         model = build_model(self.config).to(device)
         load_weights(model, state, self.checkpoint_path(which))
+        model.checkpoint_step = state.get("step") if isinstance(state, dict) else None  # what an evaluation is of
         return model.eval()
 
 

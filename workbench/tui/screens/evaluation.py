@@ -101,11 +101,11 @@ class EvaluationScreen(Screen):
                           job, key=f"{i}:{r.path}")
             if r.extractor_label and r.extractor_label not in extractors:
                 extractors.append(r.extractor_label)
-            if (r.dataset, r.binarize) not in datasets:
-                datasets.append((r.dataset, r.binarize))
+            if (r.dataset, r.binarize, r.levels, r.extractor or "classifier") not in datasets:
+                datasets.append((r.dataset, r.binarize, r.levels, r.extractor or "classifier"))
         notes = []
-        for dataset, binarize in datasets:
-            ref = reference(dataset, binarize)
+        for dataset, binarize, levels, extractor in datasets:
+            ref = reference(dataset, binarize, extractor=extractor, levels=levels)
             if ref is None:
                 continue
             data = dataset + ("" if binarize == "none" else " bin.")
