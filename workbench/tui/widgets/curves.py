@@ -1,7 +1,8 @@
 """Training curves of a run, live or replayed, from its metrics.jsonl.
 
-Each run's file is tailed (only new lines are read) into bounded ``Curves`` buffers twice a
-second, and the plots are redrawn only when a buffer changed: never once per training step.
+Each run's file is tailed (only new lines, at most ``POLL_BUDGET`` bytes a time, in a worker
+thread) into bounded ``Curves`` buffers twice a second, and the plots are redrawn only when a
+buffer changed: never once per training step.
 Plots: training loss with validation NLL; the loss parts (recon, kl, commitment, codebook, ...);
 VQ-VAE codebook perplexity and codes used. ``log_scale`` plots log10 of the values; ``overlay``
 adds other runs' loss and validation NLL to the first plot, to compare them.
@@ -23,6 +24,7 @@ from workbench.runindex import Curves, MetricsTail
 #: Named ANSI colours, so the lines stay distinct on 16-colour terminals.
 COLOURS = ["green", "red", "cyan", "yellow", "magenta", "blue", "bright_green", "bright_red", "bright_cyan"]
 CODEBOOK = ("perplexity", "codes_used")
+POLL_BUDGET = 4 << 20  # bytes of a metrics file read per poll: a huge file catches up over several
 # Not parts of the loss: the loss itself, the ELBO (its negative, for a VAE), the KL warm-up weight.
 NOT_PARTS = {"loss", "nll", "bpd", "elbo", "beta", *CODEBOOK}
 
@@ -36,8 +38,9 @@ class RunCurves:
         self.tail = MetricsTail(self.run_dir / "metrics.jsonl")
         self.curves = Curves(capacity)
 
-    def poll(self) -> bool:
-        rows = self.tail.read_new()
+    def poll(self, budget: int | None = None) -> bool:
+        """Read the rows appended since the last poll (at most ``budget`` bytes of them)."""
+        rows = self.tail.read_new(budget)
         if self.tail.restarted:
             self.curves.clear()
         self.curves.feed(rows)
@@ -68,6 +71,7 @@ class CurvesPanel(Vertical):
         self.others = [RunCurves(p) for p in overlay_dirs if Path(p) != Path(run_dir)]
         self._drawn: tuple | None = None
         self._loaded = False
+        self._polling = False  # a poll is in flight in a worker
 
     def compose(self) -> ComposeResult:
         yield Static("", id="curves-status")
@@ -87,7 +91,7 @@ class CurvesPanel(Vertical):
         """The first read of a long run's metrics (a million rows take seconds) off the UI thread;
         the panel takes the filled buffers over in one assignment."""
         loaded = RunCurves(self.main.run_dir, self.main.capacity)
-        loaded.poll()
+        loaded.poll()  # to the end, in bounded chunks; over-long lines skipped
         self.app.call_from_thread(self._take_over, loaded)
 
     def _take_over(self, loaded: RunCurves) -> None:
@@ -113,12 +117,29 @@ class CurvesPanel(Vertical):
         self.refresh_curves()
 
     def refresh_curves(self) -> None:
+        """Poll the metrics files in a worker (one at a time), then redraw what changed."""
         if not self.is_mounted or not self._loaded:
             return
-        self.main.poll()
-        if self.overlay:
-            for other in self.others:
-                other.poll()
+        if not self._polling:  # else the poll in flight redraws when it ends
+            self._polling = True
+            self._poll(self.main, list(self.others) if self.overlay else [])
+
+    @work(thread=True, exit_on_error=False, group="curves-poll")
+    def _poll(self, main: RunCurves, others: list[RunCurves]) -> None:
+        try:
+            for run in [main, *others]:
+                run.poll(POLL_BUDGET)
+        finally:
+            # call_from_thread waits for the redraw: the buffers never change while they are drawn.
+            self.app.call_from_thread(self._polled)
+
+    def _polled(self) -> None:
+        self._polling = False
+        self._redraw_if_changed()
+
+    def _redraw_if_changed(self) -> None:
+        if not self.is_mounted:
+            return
         state = (self.main.curves.version, self.log_scale, self.overlay,
                  tuple(o.curves.version for o in self.others) if self.overlay else ())
         if state != self._drawn and self.is_on_screen:  # behind another tab: draw when shown
