@@ -172,3 +172,27 @@ async def test_detail_on_a_huge_unterminated_metrics_line_reads_bounded_off_the_
             await pilot.press("1")
         assert read[0] - before < 1 << 20
     assert readers == {False}  # every read of the metrics file in a worker thread
+
+
+async def test_brackets_step_through_the_samples_of_earlier_steps(tmp_path):
+    """`[` shows the grid of the previous logged step, `]` the next, and at the newest the view
+    follows new grids again. Catches a Samples tab that only ever shows the newest PNG."""
+    from PIL import Image
+
+    run = make_run(tmp_path / "runs", "made-a", state="running", steps=12)
+    for step, size in ((4, 28), (8, 56)):
+        Image.new("L", (size, size), 255).save(run / "samples" / f"step-{step}.png")
+    app = create_app(tmp_path / "runs", queue=FixedQueue([]), image_protocol="halfcell")
+    async with app.run_test(size=SIZE) as pilot:
+        app.push_screen(DetailScreen(run, tab="samples"))
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.shown_step() == 12)
+        label = lambda: str(screen.query_one("#samples-label").render())  # noqa: E731
+        await pilot.press("left_square_bracket")
+        assert screen.shown_step() == 8 and "step-8.png" in label() and "2 of 3" in label()
+        await pilot.press("left_square_bracket", "left_square_bracket")  # stops at the first
+        assert screen.shown_step() == 4
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        assert screen.sample_step is None and screen.shown_step() == 12
+        Image.new("L", (28, 28), 0).save(run / "samples" / "step-16.png")
+        await wait_for(pilot, lambda: screen.shown_step() == 16)  # following the newest again
