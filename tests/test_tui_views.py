@@ -196,3 +196,14 @@ async def test_brackets_step_through_the_samples_of_earlier_steps(tmp_path):
         assert screen.sample_step is None and screen.shown_step() == 12
         Image.new("L", (28, 28), 0).save(run / "samples" / "step-16.png")
         await wait_for(pilot, lambda: screen.shown_step() == 16)  # following the newest again
+
+
+def test_new_job_errors_are_one_clean_line():
+    """Issue 17 saw "made.toml: : num_masks must be an integer". Catches an absolute path, an
+    empty field or a "[model]:" section prefix left in the form's error line."""
+    from workbench.tui.screens.newjob import clean_error
+
+    preset = "/home/u/genwb/presets/made.toml"
+    assert clean_error(f'{preset}: [model]: num_masks must be an integer, got "x"\nmore', preset) == \
+        'made.toml: model.num_masks must be an integer, got "x"'
+    assert clean_error(f"{preset}: : num_masks must be an integer", preset) == "made.toml: num_masks must be an integer"
