@@ -185,6 +185,7 @@ async def test_brackets_step_through_the_samples_of_earlier_steps(tmp_path):
     app = create_app(tmp_path / "runs", queue=FixedQueue([]), image_protocol="halfcell")
     async with app.run_test(size=SIZE) as pilot:
         app.push_screen(DetailScreen(run, tab="samples"))
+        await pilot.pause()
         screen = app.screen
         await wait_for(pilot, lambda: screen.shown_step() == 12)
         label = lambda: str(screen.query_one("#samples-label").render())  # noqa: E731
@@ -207,3 +208,27 @@ def test_new_job_errors_are_one_clean_line():
     assert clean_error(f'{preset}: [model]: num_masks must be an integer, got "x"\nmore', preset) == \
         'made.toml: model.num_masks must be an integer, got "x"'
     assert clean_error(f"{preset}: : num_masks must be an integer", preset) == "made.toml: num_masks must be an integer"
+
+
+async def test_codebook_term_equal_to_commitment_is_named_and_counters_leave_the_loss_parts(tmp_path):
+    """A VQ-VAE logs codebook == commitment (beta 1) and a "restarted" counter. Catches the codebook
+    line hidden under the commitment line, and the counter plotted among the loss parts."""
+    from textual_plot import PlotWidget
+
+    run = make_run(tmp_path / "runs", "vq", model="vqvae", parts=("recon", "commitment", "perplexity", "restarted"))
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    for row in rows:
+        if "commitment" in row:
+            row["codebook"] = row["commitment"]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    app = create_app(tmp_path / "runs", queue=FixedQueue([]), image_protocol="halfcell")
+    async with app.run_test(size=SIZE) as pilot:
+        app.push_screen(DetailScreen(run))
+        await pilot.pause()
+        screen = app.screen
+        parts = screen.query_one("#plot-parts", PlotWidget)
+        await wait_for(pilot, lambda: len(parts._labels) > 0)
+        assert sorted(map(str, parts._labels)) == ["commitment = codebook", "recon"]
+        codebook = screen.query_one("#plot-codebook", PlotWidget)
+        assert sorted(map(str, codebook._labels)) == ["perplexity", "restarted"]

@@ -23,7 +23,8 @@ from workbench.runindex import Curves, MetricsTail
 
 #: Named ANSI colours, so the lines stay distinct on 16-colour terminals.
 COLOURS = ["green", "red", "cyan", "yellow", "magenta", "blue", "bright_green", "bright_red", "bright_cyan"]
-CODEBOOK = ("perplexity", "codes_used")
+# Codebook use, and counters (codes restarted): counts, never drawn among the loss parts.
+CODEBOOK = ("perplexity", "codes_used", "restarted")
 POLL_BUDGET = 4 << 20  # bytes of a metrics file read per poll: a huge file catches up over several
 # Not parts of the loss: the loss itself, the ELBO (its negative, for a VAE), the KL warm-up weight.
 NOT_PARTS = {"loss", "nll", "bpd", "elbo", "beta", *CODEBOOK}
@@ -198,10 +199,26 @@ class CurvesPanel(Vertical):
         if not names:
             return
         plot.clear()
-        for name, colour in zip(names, COLOURS):
-            xs, ys = self.main.curves.series[name].points()
+        for names_alike, colour in zip(same_curves(self.main.curves, names), COLOURS):
+            # Curves equal at every point (a VQ-VAE's codebook and commitment terms) are one line
+            # with both names: drawn apart, the later would hide the earlier.
+            xs, ys = self.main.curves.series[names_alike[0]].points()
             plot.plot(xs, _transform(ys, log), line_style=colour, hires_mode=HiResMode.BRAILLE,
-                      label=name.replace("train/", ""))
+                      label=" = ".join(n.split("/", 1)[1] for n in names_alike))
         plot.set_xlabel("step")
         plot.set_ylabel(ylabel)
         plot.show_legend()
+
+
+def same_curves(curves: Curves, names: list[str]) -> list[list[str]]:
+    """``names`` grouped so that series with identical points share a group, in first-seen order."""
+    groups: list[list[str]] = []
+    for name in names:
+        points = curves.series[name].points()
+        for group in groups:
+            if curves.series[group[0]].points() == points:
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return groups
