@@ -232,3 +232,12 @@ async def test_codebook_term_equal_to_commitment_is_named_and_counters_leave_the
         assert sorted(map(str, parts._labels)) == ["commitment = codebook", "recon"]
         codebook = screen.query_one("#plot-codebook", PlotWidget)
         assert sorted(map(str, codebook._labels)) == ["perplexity", "restarted"]
+
+
+def test_class_names_of_the_known_datasets():
+    """Catches names off by one (Fashion-MNIST's 0 is the T-shirt) and a crash on unknown datasets."""
+    from workbench.classnames import class_name, labelled
+
+    assert class_name("fashion-mnist", 0) == "T-shirt/top" and class_name("fashion-mnist", 9) == "Ankle boot"
+    assert class_name("CIFAR-10", 3) == "cat" and labelled("cifar10", 0) == "0 airplane"
+    assert labelled("mnist", 7) == "7" and labelled("mystery", 4) == "4" and class_name("fashion-mnist", 12) == "12"
