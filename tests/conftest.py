@@ -83,6 +83,18 @@ def make_idx_dataset(folder, n_train=240, n_test=60, seed=0, size=28) -> None:
         write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
 
 
+@pytest.fixture(autouse=True)
+def user_config_home(tmp_path_factory, monkeypatch):
+    """Every test reads and writes the user config file (views' sort and filter) in a fresh
+    temporary $XDG_CONFIG_HOME, never the real ~/.config/genwb, and starts a fresh app session."""
+    import sys
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+    settings = sys.modules.get("workbench.tui.settings")
+    if settings is not None and hasattr(settings, "forget_session_views"):
+        settings.forget_session_views()
+
+
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
     """No network, no user cache: every file the test touches lives under tmp_path."""

@@ -442,7 +442,7 @@ async def test_runs_browser_lists_sorts_filters_and_resumes(tmp_path):
         screen, table = await open_table(pilot, "r", RunsScreen, lambda t: t.row_count == 3)
         rows = table_rows(table)
         assert [r[1] for r in rows] == ["made-a", "made-c", "vae-b"]
-        assert rows[0][2:] == ["made", "fashion-mnist (dynamic)", "finished", "24/24", "468", "0.8649", "12.5"]
+        assert rows[0][2:] == ["made", "fashion-mnist (dynamic)", "finished", "24/24", "468", "0.8649", "12.5", ""]  # no writer
         assert rows[2][4:6] == ["interrupted", "12/24"]
         await pilot.press("o", "o", "o", "o", "o")  # run, model, dataset, state, steps, best val NLL
         assert "best val NLL" in str(screen.query_one("#runs-title", Static).render())

@@ -159,3 +159,81 @@ print(loaded)
                          cwd=Path(__file__).resolve().parents[1], timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_tail_skips_a_huge_unterminated_line_with_bounded_reads(tmp_path, monkeypatch):
+    """Hostile case 18: metrics.jsonl ends in a line far longer than any row, still unterminated.
+    Catches: a tail that reads the whole pending line again on every call (unbounded bytes), one
+    that keeps it in memory, and one that parses its later end as a row."""
+    import workbench.runindex as runindex
+
+    monkeypatch.setattr(runindex, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(runindex, "CHUNK_BYTES", 4096)
+    read = []
+
+    class Counting:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def seek(self, n):
+            return self.f.seek(n)
+
+        def read(self, n=-1):
+            data = self.f.read(n)
+            read.append(len(data))
+            return data
+
+    monkeypatch.setattr(runindex, "open", lambda *a: Counting(open(*a)), raising=False)
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n' + '{"step": 2, "loss": "' + "x" * 200_000)
+    tail = MetricsTail(path)
+    assert tail.read_new(budget=8192) == [{"step": 1, "loss": 2.0}]
+    assert sum(read) <= 8192 and tail.more
+    calls = 0
+    while tail.more:
+        calls += 1
+        read.clear()
+        assert tail.read_new(budget=8192) == []
+        assert sum(read) <= 8192  # bounded per call
+    assert calls < 40
+    read.clear()
+    assert tail.read_new(budget=8192) == [] and sum(read) == 0  # skipped for good: never read again
+    with open(path, "a") as f:
+        f.write('", "end": 1}\n{"step": 3, "loss": 1.5}\n')
+    assert tail.read_new(budget=8192) == [{"step": 3, "loss": 1.5}]
+
+
+def test_tail_skips_an_over_long_whole_line_and_reads_on(tmp_path, monkeypatch):
+    """Catches a tail that gives up (or stalls) after a terminated line longer than MAX_LINE_BYTES."""
+    import workbench.runindex as runindex
+
+    monkeypatch.setattr(runindex, "MAX_LINE_BYTES", 100)
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2, "pad": "' + "y" * 500 + '"}\n{"step": 3}\n')
+    assert MetricsTail(path).read_new() == [{"step": 1}, {"step": 3}]
+    tail = MetricsTail(path)
+    tail.skip_to_tail(60)  # the window ends inside nothing long: starts at a whole line
+    assert tail.read_new() == [{"step": 3}]
+
+
+def test_run_live_state_reads_step_from_metrics_state_from_the_lease(tmp_path):
+    """status.json says running at step 0 (written at the start), the metrics reach 170, and
+    nobody holds the lease: the run shows "interrupted" at 170. A queue job's state wins.
+    Catches the browser's stale "0/300" and "running" for a dead process."""
+    from tests.tui_fakes import job_info
+    from workbench.runlive import RunLive
+
+    run = make_run(tmp_path / "runs", "made-a", state="running", steps=12)
+    (run / "status.json").write_text(json.dumps({"state": "running", "step": 0}))
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 170, "split": "train", "loss": 1.0}) + "\n")
+    live = RunLive(run).read()
+    assert (live.state, live.step, live.holder) == ("interrupted", 170, None)
+    job = job_info("j3", "cancelled", step=160, run_dir=str(run))
+    assert RunLive(run).read(job).state == "cancelled"

@@ -93,12 +93,12 @@ async def test_class_mixture_and_temperature_keys_change_what_is_drawn(runs):
 
         await pilot.press("3")
         await settle(pilot, screen)
-        assert screen.label == 3 and "class 3" in shown_settings(screen)
+        assert screen.label == 3 and "class 3 Dress" in shown_settings(screen)  # Fashion-MNIST's name
         assert torch.equal(screen.last, sampling.draw(model, n, label=3, seed=5))
 
         await pilot.press("m", "7")
         await settle(pilot, screen)
-        assert screen.mix == (3, 7) and screen.weight == 0.5 and "mix 3×0.5 + 7×0.5" in shown_settings(screen)
+        assert screen.mix == (3, 7) and screen.weight == 0.5 and "mix 3 Dress×0.5 + 7 Sneaker×0.5" in shown_settings(screen)
         assert torch.equal(screen.last, sampling.draw(model, n, label=sampling.soft_label(10, {3: 0.5, 7: 0.5}), seed=5))
 
         await pilot.press("right")

@@ -48,3 +48,22 @@ def test_fid_panel(workspace, snap_compare):
         await settle(pilot, lambda: pilot.app.screen.query_one(DataTable).row_count >= 3)
 
     assert snap_compare(app_for(workspace), terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (160, 48)])
+def test_runs_browser_sizes(workspace, snap_compare, size):
+    """Columns drop in DROP_ORDER (screens/runs.py), never the run or its state; the footer keeps q and esc."""
+    async def run_before(pilot):
+        await pilot.press("r")
+        await settle(pilot, lambda: pilot.app.screen.query_one(DataTable).row_count == 3)
+
+    assert snap_compare(app_for(workspace), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+def test_detail_curves_sizes(workspace, snap_compare, size):
+    async def run_before(pilot):
+        await pilot.press("down", "enter")
+        await settle(pilot)
+
+    assert snap_compare(app_for(workspace), terminal_size=size, run_before=run_before)

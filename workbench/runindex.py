@@ -96,14 +96,25 @@ class Curves:
         return [n for n in self.series if split is None or n.startswith(split + "/")]
 
 
+#: A line longer than this is not a metrics row (a damaged or hostile file): it is skipped unread.
+MAX_LINE_BYTES = 1 << 20
+#: Bytes read from the file at a time: memory stays bounded however the file grows.
+CHUNK_BYTES = 4 << 20
+
+
 class MetricsTail:
-    """The rows appended to a metrics.jsonl since the last ``read_new``."""
+    """The rows appended to a metrics.jsonl since the last ``read_new``.
+
+    Reads go in chunks of ``CHUNK_BYTES``; a line longer than ``MAX_LINE_BYTES`` (whole or still
+    unterminated) is skipped without being kept in memory, and never read again."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.offset = 0
         self.inode: int | None = None
         self.restarted = False  # set by read_new when the file was rewritten (shorter, or replaced)
+        self.more = False       # set by read_new when it stopped at its budget before the end of the file
+        self._skipping = False  # inside an over-long line: drop bytes up to its newline
 
     def skip_to_tail(self, keep_bytes: int) -> None:
         """Start reading at the first whole line of the file's last ``keep_bytes`` (for a view
@@ -117,37 +128,70 @@ class MetricsTail:
             return
         with open(self.path, "rb") as f:
             f.seek(size - keep_bytes)
-            f.readline()
-            self.offset = f.tell()
+            tail = f.read(keep_bytes)
+        newline = tail.find(b"\n")
+        # No newline in the window: the end is one over-long line; skip past it.
+        self.offset = size - keep_bytes + (newline + 1 if newline >= 0 else len(tail))
+        self._skipping = newline < 0
 
-    def read_new(self) -> list[dict[str, Any]]:
-        self.restarted = False
+    def read_new(self, budget: int | None = None) -> list[dict[str, Any]]:
+        """The whole rows appended since the last call. ``budget`` caps the bytes read in this call
+        (the rest comes in later calls; ``more`` says so); None reads to the end, chunk by chunk."""
+        self.restarted = self.more = False
         try:
             st = self.path.stat()
         except OSError:
             return []
         size = st.st_size
         if self.offset and (size < self.offset or st.st_ino != self.inode):  # a resume rewrote the file
-            self.offset, self.restarted = 0, True
+            self.offset, self.restarted, self._skipping = 0, True, False
         self.inode = st.st_ino
-        if size == self.offset:
-            return []
+        rows: list[dict[str, Any]] = []
+        # A budget below the longest line kept would never finish a line.
+        left = size - self.offset if budget is None else min(size - self.offset, max(budget, 2 * MAX_LINE_BYTES))
+        if left <= 0:
+            return rows
         with open(self.path, "rb") as f:
             f.seek(self.offset)
-            data = f.read(size - self.offset)
-        end = data.rfind(b"\n")
-        if end < 0:  # half a line so far
-            return []
-        self.offset += end + 1
-        rows = []
-        for line in data[:end].splitlines():
-            try:
-                row = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
+            pending = b""
+            while left > 0:
+                data = f.read(min(CHUNK_BYTES, left))
+                if not data:
+                    break
+                left -= len(data)
+                if self._skipping:
+                    newline = data.find(b"\n")
+                    if newline < 0:
+                        self.offset += len(data)
+                        continue
+                    self.offset += newline + 1
+                    data, self._skipping = data[newline + 1:], False
+                data = pending + data
+                end = data.rfind(b"\n")
+                if end >= 0:
+                    self.offset += end + 1
+                    rows.extend(_parse_rows(data[:end]))
+                    data = data[end + 1:]
+                if len(data) > MAX_LINE_BYTES:  # an unterminated line already too long: drop it
+                    self.offset += len(data)
+                    data, self._skipping = b"", True
+                pending = data
+        self.more = self.offset + len(pending) < size
         return rows
+
+
+def _parse_rows(data: bytes) -> list[dict[str, Any]]:
+    rows = []
+    for line in data.split(b"\n"):
+        if len(line) > MAX_LINE_BYTES or not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def sparkline(values: list[float], width: int = 12) -> str:
@@ -274,7 +318,8 @@ def read_run(path: str | Path) -> RunRow | None:
     status = _read_json(path / "status.json")
     evaluation = _read_json(path / "eval.json")
     summary = _metrics_summary(path / "metrics.jsonl")
-    step = status.get("step") if isinstance(status.get("step"), int) else summary.last_step
+    # status.json is written at checkpoints; the metrics say how far the run got since.
+    step = max(status.get("step") if isinstance(status.get("step"), int) else 0, summary.last_step)
     bpd = evaluation.get("test_bpd") if isinstance(evaluation.get("test_bpd"), (int, float)) else summary.best_bpd
     data = config.get("data", {})
     return RunRow(path=path, name=path.name, model=str(config.get("model", {}).get("name", "?")),

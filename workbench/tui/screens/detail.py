@@ -1,14 +1,21 @@
 """A job's or a run's detail, in tabs: Curves (live, or replayed from metrics.jsonl), Samples
-(the latest grid and reconstructions as terminal images), Log, Config (the resolved TOML) and
-Evaluation (eval.json). Everything is read from the run folder, so a finished run, a job of
-this process and a job of another process look the same."""
+(the grid and reconstructions of a step as terminal images; `[`/`]` step through earlier steps),
+Log, Config (the resolved TOML) and Evaluation (eval.json). Everything is read from the run
+folder, so a finished run, a job of this process and a job of another process look the same.
+
+The run folder is read in a worker thread once a second (``DetailReader``): a metrics file that
+grows without bound, or ends in a gigabyte line, costs the screen a bounded read off the UI thread
+(``workbench.runindex.MetricsTail`` skips over-long lines)."""
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.syntax import Syntax
 from rich.table import Table
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -16,12 +23,82 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, RichLog, Static, TabbedContent, TabPane
 
 from workbench.jobs import FINISHED
-from workbench.runindex import EVAL_METRICS, MetricsTail, has_checkpoint, latest_samples, nll_kind, read_config, read_status
-from workbench.tui.messages import TAIL_BYTES, JobsUpdated
+from workbench.runindex import EVAL_METRICS, has_checkpoint, nll_kind, read_config, total_steps
+from workbench.runlive import LiveRun, RunLive
+from workbench.tui.messages import JobsUpdated
 from workbench.tui.widgets.curves import CurvesPanel
 from workbench.tui.widgets.image_grid import ImageGrid
 
 TABS = ["curves", "samples", "log", "config", "evaluation"]
+_SAMPLE = re.compile(r"^(recon-)?step-(\d+)\.png$")
+
+
+def sample_steps(run_dir: Path) -> tuple[dict[int, Path], dict[int, Path]]:
+    """Every samples/step-N.png and samples/recon-step-N.png, by step."""
+    grids: dict[int, Path] = {}
+    recons: dict[int, Path] = {}
+    try:
+        entries = list((Path(run_dir) / "samples").iterdir())
+    except OSError:
+        entries = []
+    for p in entries:
+        m = _SAMPLE.match(p.name)
+        if m:
+            (recons if m.group(1) else grids)[int(m.group(2))] = p
+    return grids, recons
+
+
+@dataclass
+class Snapshot:
+    """What one read of the run folder found, handed from the reader thread to the screen."""
+    live: LiveRun
+    rows: list[dict] = field(default_factory=list)
+    restarted: bool = False
+    grids: dict[int, Path] = field(default_factory=dict)
+    recons: dict[int, Path] = field(default_factory=dict)
+    evaluation: dict | None = None  # None: eval.json unchanged since the last read
+
+
+class DetailReader:
+    """Reads a run folder for the detail screen, in a worker thread: bounded, incremental."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.live = RunLive(self.run_dir)
+        self._eval_stamp: object = ()
+
+    def read(self, job=None) -> Snapshot:
+        live = self.live.read(job)
+        grids, recons = sample_steps(self.run_dir)
+        path = self.run_dir / "eval.json"
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            stamp = None
+        evaluation = None
+        if stamp != self._eval_stamp:
+            self._eval_stamp = stamp
+            try:
+                evaluation = json.loads(path.read_text()) if stamp else {}
+            except (OSError, ValueError, RecursionError):
+                evaluation = {}
+            if not isinstance(evaluation, dict):
+                evaluation = {}
+        return Snapshot(live, self.live.rows, self.live.tail.restarted, grids, recons, evaluation)
+
+
+def title_line(run_dir: Path, config: dict, live: LiveRun, total: int | None) -> str:
+    """"made-a · made on fashion-mnist · running 170/300 · written by pid 4242@gpu-01"."""
+    model = config.get("model", {}) if isinstance(config.get("model"), dict) else {}
+    data = config.get("data", {}) if isinstance(config.get("data"), dict) else {}
+    bits = [run_dir.name, f"{model.get('name', '?')} on {data.get('dataset', '?')}"]
+    job = f"job {live.job_id} " if live.job_id else ""
+    bits.append(f"{job}{live.state} {live.step}/{total or '?'}")
+    if live.holder is not None:
+        bits.append(f"written by {live.writer()}")
+    if live.error:
+        bits.append(f"error: {live.error}")
+    return " · ".join(bits)
 
 
 def metrics_line(row: dict) -> str:
@@ -54,16 +131,18 @@ def evaluation_table(evaluation: dict) -> Table | str:
 class DetailScreen(Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
+        Binding("q", "app.quit", "Quit"),
         Binding("l", "log_scale", "Log scale"),
         Binding("o", "overlay", "Overlay marked"),
         Binding("s", "sample", "Sample"),
         Binding("e", "evaluate", "Evaluate"),
+        Binding("left_square_bracket", "step(-1)", "Earlier", key_display="["),
+        Binding("right_square_bracket", "step(1)", "Later", key_display="]"),
         Binding("1", "tab('curves')", "Curves", show=False),
         Binding("2", "tab('samples')", "Samples", show=False),
         Binding("3", "tab('log')", "Log", show=False),
         Binding("4", "tab('config')", "Config", show=False),
         Binding("5", "tab('evaluation')", "Evaluation", show=False),
-        Binding("q", "app.quit", "Quit", show=False),
     ]
     DEFAULT_CSS = """
     DetailScreen TabbedContent { height: 1fr; }
@@ -73,6 +152,7 @@ class DetailScreen(Screen):
     DetailScreen #sample-row > Vertical { width: 1fr; }
     DetailScreen #sample-row Label { width: 1fr; content-align: center middle; color: $text-muted; }
     """
+    POLL_S = 1.0
 
     def __init__(self, run_dir: Path, job_id: str | None = None, tab: str = "curves") -> None:
         super().__init__()
@@ -80,14 +160,17 @@ class DetailScreen(Screen):
         self.run_dir = Path(run_dir)
         self.job_id = job_id
         self._shown: dict[str, tuple] = {}
-        self._log_tail = MetricsTail(self.run_dir / "metrics.jsonl")
-        self._log_tail.skip_to_tail(TAIL_BYTES)
+        self._reader: DetailReader | None = None  # made in the worker: even its first read is off the UI thread
+        self._reading = False  # a read is in flight: the next poll waits for it
         self._log_seq = 0
-        self._eval_stamp = None
         self._config: dict | None = None
+        self.live: LiveRun | None = None
+        self.grids: dict[int, Path] = {}
+        self.recons: dict[int, Path] = {}
+        self.sample_step: int | None = None  # the step shown in Samples; None follows the newest
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="detail-title", classes="title-bar")
+        yield Static(self.run_dir.name, id="detail-title", classes="title-bar")
         with TabbedContent(initial=self.tab):
             with TabPane("Curves [1]", id="curves"):
                 yield CurvesPanel(self.run_dir, sorted(self.app.marked_runs))
@@ -117,40 +200,83 @@ class DetailScreen(Screen):
         except OSError as e:
             config = f"cannot read config.toml: {e.strerror}"
         self.query_one("#config-view", Static).update(config)
+        self.query_one("#recon-box").display = False
         self.poll()
-        self.set_interval(1.0, self.poll)
+        self.set_interval(self.POLL_S, self.poll)
 
     def on_jobs_updated(self, message: JobsUpdated) -> None:
         if self.job_id in message.changed:
-            self._update_title()
-            self._update_log()
-
-    def _update_title(self) -> None:
-        """From the job, else status.json: never the metrics file, which a long run makes large."""
-        job = self.app.job(self.job_id)
-        config = self._config or {}
-        bits = [self.run_dir.name, f"{config.get('model', {}).get('name', '?')} on {config.get('data', {}).get('dataset', '?')}"]
-        status = {}
-        if job is not None:
-            bits.append(f"job {job.id} {job.state} {job.step}/{job.total or '?'}")
-        else:
-            status = read_status(self.run_dir)
-            bits.append(f"{status.get('state', 'unknown')} at step {status.get('step', 0)}")
-        error = job.error if job is not None else status.get("error")
-        if error:
-            bits.append(f"error: {error}")
-        self.query_one("#detail-title", Static).update(" · ".join(bits))
+            self._update_events()
+            if self.live is not None:  # the queue's state and step now; the folder's at the next read
+                self._update_title(self.live)
 
     def poll(self) -> None:
-        self._update_title()
+        if not self._reading:
+            self._reading = True
+            self._read(self.app.job(self.job_id))
+
+    @work(thread=True, exit_on_error=False, group="detail-read")
+    def _read(self, job) -> None:
+        try:
+            if self._reader is None:
+                self._reader = DetailReader(self.run_dir)
+            snapshot = self._reader.read(job)
+        except Exception as e:  # noqa: BLE001 - a damaged folder must not end the screen
+            self.app.call_from_thread(self._read_failed, e)
+            return
+        self.app.call_from_thread(self._show, snapshot)
+
+    def _read_failed(self, error: Exception) -> None:
+        self._reading = False
+        self.query_one("#detail-title", Static).update(f"{self.run_dir.name} · cannot read the run: {error}")
+
+    def _show(self, snap: Snapshot) -> None:
+        self._reading = False
+        if not self.is_attached:
+            return
+        self.live = snap.live
+        self._update_title(snap.live)
+        self._update_events()
+        log = self.query_one("#log-view", RichLog)
+        if snap.restarted:
+            log.clear()
+            log.write("(resumed: rows after the checkpoint are logged again)")
+        for row in snap.rows[-log.max_lines:] if log.max_lines else snap.rows:
+            log.write(metrics_line(row))
+        if snap.evaluation is not None:
+            self.query_one("#eval-view", Static).update(evaluation_table(snap.evaluation))
+        self.grids, self.recons = snap.grids, snap.recons
         self._update_samples()
-        self._update_log()
-        self._update_eval()
+
+    def _update_title(self, live: LiveRun) -> None:
+        job = self.app.job(self.job_id)
+        if job is not None:  # the queue is the truth for its jobs
+            live = LiveRun(job.state, max(live.step, job.step or 0), live.holder, job.error or live.error, job.id)
+        total = job.total if job is not None and job.total else total_steps(self._config or {})
+        self.query_one("#detail-title", Static).update(title_line(self.run_dir, self._config or {}, live, total))
+
+    def _update_events(self) -> None:
+        # Events (start, samples, checkpoints, the end) reach this process when it runs the job;
+        # the metrics rows come from the run folder, for any run.
+        log = self.query_one("#log-view", RichLog)
+        for seq, line in self.app.event_log.get(self.job_id, ()) if self.job_id else ():
+            if seq > self._log_seq:
+                log.write(line)
+                self._log_seq = seq
+
+    def shown_step(self) -> int | None:
+        """The step whose samples are on screen: the chosen one, else the newest."""
+        if self.sample_step is not None and self.sample_step in self.grids:
+            return self.sample_step
+        return max(self.grids) if self.grids else None
 
     def _update_samples(self) -> None:
-        samples, recon = latest_samples(self.run_dir)
-        self.query_one("#recon-box").display = recon is not None
-        for key, path in (("samples", samples), ("recon", recon)):
+        step = self.shown_step()
+        recon_step = step if step in self.recons else (max(self.recons) if self.recons and self.sample_step is None else None)
+        self.query_one("#recon-box").display = bool(self.recons)
+        steps = sorted(self.grids)
+        where = f" ({steps.index(step) + 1} of {len(steps)}; [ ] earlier/later)" if step is not None and len(steps) > 1 else ""
+        for key, path in (("samples", self.grids.get(step)), ("recon", self.recons.get(recon_step))):
             if path is None:
                 continue
             try:
@@ -160,42 +286,25 @@ class DetailScreen(Screen):
             if self._shown.get(key) != stamp:
                 self._shown[key] = stamp
                 self.query_one(f"#{key}-image", ImageGrid).update(path)
-                what = "samples" if key == "samples" else "reconstructions"
-                self.query_one(f"#{key}-label", Label).update(f"{what}: {path.name}")
-
-    def _update_log(self) -> None:
-        log = self.query_one("#log-view", RichLog)
-        # Events (start, samples, checkpoints, the end) reach this process when it runs the job;
-        # the metrics rows come from the run folder, for any run.
-        for seq, line in self.app.event_log.get(self.job_id, ()) if self.job_id else ():
-            if seq > self._log_seq:
-                log.write(line)
-                self._log_seq = seq
-        rows = self._log_tail.read_new()
-        if self._log_tail.restarted:
-            log.clear()
-            log.write("(resumed: rows after the checkpoint are logged again)")
-        for row in rows:
-            log.write(metrics_line(row))
-
-    def _update_eval(self) -> None:
-        path = self.run_dir / "eval.json"
-        try:
-            stamp = path.stat().st_mtime_ns
-        except OSError:
-            stamp = None
-        if stamp == self._eval_stamp and stamp is not None:
-            return
-        self._eval_stamp = stamp
-        try:
-            evaluation = json.loads(path.read_text()) if stamp else {}
-        except (OSError, ValueError):
-            evaluation = {}
-        self.query_one("#eval-view", Static).update(evaluation_table(evaluation))
+            what = "samples" if key == "samples" else "reconstructions"
+            self.query_one(f"#{key}-label", Label).update(f"{what}: {path.name}" + (where if key == "samples" else ""))
 
     # -- actions ---------------------------------------------------------------------------------
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+
+    def action_step(self, delta: int) -> None:
+        """Step through the sample grids of earlier steps, as TensorBoard's image slider does."""
+        steps = sorted(self.grids)
+        if not steps:
+            self.notify("no samples yet", severity="warning")
+            return
+        current = self.shown_step()
+        i = max(0, min(len(steps) - 1, steps.index(current) + delta))
+        self.sample_step = None if i == len(steps) - 1 else steps[i]  # at the newest: follow it again
+        if self.query_one(TabbedContent).active != "samples":
+            self.action_tab("samples")
+        self._update_samples()
 
     def action_log_scale(self) -> None:
         panel = self.query_one(CurvesPanel)

@@ -7,6 +7,7 @@ the first problem shows as one line under the form, and nothing is queued until 
 from __future__ import annotations
 
 import tomllib
+import re
 from pathlib import Path
 
 from textual import work
@@ -58,6 +59,16 @@ def device_choices() -> list[str]:
     except Exception:  # no torch build with CUDA: CPU only
         pass
     return choices
+
+
+def clean_error(message: str, preset: str) -> str:
+    """A config error as one clean line: the preset by its file name, ``[model]: num_masks`` as
+    ``model.num_masks``, no empty fields (``made.toml: : ...``)."""
+    line = (message.strip().splitlines() or ["invalid"])[0]
+    line = line.replace(str(preset), Path(preset).name)
+    line = re.sub(r"\[([\w.]+)\]: (\w+)", r"\1.\2", line)
+    parts = [p for p in (part.strip() for part in line.split(": ")) if p]
+    return ": ".join(parts) or "invalid"
 
 
 class NewJobScreen(ModalScreen[str | None]):
@@ -182,7 +193,7 @@ class NewJobScreen(ModalScreen[str | None]):
             parse_config(self.preset_text, preset, overrides)
             job_id = self.app.queue.submit(preset, overrides, after=after, device=device)
         except UserError as e:
-            self.app.call_from_thread(self._refused, str(e).splitlines()[0] if str(e) else "invalid")
+            self.app.call_from_thread(self._refused, clean_error(str(e), preset))
         except Exception as e:  # the queue refused: show it, keep the form
             self.app.call_from_thread(self._refused, f"{type(e).__name__}: {e}")
         else:

@@ -2,9 +2,17 @@
 keyboard; opens a run's detail, resumes an unfinished run as a job, marks runs to compare.
 
 The folders are scanned (``workbench.runindex.scan_runs``) in a thread every few seconds, so a
-large metrics file never stalls the screen."""
+large metrics file never stalls the screen. Each row shows the run's live state: its queue job's
+state and step where the queue has one, else status.json corrected by its writer lease
+(``workbench.runs.live_state``: "interrupted" when the process that wrote it died) and the last
+step of its metrics; and who writes it now. ``R`` on a run another process writes is refused,
+naming the holder. Sort and filter persist (``workbench.tui.settings.save_view``).
+
+Columns drop, when the terminal is too narrow for all of them, in the order of ``DROP_ORDER``;
+the run's name and its state never drop."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from rich.text import Text
@@ -14,7 +22,11 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
+from workbench.jobs import FINISHED
+from workbench.lease import Holder
 from workbench.runindex import RunRow, has_checkpoint, scan_runs
+from workbench.runs import live_state
+from workbench.tui import settings
 from workbench.tui.widgets.job_table import format_number
 from workbench.tui.widgets.table import ListTable
 
@@ -37,7 +49,35 @@ COLUMNS = [
     ("nll", "best val NLL", lambda r: (r.best_val_nll is None, r.best_val_nll or 0.0)),
     ("bpd", "bits/dim", lambda r: (r.bpd is None, r.bpd or 0.0)),
     ("fid", "FID", lambda r: (r.fid is None, r.fid or 0.0)),
+    ("writer", "writer", None),  # the lease's holder: sorted by RunsScreen.visible
 ]
+#: The columns a narrow terminal drops, first to last; "name" and "state" never drop.
+DROP_ORDER = ["dataset", "model", "bpd", "writer", "nll", "fid", "steps"]
+
+
+def writer_text(holder: Holder | None) -> str:
+    """Who writes a run now, short: "pid 4242@gpu-01", "job j3" (this app), or ""."""
+    if holder is None:
+        return ""
+    if holder.here:
+        return holder.label or "this app"
+    return f"pid {holder.pid}" + (f"@{holder.host}" if holder.host else "")
+
+
+def with_live_state(row: RunRow) -> tuple[RunRow, Holder | None]:
+    """``row`` with the state a reader should show (see workbench.runs.live_state), and its holder."""
+    state, holder = live_state(row.path)
+    return (dataclasses.replace(row, state=state) if state != row.state else row), holder
+
+
+def fitting_columns(widths: dict[str, int], room: int) -> list[str]:
+    """The column keys to show in ``room`` cells: all of COLUMNS, less those DROP_ORDER drops first."""
+    keys = [key for key, _, _ in COLUMNS]
+    for key in DROP_ORDER:
+        if sum(widths.get(k, 0) + 2 for k in keys) + 3 <= room:  # + the mark column
+            break
+        keys.remove(key)
+    return keys
 
 
 def matches(row: RunRow, text: str) -> bool:
@@ -52,15 +92,15 @@ def sorted_rows(rows: list[RunRow], column: int, reverse: bool) -> list[RunRow]:
 class RunsScreen(Screen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
+        Binding("q", "app.quit", "Quit"),
         Binding("enter", "open", "Open", show=False),
         Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("o", "sort", "Sort column"),
-        Binding("O", "reverse", "Reverse sort", key_display="O"),
+        Binding("o", "sort", "Sort"),
+        Binding("O", "reverse", "Reverse", key_display="O"),
         Binding("space", "mark", "Mark"),
-        Binding("R", "resume", "Resume as job", key_display="R"),
+        Binding("R", "resume", "Resume", key_display="R"),
         Binding("s", "sample", "Sample"),
         Binding("e", "evaluate", "Evaluate"),
-        Binding("q", "app.quit", "Quit", show=False),
     ]
     DEFAULT_CSS = """
     RunsScreen #filter { height: 3; }
@@ -70,56 +110,105 @@ class RunsScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[RunRow] = []
-        self.sort_column = 0
-        self.reverse = False
+        self.holders: dict[Path, Holder | None] = {}
+        saved = settings.load_view("runs")
+        keys = [key for key, _, _ in COLUMNS]
+        self.sort_column = keys.index(saved["sort"]) if saved.get("sort") in keys else 0
+        self.reverse = bool(saved.get("reverse", False))
+        self._saved_filter = str(saved.get("filter", ""))
+        self.columns: list[str] = []  # the column keys the table shows now
         self._drawn: tuple | None = None  # what the table shows: a rescan that found no change redraws nothing
 
     def compose(self) -> ComposeResult:
         yield Static("", id="runs-title", classes="title-bar")
-        yield Input(placeholder="filter: words to match in name, model, dataset, state (/ to edit, esc to leave)",
+        yield Input(self._saved_filter,
+                    placeholder="filter: words to match in name, model, dataset, state (/ to edit, esc to leave)",
                     id="filter")
         yield OpenTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_column(" ", key="mark")
-        for key, heading, _ in COLUMNS:
-            table.add_column(heading, key=key)
-        table.focus()
+        self.query_one(DataTable).focus()
         self.rescan()
         self.set_interval(RESCAN_S, self.rescan)
 
+    def on_resize(self) -> None:
+        self._drawn = None
+        self.redraw()
+
+    def on_jobs_updated(self, message) -> None:
+        self.redraw()  # a job's state and step come from the queue
+
     @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
     def rescan(self) -> list[RunRow]:
-        rows = scan_runs(self.app.runs_root)
-        self.app.call_from_thread(self.show_rows, rows)
-        return rows
+        live = [with_live_state(row) for row in scan_runs(self.app.runs_root)]
+        self.app.call_from_thread(self.show_rows, [r for r, _ in live], {r.path: h for r, h in live})
+        return [r for r, _ in live]
 
-    def show_rows(self, rows: list[RunRow]) -> None:
+    def show_rows(self, rows: list[RunRow], holders: dict[Path, Holder | None] | None = None) -> None:
         self.rows = rows
+        self.holders = holders or {}
         self.redraw()
+
+    def job_of(self, path: Path):
+        """The run's training job in the queue: its unfinished one, else its latest."""
+        resolved = path.resolve()
+        jobs = [j for j in self.app.jobs if j.kind == "train" and j.run_dir and Path(j.run_dir).resolve() == resolved]
+        return self.app.active_job(path, "train") or (jobs[-1] if jobs else None)
+
+    def live_rows(self) -> list[RunRow]:
+        """The scanned rows, with the queue's state and step for runs that have a job."""
+        out = []
+        for r in self.rows:
+            job = self.job_of(r.path)
+            # The queue is the truth for its jobs; a finished job's run folder may still say
+            # "paused" or "running" (a cancel, a dead owner), and then the job wins too.
+            if job is not None and (job.state not in FINISHED or r.state in ("running", "paused", "queued")):
+                r = dataclasses.replace(r, state=job.state, step=max(r.step, job.step or 0))
+            out.append(r)
+        return out
 
     def visible(self) -> list[RunRow]:
         text = self.query_one("#filter", Input).value
-        return sorted_rows([r for r in self.rows if matches(r, text)], self.sort_column, self.reverse)
+        rows = [r for r in self.live_rows() if matches(r, text)]
+        if COLUMNS[self.sort_column][0] == "writer":
+            return sorted(rows, key=lambda r: writer_text(self.holders.get(r.path)), reverse=self.reverse)
+        return sorted_rows(rows, self.sort_column, self.reverse)
+
+    def cells(self, r: RunRow) -> dict[str, object]:
+        steps = f"{r.step}/{r.total}" if r.total else str(r.step)
+        return {"name": r.name, "model": r.model, "dataset": r.dataset + ("" if r.binarize == "none" else f" ({r.binarize})"),
+                "state": r.state, "steps": steps, "nll": format_number(r.best_val_nll), "bpd": format_number(r.bpd),
+                "fid": format_number(r.fid), "writer": writer_text(self.holders.get(r.path))}
 
     def redraw(self) -> None:
+        if not self.is_mounted:
+            return
         text = self.query_one("#filter", Input).value
-        drawn = (self.rows, text, self.sort_column, self.reverse, frozenset(self.app.marked_runs))
+        jobs = tuple((j.id, j.state, j.step) for j in self.app.jobs)
+        drawn = (self.rows, tuple(self.holders.items()), jobs, text, self.sort_column, self.reverse,
+                 frozenset(self.app.marked_runs), self.size.width)
         if drawn == self._drawn:
             return
         self._drawn = drawn
+        settings.save_view("runs", {"sort": COLUMNS[self.sort_column][0], "reverse": self.reverse, "filter": text})
         table = self.query_one(DataTable)
         keep = self.selected_path()
         rows = self.visible()
+        cells = [self.cells(r) for r in rows]
+        widths = {key: max([len(heading)] + [len(str(c[key])) for c in cells]) for key, heading, _ in COLUMNS}
+        columns = fitting_columns(widths, self.size.width - 2)
+        if columns != self.columns:
+            table.clear(columns=True)
+            table.add_column(" ", key="mark")
+            for key, heading, _ in COLUMNS:
+                if key in columns:
+                    table.add_column(heading, key=key)
+            self.columns = columns
         table.clear()
-        for r in rows:
-            steps = f"{r.step}/{r.total}" if r.total else str(r.step)
+        for r, c in zip(rows, cells):
             mark = Text("●", style="bold yellow") if r.path in self.app.marked_runs else ""
-            table.add_row(mark, r.name, r.model, r.dataset + ("" if r.binarize == "none" else f" ({r.binarize})"),
-                          r.state, steps, format_number(r.best_val_nll), format_number(r.bpd),
-                          format_number(r.fid), key=str(r.path))
+            table.add_row(mark, *(c[k] for k in columns), key=str(r.path))
         paths = [r.path for r in rows]
         if keep in paths:
             table.move_cursor(row=paths.index(keep), animate=False)
@@ -180,9 +269,7 @@ class RunsScreen(Screen):
             return
         from workbench.tui.screens.detail import DetailScreen
 
-        path = row.path.resolve()
-        jobs = [j for j in self.app.jobs if j.kind == "train" and j.run_dir and Path(j.run_dir).resolve() == path]
-        job = self.app.active_job(path, "train") or (jobs[-1] if jobs else None)  # its latest, finished or not
+        job = self.job_of(row.path)  # its latest, finished or not
         self.app.push_screen(DetailScreen(row.path, job_id=job.id if job else None))
 
     def action_resume(self) -> None:
@@ -195,6 +282,11 @@ class RunsScreen(Screen):
         active = self.app.active_job(row.path)
         if active is not None:
             self.notify(f"{row.name} is already job {active.id} ({active.state})", severity="warning")
+            return
+        _, holder = live_state(row.path)  # asked now: the table may be seconds old
+        if holder is not None:
+            self.notify(f"{row.name}: being {holder.purpose or 'written'} by {holder.describe()}; "
+                        "wait for it or stop it first", severity="error")
             return
         self.app.submit_job(f"resume {row.name}", lambda: self.app.queue.submit_resume(str(row.path)),
                             f"{row.name} resumes as job {{id}}")

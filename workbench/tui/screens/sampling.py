@@ -33,6 +33,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
+from workbench.classnames import labelled
 from workbench.tui.widgets.image_grid import ImageGrid, cell_pixels
 
 TEMPERATURES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0)
@@ -218,13 +219,16 @@ class SamplingScreen(Screen):
         parts = [f"[b]{self.model_name}[/b]"]
         step = f", step {self.checkpoint_step}" if self.checkpoint_step is not None else ""
         parts.append(f"checkpoint {self.checkpoint}{step}")
-        if self.num_classes:
+        # Interpolation and reconstruction start from test images: class, mix and T play no part.
+        drawing = self.mode not in ("interpolate", "recon")
+        if self.num_classes and drawing:
+            dataset = self._dataset()
             if self.mix:
                 a, b = self.mix
-                parts.append(f"mix {a}×{1 - self.weight:.1f} + {b}×{self.weight:.1f}")
+                parts.append(f"mix {labelled(dataset, a)}×{1 - self.weight:.1f} + {labelled(dataset, b)}×{self.weight:.1f}")
             else:
-                parts.append(f"class {self.label}" if self.label is not None else "classes in turn")
-        if self.has_temperature:
+                parts.append(f"class {labelled(dataset, self.label)}" if self.label is not None else "classes in turn")
+        if self.has_temperature and drawing:
             parts.append(f"T {self.temperature:g}")
         parts.append(f"seed {self.seed}")
         mode = self.mode
@@ -232,6 +236,15 @@ class SamplingScreen(Screen):
             mode += f" {self.interp_step + 1}/{INTERP_STEPS}"
         parts.append(f"mode {mode}")
         return " · ".join(parts)
+
+    def _dataset(self) -> str | None:
+        """The run's dataset name (for class names), from its config.toml, read once."""
+        if not hasattr(self, "_dataset_name"):
+            from workbench.runindex import read_config
+
+            data = read_config(self.run_dir).get("data", {})
+            self._dataset_name = data.get("dataset") if isinstance(data, dict) else None
+        return self._dataset_name
 
     def _refresh_labels(self) -> None:
         self.query_one("#settings", Static).update(self._settings_text())

@@ -1,7 +1,8 @@
 """Training curves of a run, live or replayed, from its metrics.jsonl.
 
-Each run's file is tailed (only new lines are read) into bounded ``Curves`` buffers twice a
-second, and the plots are redrawn only when a buffer changed: never once per training step.
+Each run's file is tailed (only new lines, at most ``POLL_BUDGET`` bytes a time, in a worker
+thread) into bounded ``Curves`` buffers twice a second, and the plots are redrawn only when a
+buffer changed: never once per training step.
 Plots: training loss with validation NLL; the loss parts (recon, kl, commitment, codebook, ...);
 VQ-VAE codebook perplexity and codes used. ``log_scale`` plots log10 of the values; ``overlay``
 adds other runs' loss and validation NLL to the first plot, to compare them.
@@ -22,7 +23,9 @@ from workbench.runindex import Curves, MetricsTail
 
 #: Named ANSI colours, so the lines stay distinct on 16-colour terminals.
 COLOURS = ["green", "red", "cyan", "yellow", "magenta", "blue", "bright_green", "bright_red", "bright_cyan"]
-CODEBOOK = ("perplexity", "codes_used")
+# Codebook use, and counters (codes restarted): counts, never drawn among the loss parts.
+CODEBOOK = ("perplexity", "codes_used", "restarted")
+POLL_BUDGET = 4 << 20  # bytes of a metrics file read per poll: a huge file catches up over several
 # Not parts of the loss: the loss itself, the ELBO (its negative, for a VAE), the KL warm-up weight.
 NOT_PARTS = {"loss", "nll", "bpd", "elbo", "beta", *CODEBOOK}
 
@@ -36,8 +39,9 @@ class RunCurves:
         self.tail = MetricsTail(self.run_dir / "metrics.jsonl")
         self.curves = Curves(capacity)
 
-    def poll(self) -> bool:
-        rows = self.tail.read_new()
+    def poll(self, budget: int | None = None) -> bool:
+        """Read the rows appended since the last poll (at most ``budget`` bytes of them)."""
+        rows = self.tail.read_new(budget)
         if self.tail.restarted:
             self.curves.clear()
         self.curves.feed(rows)
@@ -68,6 +72,7 @@ class CurvesPanel(Vertical):
         self.others = [RunCurves(p) for p in overlay_dirs if Path(p) != Path(run_dir)]
         self._drawn: tuple | None = None
         self._loaded = False
+        self._polling = False  # a poll is in flight in a worker
 
     def compose(self) -> ComposeResult:
         yield Static("", id="curves-status")
@@ -87,7 +92,7 @@ class CurvesPanel(Vertical):
         """The first read of a long run's metrics (a million rows take seconds) off the UI thread;
         the panel takes the filled buffers over in one assignment."""
         loaded = RunCurves(self.main.run_dir, self.main.capacity)
-        loaded.poll()
+        loaded.poll()  # to the end, in bounded chunks; over-long lines skipped
         self.app.call_from_thread(self._take_over, loaded)
 
     def _take_over(self, loaded: RunCurves) -> None:
@@ -113,12 +118,29 @@ class CurvesPanel(Vertical):
         self.refresh_curves()
 
     def refresh_curves(self) -> None:
+        """Poll the metrics files in a worker (one at a time), then redraw what changed."""
         if not self.is_mounted or not self._loaded:
             return
-        self.main.poll()
-        if self.overlay:
-            for other in self.others:
-                other.poll()
+        if not self._polling:  # else the poll in flight redraws when it ends
+            self._polling = True
+            self._poll(self.main, list(self.others) if self.overlay else [])
+
+    @work(thread=True, exit_on_error=False, group="curves-poll")
+    def _poll(self, main: RunCurves, others: list[RunCurves]) -> None:
+        try:
+            for run in [main, *others]:
+                run.poll(POLL_BUDGET)
+        finally:
+            # call_from_thread waits for the redraw: the buffers never change while they are drawn.
+            self.app.call_from_thread(self._polled)
+
+    def _polled(self) -> None:
+        self._polling = False
+        self._redraw_if_changed()
+
+    def _redraw_if_changed(self) -> None:
+        if not self.is_mounted:
+            return
         state = (self.main.curves.version, self.log_scale, self.overlay,
                  tuple(o.curves.version for o in self.others) if self.overlay else ())
         if state != self._drawn and self.is_on_screen:  # behind another tab: draw when shown
@@ -177,10 +199,26 @@ class CurvesPanel(Vertical):
         if not names:
             return
         plot.clear()
-        for name, colour in zip(names, COLOURS):
-            xs, ys = self.main.curves.series[name].points()
+        for names_alike, colour in zip(same_curves(self.main.curves, names), COLOURS):
+            # Curves equal at every point (a VQ-VAE's codebook and commitment terms) are one line
+            # with both names: drawn apart, the later would hide the earlier.
+            xs, ys = self.main.curves.series[names_alike[0]].points()
             plot.plot(xs, _transform(ys, log), line_style=colour, hires_mode=HiResMode.BRAILLE,
-                      label=name.replace("train/", ""))
+                      label=" = ".join(n.split("/", 1)[1] for n in names_alike))
         plot.set_xlabel("step")
         plot.set_ylabel(ylabel)
         plot.show_legend()
+
+
+def same_curves(curves: Curves, names: list[str]) -> list[list[str]]:
+    """``names`` grouped so that series with identical points share a group, in first-seen order."""
+    groups: list[list[str]] = []
+    for name in names:
+        points = curves.series[name].points()
+        for group in groups:
+            if curves.series[group[0]].points() == points:
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return groups
