@@ -88,7 +88,7 @@ async def test_cancel_pause_resume_and_move(tmp_path):
         assert table_rows(table)[0][5] == "paused"
         await pilot.press("p")
         assert queue.calls[-1] == ("resume", "j1")
-        await pilot.press("down", "c")
+        await pilot.press("down", "c", "y")  # c asks first (tests/test_tui_home.py)
         assert queue.calls[-1] == ("cancel", "j2")
         await pilot.pause(0.4)
         assert table_rows(table)[1][5] == "cancelled"

@@ -68,7 +68,8 @@ class GenwbApp(App):
     .hint { height: auto; color: $text-muted; padding: 0 1; }
     JobTable { height: 1fr; }
     """
-    BINDINGS = [Binding("q", "quit", "Quit", priority=False), Binding("ctrl+q", "quit", "Quit", show=False)]
+    BINDINGS = [Binding("q", "quit", "Quit", priority=False), Binding("ctrl+q", "quit", "Quit", show=False),
+                Binding("question_mark", "keys", "Keys", key_display="?")]
 
     def __init__(self, runs_dir: Path, queue, *, owns_queue: bool) -> None:
         super().__init__()
@@ -266,6 +267,18 @@ class GenwbApp(App):
     def _shutdown_then_exit(self) -> None:
         self.close_queue()
         self.call_from_thread(self.exit)
+
+    # -- keys ----------------------------------------------------------------------------------------
+    def action_keys(self) -> None:
+        """``?``: the keys of the current screen (its focused list's, its own, the app's)."""
+        from workbench.tui.screens.help import HelpScreen, screen_keys
+
+        screen = self.screen
+        if isinstance(screen, HelpScreen):
+            self.pop_screen()
+            return
+        title = getattr(screen, "HELP_TITLE", None) or type(screen).__name__.removesuffix("Screen").lower() or "this screen"
+        self.push_screen(HelpScreen(f"the {title} screen", screen_keys(screen, self)))
 
     # -- command palette -------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
