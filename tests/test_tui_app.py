@@ -316,7 +316,7 @@ async def test_pause_and_cancel_a_real_job(tiny_preset, tmp_path):
             await wait_for(pilot, lambda: app.job(job_id).state == "paused", timeout=60)
             await pilot.press("p")
             await wait_for(pilot, lambda: app.job(job_id).state in ("queued", "running"), timeout=60)
-            await pilot.press("c")
+            await pilot.press("c", "y")  # c asks first
             await wait_for(pilot, lambda: table_rows(table)[0][5] == "cancelled", timeout=60)
     finally:
         queue.shutdown()

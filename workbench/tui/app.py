@@ -58,6 +58,20 @@ def describe_event(event) -> str | None:
     return None
 
 
+def quit_question(running: list, runs_dir) -> str:
+    """The quit confirmation: what happens to each kind of running job."""
+    train = [j.id for j in running if j.kind != "eval"]
+    evals = [j.id for j in running if j.kind == "eval"]
+    parts = [f"{len(running)} job(s) running. Quit?"]
+    if train:
+        parts.append(f"Training ({', '.join(train)}) stops at a checkpoint now and resumes the next time "
+                     f"a genwb app or `genwb queue work` opens {runs_dir}.")
+    if evals:
+        parts.append(f"Evaluation ({', '.join(evals)}) is cancelled at its next batch; "
+                     f"R on the jobs screen (or `genwb queue resume ID`) runs it again.")
+    return " ".join(parts)
+
+
 class GenwbApp(App):
     """Shows and drives a JobQueue; every view reads the run folders back from disk."""
 
@@ -134,9 +148,23 @@ class GenwbApp(App):
                 pass
 
     def _hung_up(self, signum: int) -> None:
-        # Checkpoint first, here and now: the terminal may be gone, and exiting may not get far.
+        # Checkpoint first, here and now, then leave through the ordinary exit: the driver
+        # (workbench.tui.driver) no longer blocks on a terminal that is gone.
         self.close_queue()
         self.exit()
+
+    def on_terminal_gone(self, message) -> None:
+        """The driver found the terminal gone (a write or read failed) before or without a SIGHUP."""
+        self._hung_up(signal.SIGHUP)
+
+    def get_driver_class(self):
+        """Textual's driver for this platform; on Linux and macOS, one that survives a closed terminal."""
+        driver = super().get_driver_class()
+        if (driver.__module__, driver.__name__) == ("textual.drivers.linux_driver", "LinuxDriver"):
+            from workbench.tui.driver import GenwbDriver
+
+            return GenwbDriver
+        return driver
 
     @work(thread=True, exit_on_error=False, group="devices")
     def _probe_devices(self) -> None:
@@ -258,10 +286,7 @@ class GenwbApp(App):
                 self.notify(f"checkpointing {len(running)} job(s)…", timeout=30)
                 self._shutdown_then_exit()
 
-        self.push_screen(ConfirmScreen(
-            f"{len(running)} job(s) running. Quit? They stop at a checkpoint now and resume "
-            f"the next time a genwb app or `genwb queue work` opens {self.runs_dir}.",
-            yes="Checkpoint and quit", no="Stay"), answered)
+        self.push_screen(ConfirmScreen(quit_question(running, self.runs_dir), yes="Quit", no="Stay"), answered)
 
     @work(thread=True, exit_on_error=False, group="shutdown")
     def _shutdown_then_exit(self) -> None:
