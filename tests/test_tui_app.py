@@ -68,7 +68,9 @@ async def test_jobs_table_shows_queue_with_sparkline(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert isinstance(app.screen, JobsScreen)
-        rows = table_rows(app.screen.query_one(JobTable))
+        table = app.screen.query_one(JobTable)
+        await wait_for(pilot, lambda: len(table_rows(table)[0][10]) > 4, timeout=10)  # read in a thread
+        rows = table_rows(table)
         assert rows[0][:7] == ["j1", "tiny", "made", "fashion-mnist", "cpu", "running", "12/24"]
         assert rows[0][7:10] == ["510.2", "4,310", "1m15s"]
         assert set(rows[0][10]) <= set("▁▂▃▄▅▆▇█") and len(rows[0][10]) > 4  # falling loss

@@ -34,6 +34,18 @@ from workbench.tui.screens.confirm import ConfirmScreen
 REFRESH_HZ = 4
 POLL_S = 1.0  # a snapshot at least this often, events or not
 SPARK_POINTS = 128
+SPARK_WIDTH = 14
+SPARK_READ_BYTES = 32_000_000  # a sparkline reads at most this much of a metrics file at first
+
+
+def run_sparkline(values: list[float], width: int = SPARK_WIDTH) -> str:
+    """The whole run in ``width`` cells, scaled to the run after its first tenth: the first drop
+    of a loss (from 540 to 120 in a few steps) would otherwise flatten the rest to one level."""
+    finite = [v for v in values if isinstance(v, (int, float)) and v == v and abs(v) != float("inf")]
+    if len(finite) >= 10:
+        hi = max(finite[len(finite) // 10:])
+        finite = [min(v, hi) for v in finite]
+    return sparkline(finite, width)
 
 
 def describe_event(event) -> str | None:
@@ -80,7 +92,9 @@ class GenwbApp(App):
     Screen { layout: vertical; }
     .title-bar { height: 1; padding: 0 1; background: $boost; color: $text; }
     .hint { height: auto; color: $text-muted; padding: 0 1; }
-    JobTable { height: 1fr; }
+    JobsScreen > JobTable { height: auto; max-height: 40%; min-height: 3; }
+    JobsScreen.-table-only > JobTable { height: 1fr; max-height: 100%; }
+    JobsScreen.-table-only > JobPanes { display: none; }
     """
     BINDINGS = [Binding("q", "quit", "Quit", priority=False), Binding("ctrl+q", "quit", "Quit", show=False),
                 Binding("question_mark", "keys", "Keys", key_display="?")]
@@ -96,9 +110,12 @@ class GenwbApp(App):
         self.owns_queue = owns_queue
         self.jobs: list = []
         self.sparks: dict[str, str] = {}
+        self._spark_due: set[str] = set()  # jobs whose sparkline is to be read again
+        self._sparks_busy = False
         self._loss_tails: dict[str, tuple[MetricsTail, Series]] = {}
         self.event_log: dict[str, deque[tuple[int, str]]] = {}  # (sequence number, line) per job
         self._seq = 0
+        self.resource_monitor = None  # a workbench.resources.ResourceMonitor for the meters (None: the real one)
         self.marked_runs: set[Path] = set()  # runs chosen (space) to overlay or evaluate
         self.devices = ["auto", "cpu"]  # completed by _probe_devices
         self._dirty: set[str] = set()
@@ -213,8 +230,12 @@ class GenwbApp(App):
                 else:
                     self.notify(f"{what} {job.id} ({job.name}) done")
             if job.kind == "train" and (job.id in changed or job.id not in self.sparks):
-                self.sparks[job.id] = self._spark(job)
+                self._spark_due.add(job.id)
         self.jobs = jobs
+        if self._spark_due and not self._sparks_busy:
+            due, self._spark_due = [j for j in jobs if j.id in self._spark_due], set()
+            self._sparks_busy = True
+            self._update_sparks(due)
         if not changed and [j.id for j in jobs] == list(previous):
             return  # the same jobs as the last snapshot (a poll with no news): nothing to redraw
         for screen in self.screen_stack:
@@ -253,15 +274,32 @@ class GenwbApp(App):
         kwargs = {} if n is None else {"n": n}
         return self.submit_job(f"evaluate {Path(run_dir).name}", lambda: self.queue.submit_eval(str(run_dir), **kwargs), done)
 
+    @work(thread=True, exit_on_error=False, group="sparks")
+    def _update_sparks(self, jobs: list) -> None:
+        """Read the new rows of each job's metrics file (the whole run the first time, up to
+        SPARK_READ_BYTES) off the UI thread, then hand the sparklines over."""
+        try:
+            sparks = {job.id: self._spark(job) for job in jobs}
+        finally:
+            self._sparks_busy = False
+        self.call_from_thread(self._take_sparks, sparks)
+
+    def _take_sparks(self, sparks: dict[str, str]) -> None:
+        changed = {job_id for job_id, line in sparks.items() if self.sparks.get(job_id) != line}
+        self.sparks.update(sparks)
+        if changed:
+            for screen in self.screen_stack:
+                screen.post_message(JobsUpdated(self.jobs, changed))
+
     def _spark(self, job) -> str:
-        """The job's training loss as a sparkline, from its metrics file read incrementally."""
+        """The job's training loss over its whole run as a sparkline (its metrics file read incrementally)."""
         if not job.run_dir:
             return ""
         path = Path(job.run_dir) / "metrics.jsonl"
         tail, series = self._loss_tails.get(job.id, (None, None))
         if tail is None or tail.path != path:
             tail, series = MetricsTail(path), Series(SPARK_POINTS)
-            tail.skip_to_tail(TAIL_BYTES)  # the recent past of a long run, read at once
+            tail.skip_to_tail(SPARK_READ_BYTES)  # the whole run, unless it is huge
         rows = tail.read_new()
         if tail.restarted:
             series = Series(SPARK_POINTS)
@@ -269,7 +307,7 @@ class GenwbApp(App):
             if row.get("split", "train") == "train" and isinstance(row.get("loss"), (int, float)):
                 series.append(row["step"], row["loss"])
         self._loss_tails[job.id] = (tail, series)
-        return sparkline(series.points()[1], 14)
+        return run_sparkline(series.points()[1], SPARK_WIDTH)
 
     def job(self, job_id: str | None):
         return next((j for j in self.jobs if j.id == job_id), None)

@@ -13,6 +13,7 @@ from workbench.runindex import has_checkpoint
 from workbench.tui.messages import JobsUpdated
 from workbench.tui.screens.confirm import ConfirmScreen
 from workbench.tui.widgets.footer import KeyFooter
+from workbench.tui.widgets.job_panes import JobPanes
 from workbench.tui.widgets.job_table import JobTable
 
 
@@ -39,12 +40,14 @@ class JobsScreen(Screen):
         Binding("f", "fid", "FID/IS"),
         Binding("space", "mark", "Mark", show=False),
         Binding("delete,x", "remove_job", "Remove", show=False),
+        Binding("z", "toggle_panes", "Table only", show=False),
     ]
 
     def compose(self) -> ComposeResult:
         yield Static("", id="jobs-title", classes="title-bar")
         yield JobTable(id="jobs")
         yield Static("", id="jobs-hint", classes="hint")
+        yield JobPanes(monitor=getattr(self.app, "resource_monitor", None), id="panes")
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -73,10 +76,20 @@ class JobsScreen(Screen):
 
     def on_data_table_row_highlighted(self, event) -> None:
         self._update_title()
+        self._follow_selection()
 
     def on_jobs_updated(self, message: JobsUpdated) -> None:
         self.query_one(JobTable).show(message.jobs, self.app.sparks, self.app.marked_runs)
         self._update_title()
+        self._follow_selection()
+
+    def _follow_selection(self) -> None:
+        """The panes show the selected job (by id: rows may have moved)."""
+        self.query_one(JobPanes).show_job(self.app.job(self.query_one(JobTable).selected_id))
+
+    def action_toggle_panes(self) -> None:
+        """z: the table alone, on the whole screen (and back)."""
+        self.toggle_class("-table-only")
 
     # -- the selected job ------------------------------------------------------------------------
     def selected(self, need_run: bool = False, need_checkpoint: bool = False):
