@@ -34,6 +34,18 @@ def home_app(workspace, jobs=None):
     return app
 
 
+async def settle_home(pilot) -> None:
+    """Wait until every pane of the home is drawn, then lay the table out once more from its
+    final cells: column widths grown cell by cell as sparklines arrive depend on their order."""
+    from workbench.tui.widgets.job_table import JobTable
+
+    await settle(pilot, lambda: home_ready(pilot))
+    table = pilot.app.screen.query_one(JobTable)
+    table.shown_columns = []
+    table._fit()
+    await settle(pilot)
+
+
 def home_ready(pilot) -> bool:
     from workbench.tui.widgets.curves import CurvesPanel
     from workbench.tui.widgets.job_panes import JobPanes
@@ -43,7 +55,11 @@ def home_ready(pilot) -> bool:
     panes = screen.query_one(JobPanes)
     curves = screen.query(CurvesPanel)
     narrow = pilot.app.size.width < 90
-    return (bool(panes.log_lines) and (narrow or panes._grid is not None) and bool(curves) and curves.first()._loaded
+    from workbench.tui.widgets.job_table import JobTable
+
+    table = screen.query_one(JobTable)
+    sparks_shown = all(str(table._cells.get(j, {}).get("curve", "")) == line for j, line in pilot.app.sparks.items())
+    return (sparks_shown and bool(panes.log_lines) and (narrow or panes._grid is not None) and bool(curves) and curves.first()._loaded
             and "GPU1" in str(screen.query_one(MetersPanel).render()) and len(pilot.app.sparks) >= 3)
 
 
@@ -55,7 +71,7 @@ def workspace(tmp_path, monkeypatch):
 @pytest.mark.parametrize("size", [(80, 24), (100, 30), (160, 48)], ids=["80x24", "100x30", "160x48"])
 def test_home(workspace, snap_compare, size):
     async def run_before(pilot):
-        await settle(pilot, lambda: home_ready(pilot))
+        await settle_home(pilot)
 
     assert snap_compare(home_app(workspace), terminal_size=size, run_before=run_before)
 
@@ -66,6 +82,7 @@ def test_jobs_screen_empty(workspace, snap_compare):
 
 def test_new_job_form(workspace, snap_compare):
     async def run_before(pilot):
+        await settle_home(pilot)  # the home behind it, fully drawn
         await pilot.press("n")
         await settle(pilot)
         pilot.app.screen.query_one("#preset", Select).value = str(workspace["runs"].parent / "presets" / "tiny.toml")
@@ -80,7 +97,7 @@ def test_quit_confirmation(workspace, snap_compare):
     app.owns_queue = True  # as if the app had opened the queue itself: quitting stops its jobs
 
     async def run_before(pilot):
-        await settle(pilot)
+        await settle_home(pilot)
         await pilot.press("q")
         await settle(pilot)
 

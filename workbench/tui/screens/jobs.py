@@ -18,6 +18,7 @@ from workbench.tui.widgets.job_table import JobTable
 
 
 RESUMABLE = ("paused", "cancelled", "failed")
+FOLLOW_S = 0.15  # the panes follow the table's cursor after it rests this long
 
 
 class JobsScreen(Screen):
@@ -84,7 +85,15 @@ class JobsScreen(Screen):
         self._follow_selection()
 
     def _follow_selection(self) -> None:
-        """The panes show the selected job (by id: rows may have moved)."""
+        """The panes show the selected job (by id: rows may have moved), once the cursor rests for
+        FOLLOW_S: holding j or k does not build a curve panel for every row passed."""
+        timer = getattr(self, "_follow_timer", None)
+        if timer is not None:
+            timer.stop()
+        self._follow_timer = self.set_timer(FOLLOW_S, self._show_selected)
+
+    def _show_selected(self) -> None:
+        self._follow_timer = None
         self.query_one(JobPanes).show_job(self.app.job(self.query_one(JobTable).selected_id))
 
     def action_toggle_panes(self) -> None:
