@@ -70,7 +70,7 @@ class JobPanes(Vertical):
         self.query_one("#pane-samples").border_title = "samples"
         self.query_one("#pane-log").border_title = "log"
         self.query_one("#pane-meters").border_title = "resources"
-        if getattr(self.app, "is_web", False):  # textual-serve: no terminal graphics in a browser
+        if self._web_without_graphics():
             self.query_one("#samples-note", Static).update(NO_BROWSER_IMAGES)
         else:
             self._load_image_module()
@@ -83,6 +83,12 @@ class JobPanes(Vertical):
         self.set_class(self.size.width < 90, "-narrow")
         self.set_class(self.size.height < 12 and self.size.width >= 90, "-short")
         self.call_after_refresh(self._draw_log)  # the tail that fits the log's new height
+
+    def _web_without_graphics(self) -> bool:
+        """In a browser (textual-serve) half-cell images are text and show; Kitty or Sixel cannot."""
+        from workbench.tui import settings
+
+        return bool(getattr(self.app, "is_web", False)) and settings.image_protocol() != "halfcell"
 
     @work(thread=True, exit_on_error=False, group="panes-import")
     def _load_image_module(self) -> None:
@@ -174,7 +180,7 @@ class JobPanes(Vertical):
         if self._grid is not None:
             self._grid.update(path)
             self.query_one("#samples-note", Static).display = path is None
-        elif not getattr(self.app, "is_web", False):
+        elif not self._web_without_graphics():
             self.query_one("#samples-note", Static).update("no samples yet" if path is None else "loading…")
 
     def _draw_log(self) -> None:
