@@ -140,3 +140,24 @@ async def test_footer_keeps_quit_and_keys_at_80_columns(tmp_path):
         keys = [k for k in footer.children if k.region.width]
         visible = [k.key for k in keys if k.region.right <= 80]
         assert visible[:2] == ["q", "question_mark"]
+
+
+async def test_quit_question_says_what_happens_to_training_and_evaluation(tmp_path):
+    """Bug caught (issue 16): the question saying every running job "stops at a checkpoint",
+    which an evaluation does not do."""
+    jobs = [job_info("j1", "running"), job_info("j2", "running", kind="eval", name="eval")]
+    app, queue = fixed_app(tmp_path, jobs)
+    app.owns_queue = True
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("q")
+        await pilot.pause()
+        question = app.screen.question
+        assert "Training (j1) stops at a checkpoint" in question
+        assert "Evaluation (j2) is cancelled at its next batch" in question and "R" in question
+        await pilot.press("y")
+        for _ in range(100):
+            if queue.closed:
+                break
+            await pilot.pause(0.05)
+    assert ("shutdown", True, True) in queue.calls

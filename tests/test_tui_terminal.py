@@ -121,7 +121,8 @@ def test_q_y_while_an_evaluation_runs_exits_0_and_cancels_it(tiny_preset, isolat
 
 
 @pytest.mark.slow
-def test_the_app_exits_after_checkpointing_when_its_terminal_goes_away(tiny_preset, isolated, env):
+@pytest.mark.parametrize("how", ["terminal closed", "SIGHUP"])
+def test_the_app_exits_after_checkpointing_when_its_terminal_goes_away(tiny_preset, isolated, env, how):
     """Bug caught (issue 16 case 9): the process never exiting after `tmux kill-session` (Textual's
     writer thread died on EIO and its bounded queue blocked the shutdown), or exiting without
     checkpointing the running job."""
@@ -143,7 +144,10 @@ def test_the_app_exits_after_checkpointing_when_its_terminal_goes_away(tiny_pres
             if len(app.output) > 20000:
                 break
             time.sleep(0.05)
-        os.close(app.fd)  # the terminal goes away: SIGHUP to the session, EIO on every write after
+        if how == "SIGHUP":  # as tmux kill-session sends it
+            os.kill(app.pid, signal.SIGHUP)
+        else:  # the terminal goes away: the kernel sends SIGHUP, and every write after fails (EIO)
+            os.close(app.fd)
         rc = app.wait_exit(90)
         assert rc is not None, "the app did not exit after its terminal went away"
         record = queue_jobs(runs)[job]
@@ -192,3 +196,39 @@ def test_writer_thread_survives_a_dead_terminal(writes):
     assert done.wait(10), "writes to a dead terminal blocked"
     assert gone == [1]
 
+
+
+def test_input_thread_reading_a_dead_terminal_leaves_like_a_hang_up():
+    """Bug caught: EIO on reading the terminal turned into Textual's panic (a traceback written to
+    the gone terminal, jobs not checkpointed) instead of the hang-up path."""
+    from workbench.tui.driver import GenwbDriver, TerminalGone
+
+    posted = []
+
+    class App:
+        def post_message(self, message):
+            posted.append(message)
+
+        def call_later(self, *args):  # the panic path: must not be taken
+            posted.append(("panic", args))
+
+    driver = GenwbDriver.__new__(GenwbDriver)  # no terminal needed: only the thread's ending is tested
+    driver._app, driver.terminal_gone = App(), False
+    driver.exit_event = threading.Event()
+    driver._file = DeadTerminal()
+
+    def dead_read():
+        raise OSError(5, "Input/output error")
+
+    driver.run_input_thread = dead_read
+    silenced = []
+    import workbench.tui.driver as module
+
+    real = module.silence_terminal_fds
+    module.silence_terminal_fds = silenced.append  # keep this test process's own stdout and stderr
+    try:
+        driver._run_input_thread()
+    finally:
+        module.silence_terminal_fds = real
+    assert len(posted) == 1 and isinstance(posted[0], TerminalGone)
+    assert driver.terminal_gone and driver.exit_event.is_set() and silenced
