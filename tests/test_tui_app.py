@@ -353,7 +353,7 @@ async def test_app_attached_to_another_process_sees_progress(tiny_preset, tmp_pa
             await wait_for(pilot, progressed, timeout=120)
             first = int(table_rows(table)[0][6].split("/")[0])
             await wait_for(pilot, lambda: int(table_rows(table)[0][6].split("/")[0]) > first, timeout=60)
-            await pilot.press("c")  # a command to the owner process
+            await pilot.press("c", "y")  # a command to the owner process (c asks first)
             await wait_for(pilot, lambda: table_rows(table)[0][5] == "cancelled", timeout=60)
     finally:
         worker.terminate()
