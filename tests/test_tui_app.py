@@ -68,7 +68,9 @@ async def test_jobs_table_shows_queue_with_sparkline(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert isinstance(app.screen, JobsScreen)
-        rows = table_rows(app.screen.query_one(JobTable))
+        table = app.screen.query_one(JobTable)
+        await wait_for(pilot, lambda: len(table_rows(table)[0][10]) > 4, timeout=10)  # read in a thread
+        rows = table_rows(table)
         assert rows[0][:7] == ["j1", "tiny", "made", "fashion-mnist", "cpu", "running", "12/24"]
         assert rows[0][7:10] == ["510.2", "4,310", "1m15s"]
         assert set(rows[0][10]) <= set("▁▂▃▄▅▆▇█") and len(rows[0][10]) > 4  # falling loss
@@ -88,7 +90,7 @@ async def test_cancel_pause_resume_and_move(tmp_path):
         assert table_rows(table)[0][5] == "paused"
         await pilot.press("p")
         assert queue.calls[-1] == ("resume", "j1")
-        await pilot.press("down", "c")
+        await pilot.press("down", "c", "y")  # c asks first (tests/test_tui_home.py)
         assert queue.calls[-1] == ("cancel", "j2")
         await pilot.pause(0.4)
         assert table_rows(table)[1][5] == "cancelled"
@@ -316,7 +318,7 @@ async def test_pause_and_cancel_a_real_job(tiny_preset, tmp_path):
             await wait_for(pilot, lambda: app.job(job_id).state == "paused", timeout=60)
             await pilot.press("p")
             await wait_for(pilot, lambda: app.job(job_id).state in ("queued", "running"), timeout=60)
-            await pilot.press("c")
+            await pilot.press("c", "y")  # c asks first
             await wait_for(pilot, lambda: table_rows(table)[0][5] == "cancelled", timeout=60)
     finally:
         queue.shutdown()
@@ -352,7 +354,7 @@ async def test_app_attached_to_another_process_sees_progress(tiny_preset, tmp_pa
             await wait_for(pilot, progressed, timeout=120)
             first = int(table_rows(table)[0][6].split("/")[0])
             await wait_for(pilot, lambda: int(table_rows(table)[0][6].split("/")[0]) > first, timeout=60)
-            await pilot.press("c")  # a command to the owner process
+            await pilot.press("c", "y")  # a command to the owner process (c asks first)
             await wait_for(pilot, lambda: table_rows(table)[0][5] == "cancelled", timeout=60)
     finally:
         worker.terminate()

@@ -34,6 +34,18 @@ from workbench.tui.screens.confirm import ConfirmScreen
 REFRESH_HZ = 4
 POLL_S = 1.0  # a snapshot at least this often, events or not
 SPARK_POINTS = 128
+SPARK_WIDTH = 14
+SPARK_READ_BYTES = 32_000_000  # a sparkline reads at most this much of a metrics file at first
+
+
+def run_sparkline(values: list[float], width: int = SPARK_WIDTH) -> str:
+    """The whole run in ``width`` cells, scaled to the run after its first tenth: the first drop
+    of a loss (from 540 to 120 in a few steps) would otherwise flatten the rest to one level."""
+    finite = [v for v in values if isinstance(v, (int, float)) and v == v and abs(v) != float("inf")]
+    if len(finite) >= 10:
+        hi = max(finite[len(finite) // 10:])
+        finite = [min(v, hi) for v in finite]
+    return sparkline(finite, width)
 
 
 def describe_event(event) -> str | None:
@@ -58,6 +70,20 @@ def describe_event(event) -> str | None:
     return None
 
 
+def quit_question(running: list, runs_dir) -> str:
+    """The quit confirmation: what happens to each kind of running job."""
+    train = [j.id for j in running if j.kind != "eval"]
+    evals = [j.id for j in running if j.kind == "eval"]
+    parts = [f"{len(running)} job(s) running. Quit?"]
+    if train:
+        parts.append(f"Training ({', '.join(train)}) stops at a checkpoint now and resumes the next time "
+                     f"a genwb app or `genwb queue work` opens {runs_dir}.")
+    if evals:
+        parts.append(f"Evaluation ({', '.join(evals)}) is cancelled at its next batch; "
+                     f"R on the jobs screen (or `genwb queue resume ID`) runs it again.")
+    return " ".join(parts)
+
+
 class GenwbApp(App):
     """Shows and drives a JobQueue; every view reads the run folders back from disk."""
 
@@ -66,9 +92,12 @@ class GenwbApp(App):
     Screen { layout: vertical; }
     .title-bar { height: 1; padding: 0 1; background: $boost; color: $text; }
     .hint { height: auto; color: $text-muted; padding: 0 1; }
-    JobTable { height: 1fr; }
+    JobsScreen > JobTable { height: auto; max-height: 40%; min-height: 3; }
+    JobsScreen.-table-only > JobTable { height: 1fr; max-height: 100%; }
+    JobsScreen.-table-only > JobPanes { display: none; }
     """
-    BINDINGS = [Binding("q", "quit", "Quit", priority=False), Binding("ctrl+q", "quit", "Quit", show=False)]
+    BINDINGS = [Binding("q", "quit", "Quit", priority=False), Binding("ctrl+q", "quit", "Quit", show=False),
+                Binding("question_mark", "keys", "Keys", key_display="?")]
 
     def __init__(self, runs_dir: Path, queue, *, owns_queue: bool) -> None:
         super().__init__()
@@ -81,9 +110,12 @@ class GenwbApp(App):
         self.owns_queue = owns_queue
         self.jobs: list = []
         self.sparks: dict[str, str] = {}
+        self._spark_due: set[str] = set()  # jobs whose sparkline is to be read again
+        self._sparks_busy = False
         self._loss_tails: dict[str, tuple[MetricsTail, Series]] = {}
         self.event_log: dict[str, deque[tuple[int, str]]] = {}  # (sequence number, line) per job
         self._seq = 0
+        self.resource_monitor = None  # a workbench.resources.ResourceMonitor for the meters (None: the real one)
         self.marked_runs: set[Path] = set()  # runs chosen (space) to overlay or evaluate
         self.devices = ["auto", "cpu"]  # completed by _probe_devices
         self._dirty: set[str] = set()
@@ -133,9 +165,23 @@ class GenwbApp(App):
                 pass
 
     def _hung_up(self, signum: int) -> None:
-        # Checkpoint first, here and now: the terminal may be gone, and exiting may not get far.
+        # Checkpoint first, here and now, then leave through the ordinary exit: the driver
+        # (workbench.tui.driver) no longer blocks on a terminal that is gone.
         self.close_queue()
         self.exit()
+
+    def on_terminal_gone(self, message) -> None:
+        """The driver found the terminal gone (a write or read failed) before or without a SIGHUP."""
+        self._hung_up(signal.SIGHUP)
+
+    def get_driver_class(self):
+        """Textual's driver for this platform; on Linux and macOS, one that survives a closed terminal."""
+        driver = super().get_driver_class()
+        if (driver.__module__, driver.__name__) == ("textual.drivers.linux_driver", "LinuxDriver"):
+            from workbench.tui.driver import GenwbDriver
+
+            return GenwbDriver
+        return driver
 
     @work(thread=True, exit_on_error=False, group="devices")
     def _probe_devices(self) -> None:
@@ -184,8 +230,12 @@ class GenwbApp(App):
                 else:
                     self.notify(f"{what} {job.id} ({job.name}) done")
             if job.kind == "train" and (job.id in changed or job.id not in self.sparks):
-                self.sparks[job.id] = self._spark(job)
+                self._spark_due.add(job.id)
         self.jobs = jobs
+        if self._spark_due and not self._sparks_busy:
+            due, self._spark_due = [j for j in jobs if j.id in self._spark_due], set()
+            self._sparks_busy = True
+            self._update_sparks(due)
         if not changed and [j.id for j in jobs] == list(previous):
             return  # the same jobs as the last snapshot (a poll with no news): nothing to redraw
         for screen in self.screen_stack:
@@ -224,15 +274,32 @@ class GenwbApp(App):
         kwargs = {} if n is None else {"n": n}
         return self.submit_job(f"evaluate {Path(run_dir).name}", lambda: self.queue.submit_eval(str(run_dir), **kwargs), done)
 
+    @work(thread=True, exit_on_error=False, group="sparks")
+    def _update_sparks(self, jobs: list) -> None:
+        """Read the new rows of each job's metrics file (the whole run the first time, up to
+        SPARK_READ_BYTES) off the UI thread, then hand the sparklines over."""
+        try:
+            sparks = {job.id: self._spark(job) for job in jobs}
+        finally:
+            self._sparks_busy = False
+        self.call_from_thread(self._take_sparks, sparks)
+
+    def _take_sparks(self, sparks: dict[str, str]) -> None:
+        changed = {job_id for job_id, line in sparks.items() if self.sparks.get(job_id) != line}
+        self.sparks.update(sparks)
+        if changed:
+            for screen in self.screen_stack:
+                screen.post_message(JobsUpdated(self.jobs, changed))
+
     def _spark(self, job) -> str:
-        """The job's training loss as a sparkline, from its metrics file read incrementally."""
+        """The job's training loss over its whole run as a sparkline (its metrics file read incrementally)."""
         if not job.run_dir:
             return ""
         path = Path(job.run_dir) / "metrics.jsonl"
         tail, series = self._loss_tails.get(job.id, (None, None))
         if tail is None or tail.path != path:
             tail, series = MetricsTail(path), Series(SPARK_POINTS)
-            tail.skip_to_tail(TAIL_BYTES)  # the recent past of a long run, read at once
+            tail.skip_to_tail(SPARK_READ_BYTES)  # the whole run, unless it is huge
         rows = tail.read_new()
         if tail.restarted:
             series = Series(SPARK_POINTS)
@@ -240,7 +307,7 @@ class GenwbApp(App):
             if row.get("split", "train") == "train" and isinstance(row.get("loss"), (int, float)):
                 series.append(row["step"], row["loss"])
         self._loss_tails[job.id] = (tail, series)
-        return sparkline(series.points()[1], 14)
+        return run_sparkline(series.points()[1], SPARK_WIDTH)
 
     def job(self, job_id: str | None):
         return next((j for j in self.jobs if j.id == job_id), None)
@@ -257,15 +324,24 @@ class GenwbApp(App):
                 self.notify(f"checkpointing {len(running)} job(s)…", timeout=30)
                 self._shutdown_then_exit()
 
-        self.push_screen(ConfirmScreen(
-            f"{len(running)} job(s) running. Quit? They stop at a checkpoint now and resume "
-            f"the next time a genwb app or `genwb queue work` opens {self.runs_dir}.",
-            yes="Checkpoint and quit", no="Stay"), answered)
+        self.push_screen(ConfirmScreen(quit_question(running, self.runs_dir), yes="Quit", no="Stay"), answered)
 
     @work(thread=True, exit_on_error=False, group="shutdown")
     def _shutdown_then_exit(self) -> None:
         self.close_queue()
         self.call_from_thread(self.exit)
+
+    # -- keys ----------------------------------------------------------------------------------------
+    def action_keys(self) -> None:
+        """``?``: the keys of the current screen (its focused list's, its own, the app's)."""
+        from workbench.tui.screens.help import HelpScreen, screen_keys
+
+        screen = self.screen
+        if isinstance(screen, HelpScreen):
+            self.pop_screen()
+            return
+        title = getattr(screen, "HELP_TITLE", None) or type(screen).__name__.removesuffix("Screen").lower() or "this screen"
+        self.push_screen(HelpScreen(f"the {title} screen", screen_keys(screen, self)))
 
     # -- command palette -------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

@@ -6,20 +6,32 @@ from pathlib import Path
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from workbench.jobs import FINISHED
 from workbench.runindex import has_checkpoint
 from workbench.tui.messages import JobsUpdated
+from workbench.tui.screens.confirm import ConfirmScreen
+from workbench.tui.widgets.footer import KeyFooter
+from workbench.tui.widgets.job_panes import JobPanes
 from workbench.tui.widgets.job_table import JobTable
 
 
+RESUMABLE = ("paused", "cancelled", "failed")
+FOLLOW_S = 0.15  # the panes follow the table's cursor after it rests this long
+
 
 class JobsScreen(Screen):
+    """Every key acts on the job selected when it was pressed, found by its id (rows may move
+    under the cursor while a question is open); cancel and remove ask first."""
+
+    HELP_TITLE = "jobs"
     BINDINGS = [
+        Binding("q", "app.quit", "Quit"),
         Binding("n", "new_job", "New job"),
         Binding("c", "cancel_job", "Cancel"),
         Binding("p", "pause_job", "Pause"),
+        Binding("R", "resume_job", "Resume", key_display="R"),
         Binding("plus,equals_sign", "move(-1)", "Up", key_display="+"),
         Binding("minus", "move(1)", "Down", key_display="-"),
         Binding("enter", "details", "Details", show=False),  # the table's enter shows in the footer
@@ -29,14 +41,15 @@ class JobsScreen(Screen):
         Binding("f", "fid", "FID/IS"),
         Binding("space", "mark", "Mark", show=False),
         Binding("delete,x", "remove_job", "Remove", show=False),
-        Binding("q", "app.quit", "Quit"),
+        Binding("z", "toggle_panes", "Table only", show=False),
     ]
 
     def compose(self) -> ComposeResult:
         yield Static("", id="jobs-title", classes="title-bar")
         yield JobTable(id="jobs")
         yield Static("", id="jobs-hint", classes="hint")
-        yield Footer()
+        yield JobPanes(monitor=getattr(self.app, "resource_monitor", None), id="panes")
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self._update_title()
@@ -64,10 +77,28 @@ class JobsScreen(Screen):
 
     def on_data_table_row_highlighted(self, event) -> None:
         self._update_title()
+        self._follow_selection()
 
     def on_jobs_updated(self, message: JobsUpdated) -> None:
         self.query_one(JobTable).show(message.jobs, self.app.sparks, self.app.marked_runs)
         self._update_title()
+        self._follow_selection()
+
+    def _follow_selection(self) -> None:
+        """The panes show the selected job (by id: rows may have moved), once the cursor rests for
+        FOLLOW_S: holding j or k does not build a curve panel for every row passed."""
+        timer = getattr(self, "_follow_timer", None)
+        if timer is not None:
+            timer.stop()
+        self._follow_timer = self.set_timer(FOLLOW_S, self._show_selected)
+
+    def _show_selected(self) -> None:
+        self._follow_timer = None
+        self.query_one(JobPanes).show_job(self.app.job(self.query_one(JobTable).selected_id))
+
+    def action_toggle_panes(self) -> None:
+        """z: the table alone, on the whole screen (and back)."""
+        self.toggle_class("-table-only")
 
     # -- the selected job ------------------------------------------------------------------------
     def selected(self, need_run: bool = False, need_checkpoint: bool = False):
@@ -96,6 +127,11 @@ class JobsScreen(Screen):
 
         self.app.push_screen(NewJobScreen())
 
+    def _confirm(self, question: str, yes: str, then) -> None:
+        """Ask ``question``; ``then()`` runs only on yes (y). n, escape and enter (the focused
+        button) leave everything as it was."""
+        self.app.push_screen(ConfirmScreen(question, yes=yes, no="Keep"), lambda ok: then() if ok else None)
+
     def action_cancel_job(self) -> None:
         job = self.selected()
         if job is None:
@@ -103,7 +139,26 @@ class JobsScreen(Screen):
         if job.state in FINISHED:
             self.notify(f"{job.id} is already {job.state}", severity="warning")
             return
-        self._command(f"cancel {job.id}", self.app.queue.cancel, job.id)
+        job_id = job.id  # fixed now: the answer acts on this job wherever its row has moved
+        if job.kind == "eval":
+            what = "The evaluation stops at its next batch; R starts it again."
+        elif job.state == "running":
+            what = "It stops at a checkpoint; R resumes it from there."
+        else:
+            what = f"It is {job.state} and will not start; R queues it again."
+        self._confirm(f"Cancel {job_id} ({job.name or job.kind}, {job.state})? {what}", "Cancel the job",
+                      lambda: self._command(f"cancel {job_id}", self.app.queue.cancel, job_id))
+
+    def action_resume_job(self) -> None:
+        """R: a paused, cancelled or failed job goes back into the queue, from its last checkpoint."""
+        job = self.selected()
+        if job is None:
+            return
+        if job.state not in RESUMABLE:
+            self.notify(f"{job.id} is {job.state}: only a paused, cancelled or failed job resumes", severity="warning")
+            return
+        self._command(f"resume {job.id}", self.app.queue.resume, job.id)
+        self.notify(f"{job.id} queued again; it carries on from its last checkpoint")
 
     def action_pause_job(self) -> None:
         job = self.selected()
@@ -138,8 +193,14 @@ class JobsScreen(Screen):
 
     def action_remove_job(self) -> None:
         job = self.selected()
-        if job is not None:
-            self._command(f"remove {job.id}", self.app.queue.remove, job.id)
+        if job is None:
+            return
+        if job.state not in FINISHED:
+            self.notify(f"{job.id} is {job.state}: cancel it (c) before removing it", severity="warning")
+            return
+        job_id = job.id
+        self._confirm(f"Remove {job_id} ({job.name or job.kind}, {job.state}) from the list? Its run folder stays.",
+                      "Remove", lambda: self._command(f"remove {job_id}", self.app.queue.remove, job_id))
 
     def action_details(self) -> None:
         job = self.selected(need_run=True)

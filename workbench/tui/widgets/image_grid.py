@@ -26,7 +26,6 @@ from textual.containers import Center
 from textual.widget import Widget
 from textual.widgets import Static
 
-from workbench import images as image_files
 from workbench.tui import settings
 
 HIGHLIGHT = (255, 170, 0)  # the frame around a highlighted image
@@ -164,6 +163,8 @@ def to_pil(image: Source, nrow: int | None = None) -> PILImage.Image:
             image = image.unsqueeze(0)
         if image.dim() != 4 or image.shape[0] == 0:
             raise ValueError(f"expected images of shape (n, C, H, W), got {tuple(image.shape)}")
+        from workbench import images as image_files  # torch: only for tensors, not at the app's start
+
         return PILImage.fromarray(image_files.grid(image, nrow))
     raise ValueError(f"cannot show a {type(image).__name__} as an image")
 

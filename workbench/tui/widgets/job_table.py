@@ -58,8 +58,25 @@ def job_cells(job, curve: str = "", marked: bool = False) -> dict[str, object]:
             "curve": Text(curve, style="green")}
 
 
+#: Columns dropped first when the table does not fit its width, in this order; id and state stay.
+DROP_ORDER = ["dataset", "device", "model", "speed", "name", "eta", "loss", "curve", "progress"]
+LABELS = dict(COLUMNS)
+
+
+def fitting_columns(widths: dict[str, int], available: int) -> list[str]:
+    """The column keys to show in ``available`` cells, given each column's natural width:
+    all of them if they fit, else without the first columns of DROP_ORDER (2 cells of padding each)."""
+    shown = [key for key, _ in COLUMNS]
+    for key in DROP_ORDER:
+        if sum(widths.get(k, 0) + 2 for k in shown) <= available:
+            break
+        shown.remove(key)
+    return shown
+
+
 class JobTable(ListTable):
-    """Rows follow ``show(jobs, curves)``: added, updated in place, removed, in queue order."""
+    """Rows follow ``show(jobs, curves)``: added, updated in place, removed, in queue order. The
+    columns that fit the width are shown (``fitting_columns``), re-chosen on every resize."""
 
     BINDINGS = [Binding("enter", "select_cursor", "Details")]
 
@@ -67,10 +84,13 @@ class JobTable(ListTable):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self._cells: dict[str, dict[str, object]] = {}
         self._order: list[str] = []
+        self.shown_columns: list[str] = []
 
     def on_mount(self) -> None:
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
+        self._fit()
+
+    def on_resize(self) -> None:
+        self._fit()
 
     @property
     def selected_id(self) -> str | None:
@@ -78,22 +98,47 @@ class JobTable(ListTable):
             return None
         return self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value
 
+    def _widths(self) -> dict[str, int]:
+        widths = {key: len(label) for key, label in COLUMNS}
+        for cells in self._cells.values():
+            for key, value in cells.items():
+                widths[key] = max(widths[key], len(str(value)))
+        return widths
+
+    def _fit(self) -> None:
+        """Show the columns that fit; rebuild the table when that set changed (cursor kept by id)."""
+        available = self.size.width or self.app.size.width
+        shown = fitting_columns(self._widths(), available - 1)  # a cell for the scrollbar's edge
+        if shown == self.shown_columns:
+            return
+        keep = self.selected_id
+        self.clear(columns=True)
+        self.shown_columns = shown
+        for key in shown:
+            self.add_column(LABELS[key], key=key)
+        for job_id in self._order:
+            self.add_row(*(self._cells[job_id][k] for k in shown), key=job_id)
+        if keep in self._order:
+            self.move_cursor(row=self._order.index(keep), animate=False)
+
     def show(self, jobs: list, curves: dict[str, str], marked: set = frozenset()) -> None:
         order = [job.id for job in jobs]
         cells = {job.id: job_cells(job, curves.get(job.id, ""), bool(job.run_dir) and Path(job.run_dir) in marked)
                  for job in jobs}
+        old_cells, self._cells = self._cells, cells
         if order != self._order:
             keep = self.selected_id
             self.clear()
-            for job_id in order:
-                self.add_row(*cells[job_id].values(), key=job_id)
             self._order = order
+            for job_id in order:
+                self.add_row(*(cells[job_id][k] for k in self.shown_columns), key=job_id)
             if keep in order:
                 self.move_cursor(row=order.index(keep), animate=False)
         else:
             for job_id in order:
-                old = self._cells.get(job_id, {})
-                for key, value in cells[job_id].items():
+                old = old_cells.get(job_id, {})
+                for key in self.shown_columns:
+                    value = cells[job_id][key]
                     if str(old.get(key)) != str(value) or (isinstance(value, Text) and old.get(key) != value):
                         self.update_cell(job_id, key, value, update_width=True)
-        self._cells = cells
+        self._fit()
