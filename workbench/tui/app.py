@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from textual import work
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
 from workbench import events as ev
 from workbench.jobs import FINISHED
 from workbench.runindex import MetricsTail, Series, sparkline
-from workbench.tui.messages import TAIL_BYTES, JobsUpdated, QueueEvent
+from workbench.tui.messages import JobsUpdated, QueueEvent
 from workbench.tui.screens.confirm import ConfirmScreen
 
 REFRESH_HZ = 4

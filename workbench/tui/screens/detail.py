@@ -20,13 +20,20 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Label, RichLog, Static, TabbedContent, TabPane
+from textual.widgets import Label, RichLog, Static, TabbedContent, TabPane
 
 from workbench.jobs import FINISHED
-from workbench.runindex import EVAL_METRICS, has_checkpoint, nll_kind, read_config, total_steps
+from workbench.runindex import (
+    EVAL_METRICS,
+    has_checkpoint,
+    nll_kind,
+    read_config,
+    total_steps,
+)
 from workbench.runlive import LiveRun, RunLive
 from workbench.tui.messages import JobsUpdated
 from workbench.tui.widgets.curves import CurvesPanel
+from workbench.tui.widgets.footer import KeyFooter
 from workbench.tui.widgets.image_grid import ImageGrid
 
 TABS = ["curves", "samples", "log", "config", "evaluation"]
@@ -190,7 +197,7 @@ class DetailScreen(Screen):
             with TabPane("Evaluation [5]", id="evaluation"):
                 with VerticalScroll():
                     yield Static(id="eval-view")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self._config = read_config(self.run_dir)

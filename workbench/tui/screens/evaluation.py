@@ -12,12 +12,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from workbench.reference import reference
 from workbench.runindex import EVAL_METRICS, EvalRow, eval_rows, has_checkpoint
 from workbench.tui.messages import JobsUpdated
 from workbench.tui.screens.runs import OpenTable
+from workbench.tui.widgets.footer import KeyFooter
 from workbench.tui.widgets.job_table import format_number
 
 RESCAN_S = 2.0
@@ -48,7 +49,7 @@ class EvaluationScreen(Screen):
         yield Static("", id="eval-title", classes="title-bar")
         yield OpenTable(id="eval-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="eval-note", classes="hint")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

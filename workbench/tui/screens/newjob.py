@@ -6,8 +6,8 @@ the first problem shows as one line under the form, and nothing is queued until 
 """
 from __future__ import annotations
 
-import tomllib
 import re
+import tomllib
 from pathlib import Path
 
 from textual import work
@@ -15,13 +15,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Footer, Input, Label, Select, Static
+from textual.widgets import Button, Input, Label, Select, Static
 
 from workbench.config import toml_value
 from workbench.errors import UserError
 from workbench.jobs import FINISHED
-
-
+from workbench.tui.widgets.footer import KeyFooter
 
 # The checkout genwb runs from (``pip install -e .``): its presets are offered wherever genwb starts.
 PROJECT = Path(__file__).resolve().parents[3]
@@ -118,7 +117,7 @@ class NewJobScreen(ModalScreen[str | None]):
             with Horizontal(id="buttons"):
                 yield Button("Submit", variant="primary", id="submit")
                 yield Button("Cancel", id="cancel")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         if not self.presets:

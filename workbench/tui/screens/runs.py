@@ -20,13 +20,14 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from workbench.jobs import FINISHED
 from workbench.lease import Holder
 from workbench.runindex import RunRow, has_checkpoint, scan_runs
 from workbench.runs import live_state
 from workbench.tui import settings
+from workbench.tui.widgets.footer import KeyFooter
 from workbench.tui.widgets.job_table import format_number
 from workbench.tui.widgets.table import ListTable
 
@@ -125,7 +126,7 @@ class RunsScreen(Screen):
                     placeholder="filter: words to match in name, model, dataset, state (/ to edit, esc to leave)",
                     id="filter")
         yield OpenTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one(DataTable).focus()

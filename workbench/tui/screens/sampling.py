@@ -30,10 +30,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import get_current_worker
 
 from workbench.classnames import labelled
+from workbench.tui.widgets.footer import KeyFooter
 from workbench.tui.widgets.image_grid import ImageGrid, cell_pixels
 
 TEMPERATURES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0)
@@ -159,7 +160,7 @@ class SamplingScreen(Screen):
         yield Static(self._status, id="status")
         yield ImageGrid(id="main")
         yield ImageGrid(id="strip")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self._load()

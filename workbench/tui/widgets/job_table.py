@@ -6,7 +6,6 @@ from pathlib import Path
 
 from rich.text import Text
 from textual.binding import Binding
-from textual.widgets import DataTable
 
 from workbench.tui.widgets.table import ListTable
 
