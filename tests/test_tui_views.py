@@ -19,7 +19,6 @@ from workbench.tui.app import create_app
 from workbench.tui.screens.detail import DetailScreen
 from workbench.tui.screens.runs import RunsScreen
 
-pytestmark = pytest.mark.asyncio
 SIZE = (120, 40)
 
 
@@ -55,6 +54,7 @@ def holder_process(tmp_path):
         proc.wait(timeout=10)
 
 
+@pytest.mark.asyncio
 async def test_runs_browser_shows_the_writer_and_refuses_R_on_a_held_run(tmp_path, holder_process):
     """Issue 16: `R` on a run another process trains queued a second trainer. Catches a browser
     that resumes a held run, or refuses it without naming the holder."""
@@ -79,6 +79,7 @@ async def test_runs_browser_shows_the_writer_and_refuses_R_on_a_held_run(tmp_pat
     proc.wait(timeout=10)
 
 
+@pytest.mark.asyncio
 async def test_runs_browser_shows_live_step_and_state(tmp_path):
     """A run whose status.json says "running" at step 0 but whose process is gone, with metrics at
     step 170, shows "interrupted" at 170; a run whose job the queue cancelled shows "cancelled".
@@ -100,6 +101,7 @@ async def test_runs_browser_shows_live_step_and_state(tmp_path):
         assert rows["made-job"][4:6] == ["cancelled", "14/24"]
 
 
+@pytest.mark.asyncio
 async def test_sort_and_filter_persist_for_the_session_and_in_the_config_file(tmp_path):
     """Catches a browser whose sort and filter reset each time it opens (issue 17)."""
     runs = tmp_path / "runs"
@@ -122,6 +124,7 @@ async def test_sort_and_filter_persist_for_the_session_and_in_the_config_file(tm
     assert RunsScreen().sort_column == 1
 
 
+@pytest.mark.asyncio
 async def test_detail_on_a_huge_unterminated_metrics_line_reads_bounded_off_the_ui_thread(tmp_path, monkeypatch):
     """Hostile case 18: metrics.jsonl ends in a 64 MiB line without a newline (sparse). The detail
     screen shows the rows before it, stays responsive, and its polls read almost nothing after the
@@ -174,6 +177,7 @@ async def test_detail_on_a_huge_unterminated_metrics_line_reads_bounded_off_the_
     assert readers == {False}  # every read of the metrics file in a worker thread
 
 
+@pytest.mark.asyncio
 async def test_brackets_step_through_the_samples_of_earlier_steps(tmp_path):
     """`[` shows the grid of the previous logged step, `]` the next, and at the newest the view
     follows new grids again. Catches a Samples tab that only ever shows the newest PNG."""
@@ -210,6 +214,7 @@ def test_new_job_errors_are_one_clean_line():
     assert clean_error(f"{preset}: : num_masks must be an integer", preset) == "made.toml: num_masks must be an integer"
 
 
+@pytest.mark.asyncio
 async def test_codebook_term_equal_to_commitment_is_named_and_counters_leave_the_loss_parts(tmp_path):
     """A VQ-VAE logs codebook == commitment (beta 1) and a "restarted" counter. Catches the codebook
     line hidden under the commitment line, and the counter plotted among the loss parts."""

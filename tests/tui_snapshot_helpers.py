@@ -31,10 +31,13 @@ def app_for(workspace, jobs=None):
     return create_app("runs", queue=FixedQueue(workspace["jobs"] if jobs is None else jobs), image_protocol="halfcell")
 
 
-async def settle(pilot, condition=lambda: True, timeout=10.0):
+async def settle(pilot, condition=lambda: True, timeout=120.0):
+    """Wait for ``condition`` (a loaded machine may take long), then for the frame it leads to. A
+    snapshot taken before its screen is ready would fail as a picture that says nothing of why."""
     deadline = time.monotonic() + timeout
     await pilot.pause()
-    while not condition() and time.monotonic() < deadline:
+    while not condition():
+        assert time.monotonic() < deadline, f"the screen was not ready after {timeout:.0f} s: {condition.__name__}"
         await pilot.pause(0.1)
     await pilot.pause(0.3)
 
