@@ -40,5 +40,20 @@ async def settle(pilot, condition=lambda: True, timeout=120.0):
         assert time.monotonic() < deadline, f"the screen was not ready after {timeout:.0f} s: {condition.__name__}"
         await pilot.pause(0.1)
     await pilot.pause(0.3)
+    await quiet_screen(pilot)
+
+
+async def quiet_screen(pilot, limit_s: float = 10.0) -> None:
+    """Wait until two frames 0.3 s apart are the same: panes that follow the cursor, coalesced
+    updates and log tails land a frame or two after the state they show, later on a busy machine.
+    (A blinking cursor never settles: after ``limit_s`` the picture is taken as it is.)"""
+    end = time.monotonic() + limit_s
+    before = pilot.app.export_screenshot()
+    while time.monotonic() < end:
+        await pilot.pause(0.3)
+        now = pilot.app.export_screenshot()
+        if now == before:
+            return
+        before = now
 
 

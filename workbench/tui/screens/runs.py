@@ -199,14 +199,14 @@ class RunsScreen(Screen):
         cells = [self.cells(r) for r in rows]
         widths = {key: max([len(heading)] + [len(str(c[key])) for c in cells]) for key, heading, _ in COLUMNS}
         columns = fitting_columns(widths, self.size.width - 2)
-        if columns != self.columns:
-            table.clear(columns=True)
-            table.add_column(" ", key="mark")
-            for key, heading, _ in COLUMNS:
-                if key in columns:
-                    table.add_column(heading, key=key)
-            self.columns = columns
-        table.clear()
+        # Columns are laid out anew with the rows: a column kept across a clear keeps the width of
+        # the rows it held before (names cut to "mad" when the first draw had no rows yet).
+        table.clear(columns=True)
+        table.add_column(" ", key="mark")
+        for key, heading, _ in COLUMNS:
+            if key in columns:
+                table.add_column(heading, key=key)
+        self.columns = columns
         for r, c in zip(rows, cells):
             mark = Text("●", style="bold yellow") if r.path in self.app.marked_runs else ""
             table.add_row(mark, *(c[k] for k in columns), key=str(r.path))
