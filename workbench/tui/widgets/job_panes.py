@@ -32,6 +32,16 @@ def metrics_line(row: dict) -> str:
     return f"{row.get('step')}: {row.get('split', 'train')} {values}"
 
 
+class LogTail(Static):
+    """The log pane. The meters above it grow when their first samples arrive, so its height
+    changes without the panes' own: it takes the tail that fits again after each resize."""
+
+    def on_resize(self) -> None:
+        panes = next((a for a in self.ancestors if isinstance(a, JobPanes)), None)
+        if panes is not None:
+            self.call_after_refresh(panes._draw_log)
+
+
 class JobPanes(Vertical):
     DEFAULT_CSS = """
     JobPanes { height: 1fr; layout: horizontal; }
@@ -63,7 +73,7 @@ class JobPanes(Vertical):
         with Vertical(id="panes-side"):
             yield Vertical(Static("no samples yet", id="samples-note"), id="pane-samples", classes="pane")
             yield MetersPanel(self._monitor, id="pane-meters", classes="pane")
-            yield Static("", id="pane-log", classes="pane")
+            yield LogTail("", id="pane-log", classes="pane")
 
     def on_mount(self) -> None:
         self.query_one("#pane-curves").border_title = "curve"
