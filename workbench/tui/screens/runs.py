@@ -205,7 +205,7 @@ class RunsScreen(Screen):
         table.add_column(" ", key="mark")
         for key, heading, _ in COLUMNS:
             if key in columns:
-                table.add_column(heading, key=key)
+                table.add_column(heading, key=key, width=widths[key])  # its cells' width, not the auto width
         self.columns = columns
         for r, c in zip(rows, cells):
             mark = Text("●", style="bold yellow") if r.path in self.app.marked_runs else ""
