@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from tests.tui_fakes import classifier_eval, make_run
+from tests.tui_fakes import classifier_eval, count_reads, make_run
 from workbench.reference import reference
 from workbench.runindex import Curves, MetricsTail, Series, eval_rows, latest_samples, scan_runs, sparkline
 
@@ -169,41 +169,21 @@ def test_tail_skips_a_huge_unterminated_line_with_bounded_reads(tmp_path, monkey
 
     monkeypatch.setattr(runindex, "MAX_LINE_BYTES", 1000)
     monkeypatch.setattr(runindex, "CHUNK_BYTES", 4096)
-    read = []
-
-    class Counting:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-        def seek(self, n):
-            return self.f.seek(n)
-
-        def read(self, n=-1):
-            data = self.f.read(n)
-            read.append(len(data))
-            return data
-
-    monkeypatch.setattr(runindex, "open", lambda *a: Counting(open(*a)), raising=False)
+    reads = count_reads(monkeypatch, runindex)
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 2.0}\n' + '{"step": 2, "loss": "' + "x" * 200_000)
     tail = MetricsTail(path)
     assert tail.read_new(budget=8192) == [{"step": 1, "loss": 2.0}]
-    assert sum(read) <= 8192 and tail.more
+    assert sum(n for n, _ in reads) <= 8192 and tail.more
     calls = 0
     while tail.more:
         calls += 1
-        read.clear()
+        reads.clear()
         assert tail.read_new(budget=8192) == []
-        assert sum(read) <= 8192  # bounded per call
+        assert sum(n for n, _ in reads) <= 8192  # bounded per call
     assert calls < 40
-    read.clear()
-    assert tail.read_new(budget=8192) == [] and sum(read) == 0  # skipped for good: never read again
+    reads.clear()
+    assert tail.read_new(budget=8192) == [] and sum(n for n, _ in reads) == 0  # skipped for good: never read again
     with open(path, "a") as f:
         f.write('", "end": 1}\n{"step": 3, "loss": 1.5}\n')
     assert tail.read_new(budget=8192) == [{"step": 3, "loss": 1.5}]

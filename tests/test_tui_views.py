@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Input, Static
 
-from tests.tui_fakes import FixedQueue, job_info, make_run
+from tests.tui_fakes import FixedQueue, count_reads, job_info, make_run
 from workbench.tui import settings
 from workbench.tui.app import create_app
 from workbench.tui.screens.detail import DetailScreen
@@ -137,30 +136,7 @@ async def test_detail_on_a_huge_unterminated_metrics_line_reads_bounded_off_the_
         f.write(b'{"step": 14, "loss": "')
         f.seek(64 << 20, 1)
         f.write(b"x")
-    read = [0]
-    readers = set()
-    real_open = open
-
-    class Counting:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-        def seek(self, n):
-            return self.f.seek(n)
-
-        def read(self, n=-1):
-            data = self.f.read(n)
-            read[0] += len(data)
-            readers.add(threading.current_thread() is threading.main_thread())
-            return data
-
-    monkeypatch.setattr(runindex, "open", lambda *a: Counting(real_open(*a)), raising=False)
+    reads = count_reads(monkeypatch, runindex)
     app = create_app(tmp_path / "runs", queue=FixedQueue([]), image_protocol="halfcell")
     async with app.run_test(size=SIZE) as pilot:
         app.push_screen(DetailScreen(run))
@@ -168,13 +144,13 @@ async def test_detail_on_a_huge_unterminated_metrics_line_reads_bounded_off_the_
         screen = app.screen
         await wait_for(pilot, lambda: "12/24" in str(screen.query_one("#detail-title", Static).render()))
         await wait_for(pilot, lambda: "loss 510" in str(screen.query_one("#curves-status", Static).render()))
-        before = read[0]
+        before = len(reads)
         started = time.monotonic()
         while time.monotonic() - started < 2.5:  # two polls of the screen, five of the curves
             await pilot.press("3")
             await pilot.press("1")
-        assert read[0] - before < 1 << 20
-    assert readers == {False}  # every read of the metrics file in a worker thread
+        assert sum(n for n, _ in reads[before:]) < 1 << 20
+    assert {main for _, main in reads} == {False}  # every read of the metrics file in a worker thread
 
 
 @pytest.mark.asyncio

@@ -3,6 +3,7 @@ It speaks JobQueue's interface (workbench.jobs), so the app cannot tell the diff
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 from workbench.jobs import JobInfo
 
@@ -145,3 +146,31 @@ def classifier_eval(fid, is_mean=3.0, nll=None):
     if nll is not None:
         out.update(test_nll=nll, test_bpd=nll / 543.4, likelihood="exact")
     return out
+
+
+def count_reads(monkeypatch, module):
+    """Patches ``module.open`` so that every read of a file it opens is recorded: returns the list
+    of (bytes read, read on the main thread) that grows with each read."""
+    reads: list[tuple[int, bool]] = []
+    real_open = open
+
+    class Counting:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def seek(self, n):
+            return self.f.seek(n)
+
+        def read(self, n=-1):
+            data = self.f.read(n)
+            reads.append((len(data), threading.current_thread() is threading.main_thread()))
+            return data
+
+    monkeypatch.setattr(module, "open", lambda *a: Counting(real_open(*a)), raising=False)
+    return reads
