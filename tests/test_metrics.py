@@ -202,3 +202,86 @@ def test_conditional_accuracy_counts_argmax_matches():
     assert conditional_accuracy(probs, torch.tensor([0, 1, 1, 1])) == 0.75
     with pytest.raises(ValueError):
         conditional_accuracy(probs, [0, 1])
+
+
+# -- found by mutation testing (mutmut run "workbench.metrics*") ---------------------------
+@pytest.mark.parametrize("d,n,seed", [(8, 7, 2), (16, 15, 6), (32, 31, 0)])
+def test_a_singular_covariance_that_passes_cholesky_is_still_exact(d, n, seed):
+    """n < d features give a singular covariance that Cholesky may still factor thanks to rounding
+    (pivots ~1e-8 of the largest in these cases on this machine's LAPACK); taking that factor
+    gives square roots of rounding noise, ~1e-9 relative off. Kills the mutants of the pivot
+    guard (`min ** 2` -> `min * 2`, `tol * max ** 2` -> `tol / max ** 2`, ...) and of the rank
+    tolerance: the statistics route must equal the exact feature route to 1e-12."""
+    rng = np.random.default_rng(seed)
+    f1 = rng.standard_normal((n, d)) * rng.uniform(0.5, 3, d)
+    f2 = rng.standard_normal((3 * d, d))
+    exact = frechet_distance_from_features(f1, f2)
+    assert frechet_distance(*gaussian_statistics(f1), *gaussian_statistics(f2)) == pytest.approx(exact, rel=1e-12)
+
+
+def test_trace_term_with_one_zero_covariance_is_zero_on_either_side():
+    """A point mass against a Gaussian: tr((0 S)^(1/2)) = 0 whichever side is zero, and a singular
+    side keeps only its range. Catches a factor of a zero matrix that is not empty. (`or` -> `and`
+    in the empty-factor test survives, an equivalent mutant: the SVD of a 0 x r matrix sums to 0.)"""
+    s = np.diag([1.0, 4.0, 9.0])
+    assert trace_sqrt_product(np.zeros((3, 3)), s) == 0.0
+    assert trace_sqrt_product(s, np.zeros((3, 3))) == 0.0
+    assert trace_sqrt_product(np.diag([0.0, 4.0, 0.0]), s) == pytest.approx(4.0, rel=1e-12)
+
+
+def test_feature_route_is_zero_for_one_set_and_needs_two_vectors_a_side():
+    """Kills `max(value, 0.0)` -> `max(value, 1.0)` on the feature route (FID of a set with itself is
+    0, not 1) and the off-by-one mutants of the size check (2 vectors are enough, 1 is not)."""
+    f = np.random.default_rng(0).standard_normal((5, 20))
+    assert frechet_distance_from_features(f, f) < 1e-9
+    assert frechet_distance_from_features(f[:2], f[2:4]) > 0
+    with pytest.raises(ValueError):
+        frechet_distance_from_features(f[:1], f)
+    with pytest.raises(ValueError):
+        frechet_distance_from_features(f, f[:1])
+
+
+def test_inception_score_renormalises_rows_and_validates_them():
+    """Rows that sum to 1 within 1e-4 (float32 softmax) are accepted and renormalised: the score
+    equals that of the exact rows. Kills `p / p.sum` -> `p * p.sum`, a dropped tolerance, and a
+    dropped check of negative entries; `splits` = n (one sample a chunk) scores exactly 1."""
+    rng = np.random.default_rng(0)
+    exact = rng.dirichlet(np.ones(5), 40)
+    off = exact * (1 + 5e-5)
+    assert inception_score(off, splits=4)[0] == pytest.approx(inception_score(exact, splits=4)[0], rel=1e-12)
+    with pytest.raises(ValueError):
+        inception_score(np.array([[1.2, -0.2], [0.5, 0.5]]), splits=1)
+    assert inception_score(exact, splits=40) == (pytest.approx(1.0, abs=1e-12), pytest.approx(0.0, abs=1e-12))
+
+
+def test_inception_score_defaults_to_ten_splits():
+    """The published recipe scores 10 chunks (mean and std over them). Twenty rows, the first ten
+    confident on two classes, the last ten identical: with 10 splits each chunk of 2 holds either
+    two confident rows or two equal ones; 11 splits (a mutant) give other chunks."""
+    probs = np.concatenate([np.eye(2)[np.arange(10) % 2], np.full((10, 2), 0.5)])
+    assert inception_score(probs) == inception_score(probs, splits=10)
+    assert inception_score(probs)[0] == pytest.approx(1.5, rel=1e-12)  # five chunks score 2, five score 1
+
+
+def test_precision_recall_counts_a_point_on_a_ball_boundary_and_ignores_scale():
+    """Kynkaanniemi et al. count a sample inside when its distance is <= the k-NN radius. Real
+    points 0, 1, 2, 3 have k=1 radii of 1, so a fake point at 4 lies on the boundary of ball(3, 1):
+    precision 1 (kills `<=` -> `<`). Scaled by 1e-3 nothing changes (kills a clamp at 1 instead of
+    0 in the distances). The default k is the paper's 3."""
+    real = np.array([[0.0], [1.0], [2.0], [3.0]])
+    fake = np.array([[4.0], [1.5], [10.0]])  # 10 is 7 from the nearest real point: outside
+    assert precision_recall(real, fake, k=1) == (pytest.approx(2 / 3), 1.0)
+    assert precision_recall(real * 1e-3, fake * 1e-3, k=1) == (pytest.approx(2 / 3), 1.0)
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((60, 3)), rng.standard_normal((60, 3)) * 1.3
+    assert precision_recall(a, b) == precision_recall(a, b, k=3) != precision_recall(a, b, k=4)
+    with pytest.raises(ValueError):
+        precision_recall(real, fake, k=3)  # k must stay below the smaller set's size
+
+
+def test_conditional_accuracy_takes_labels_of_any_shape():
+    """Labels as a column tensor or a nested list are flattened, not broadcast against the
+    predictions (kills `reshape(-1)` mutants)."""
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    assert conditional_accuracy(probs, torch.tensor([[0], [1], [1]])) == pytest.approx(2 / 3)
+    assert conditional_accuracy(probs, [[0], [0], [0]]) == pytest.approx(2 / 3)
