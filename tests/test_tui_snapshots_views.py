@@ -60,7 +60,7 @@ def test_runs_browser_sizes(workspace, snap_compare, size):
     assert snap_compare(app_for(workspace), terminal_size=size, run_before=run_before)
 
 
-@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (160, 48)])
 def test_detail_curves_sizes(workspace, snap_compare, size):
     async def run_before(pilot):
         await pilot.press("down", "enter")
