@@ -30,6 +30,17 @@ def test_help_imports_neither_torch_nor_textual():
     assert "LOADED []" in out.stdout, out.stdout + out.stderr
 
 
+def test_only_the_tui_package_imports_textual():
+    """Bug caught: a Textual or textual-serve import outside workbench/tui/ (as `genwb serve` once
+    had in cli.py), which breaks the rule that only the app's package depends on Textual."""
+    import re
+
+    pattern = re.compile(r"^\s*(from|import)\s+textual(_serve|_image|_plot)?\b", re.M)
+    offenders = [str(p.relative_to(ROOT)) for folder in ("workbench", "models") for p in (ROOT / folder).rglob("*.py")
+                 if "tui" not in p.relative_to(ROOT).parts and pattern.search(p.read_text())]
+    assert offenders == []
+
+
 def test_headless_run_never_imports_textual(tiny_preset, isolated):
     env = {**os.environ}
     out = _python("import sys\nfrom workbench.cli import main\n"

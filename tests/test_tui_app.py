@@ -240,7 +240,7 @@ async def _fill_form(pilot, app, preset: Path):
     await pilot.pause()
     screen = app.screen
     assert isinstance(screen, NewJobScreen)
-    screen.query_one("#preset", Select).value = str(preset)
+    screen.choose(preset)
     await wait_for(pilot, lambda: len(screen.query("#fields Input")) > 0, timeout=10)
     return screen
 
@@ -268,6 +268,107 @@ async def test_new_job_form_validates_inline_then_submits_overrides(tiny_preset,
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: not isinstance(app.screen, NewJobScreen), timeout=30)
         assert queue.calls == [("submit", str(preset), ("train.max_steps=8",), "j1", "cpu")]
+
+
+async def test_new_job_form_adds_a_schema_key_the_preset_lacks(tiny_preset, tmp_path, monkeypatch):
+    """Issue 17: the form could only edit the preset's own keys. Catches an add-key input that does
+    not complete from the schema, drops the added key from the overrides, or accepts a misspelt key."""
+    from workbench.config import parse_config
+
+    (tmp_path / "presets").mkdir()
+    preset = tmp_path / "presets" / "tiny.toml"
+    preset.write_text(tiny_preset.read_text())
+    assert "threads" not in preset.read_text()
+    monkeypatch.chdir(tmp_path)
+    app, queue = fixed_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await _fill_form(pilot, app, preset)
+        add = screen.query_one("#add-key", Input)
+        add.focus()
+        await pilot.press(*"run.th")
+        await wait_for(pilot, lambda: add._suggestion == "run.threads", timeout=10)  # completion from the schema
+        await pilot.press("right")
+        assert add.value == "run.threads"
+        await wait_for(pilot, lambda: "model.hidden" in screen.known, timeout=30)  # the model's hyper-parameters too
+        await pilot.press(*" = 1", "enter")
+        await pilot.pause()
+        assert screen.query_one("#field-run--threads", Input).value == "1" and add.value == ""
+        add.value = "run.thread = 2"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "unknown key 'run.thread' (did you mean run.threads?)" in str(screen.query_one("#error", Static).render())
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not isinstance(app.screen, NewJobScreen), timeout=30)
+        assert queue.calls == [("submit", str(preset), ("run.threads=1",), None, None)]
+        assert parse_config(preset.read_text(), str(preset), list(queue.calls[0][2])).run.threads == 1
+
+
+async def test_new_job_form_lists_presets_by_relative_path_and_first_comment(tmp_path, monkeypatch):
+    """Catches absolute paths in the preset list, a missing description, and a description taken
+    from a line other than the first comment."""
+    (tmp_path / "presets" / "paper").mkdir(parents=True)
+    (tmp_path / "presets" / "made.toml").write_text("# MADE on binarised Fashion-MNIST.\n# second line\n[run]\n")
+    (tmp_path / "presets" / "paper" / "nade_mnist.toml").write_text(
+        "# NADE on binarised MNIST: 500 hidden units, fixed\n# (raster) order\n[run]\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(newjob, "PROJECT", tmp_path / "project")
+    app, _ = fixed_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("n")
+        await pilot.pause()
+        listing = app.screen.query_one("#preset", newjob.OptionList)
+        prompts = [str(listing.get_option_at_index(i).prompt) for i in range(listing.option_count)]
+        assert [p.split()[0] for p in prompts] == ["made.toml", "paper/nade_mnist.toml"]
+        assert prompts[0].split(None, 1)[1] == "MADE on binarised Fashion-MNIST."
+        assert prompts[1].split(None, 1)[1] == "NADE on binarised MNIST"  # cut where the sentence runs on
+        assert not any(str(tmp_path) in p for p in prompts)
+
+
+async def test_new_job_form_tab_lands_only_on_visible_fields(tiny_preset, tmp_path, monkeypatch):
+    """Issue 17: the third Tab landed on an invisible container. Catches a focusable container or a
+    hidden widget in the form's focus chain."""
+    from textual.widgets import Button, OptionList
+
+    (tmp_path / "presets").mkdir()
+    preset = tmp_path / "presets" / "tiny.toml"
+    preset.write_text(tiny_preset.read_text())
+    monkeypatch.chdir(tmp_path)
+    app, _ = fixed_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        screen = await _fill_form(pilot, app, preset)
+        seen = []
+        for _ in range(len(screen.query("Input")) + 6):
+            await pilot.press("tab")
+            await pilot.pause()
+            w = app.focused
+            assert isinstance(w, (Input, Button, OptionList, Select)), type(w).__name__
+            x, y = w.region.x + w.region.width // 2, w.region.y + w.region.height // 2
+            under, _ = app.screen.get_widget_at(x, y)
+            assert w.region.area > 0 and (under is w or w in under.ancestors), (w, under)
+            seen.append(w.id or w.name)
+        assert {"device", "after", "add-key", "submit", "cancel", "preset"} <= set(seen)
+
+
+async def test_new_job_form_error_is_one_clean_line(tmp_path, monkeypatch):
+    """Issue 17 saw "made.toml: : num_masks must be an integer". Catches the empty field, the
+    absolute path and the "[model]:" prefix coming back in the line the form shows."""
+    (tmp_path / "presets").mkdir()
+    preset = tmp_path / "presets" / "made.toml"
+    preset.write_text((Path(__file__).resolve().parents[1] / "presets" / "made.toml").read_text())
+    monkeypatch.chdir(tmp_path)
+    app, queue = fixed_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await _fill_form(pilot, app, preset)
+        screen.query_one("#field-model--num_masks", Input).value = '"x"'
+        await pilot.press("ctrl+s")
+        error = lambda: str(screen.query_one("#error", Static).render())  # noqa: E731
+        await wait_for(pilot, lambda: "must be" in error(), timeout=30)
+        assert error() == 'made.toml: model.num_masks must be an integer, got "x"'
+        assert queue.calls == []
 
 
 async def test_submitted_tiny_job_reaches_done(tiny_preset, tmp_path, monkeypatch):

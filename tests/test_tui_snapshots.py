@@ -7,7 +7,6 @@ and look at the SVGs in tests/__snapshots__/ before committing."""
 from __future__ import annotations
 
 import pytest
-from textual.widgets import Select
 
 from tests.tui_snapshot_helpers import app_for, make_workspace, settle
 from workbench.resources import GpuReading, ResourceMonitor, Snapshot
@@ -85,9 +84,9 @@ def test_new_job_form(workspace, snap_compare):
         await settle_home(pilot)  # the home behind it, fully drawn
         await pilot.press("n")
         await settle(pilot)
-        pilot.app.screen.query_one("#preset", Select).value = str(workspace["runs"].parent / "presets" / "tiny.toml")
+        pilot.app.screen.choose(workspace["runs"].parent / "presets" / "tiny.toml")
         await settle(pilot, lambda: len(pilot.app.screen.query("#fields Input")) > 5)
-        pilot.app.screen.query_one("#preset", Select).focus()
+        pilot.app.screen.query_one("#preset").focus()
 
     assert snap_compare(home_app(workspace), terminal_size=SIZE, run_before=run_before)
 

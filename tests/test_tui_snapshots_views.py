@@ -60,10 +60,21 @@ def test_runs_browser_sizes(workspace, snap_compare, size):
     assert snap_compare(app_for(workspace), terminal_size=size, run_before=run_before)
 
 
-@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (160, 48)])
 def test_detail_curves_sizes(workspace, snap_compare, size):
     async def run_before(pilot):
         await pilot.press("down", "enter")
         await settle(pilot)
+
+    assert snap_compare(app_for(workspace), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (160, 48)], ids=["80x24", "100x30", "160x48"])
+def test_fid_panel_sizes(workspace, snap_compare, size):
+    """Columns drop in DROP_ORDER (screens/evaluation.py), never the run or its model (or the
+    reference's floor/ceiling); the footer keeps esc Back."""
+    async def run_before(pilot):
+        await pilot.press("f")
+        await settle(pilot, lambda: pilot.app.screen.query_one(DataTable).row_count >= 3)
 
     assert snap_compare(app_for(workspace), terminal_size=size, run_before=run_before)

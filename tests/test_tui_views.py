@@ -222,3 +222,22 @@ def test_class_names_of_the_known_datasets():
     assert class_name("fashion-mnist", 0) == "T-shirt/top" and class_name("fashion-mnist", 9) == "Ankle boot"
     assert class_name("CIFAR-10", 3) == "cat" and labelled("cifar10", 0) == "0 airplane"
     assert labelled("mnist", 7) == "7" and labelled("mystery", 4) == "4" and class_name("fashion-mnist", 12) == "12"
+
+
+def test_fid_panel_drops_columns_in_order_never_the_run_or_model():
+    """Catches a narrow FID/IS panel that cuts columns off the right (FID, bits/dim and job were cut
+    at 100x30), drops the run or its model, or drops a filled column before an empty one."""
+    from workbench.tui.screens.evaluation import COLUMNS, DROP_ORDER, fitting_columns
+
+    widths = {key: 8 for key, _ in COLUMNS}
+    everything = [key for key, _ in COLUMNS]
+    full = sum(w + 2 for w in widths.values()) + 3
+    assert fitting_columns(widths, full, set()) == everything
+    assert fitting_columns(widths, full - 1, {"job"}) == [k for k in everything if k != "job"]  # the empty one first
+    assert fitting_columns(widths, full - 1, set()) == [k for k in everything if k != DROP_ORDER[0]]
+    shown = [fitting_columns(widths, room, set()) for room in range(full, 0, -1)]
+    for keys in shown:
+        assert keys[:2] == ["run", "model"]
+        dropped = [k for k in everything if k not in keys]
+        assert set(dropped) == set(DROP_ORDER[:len(dropped)])
+    assert shown[-1] == ["run", "model"]

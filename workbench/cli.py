@@ -386,18 +386,9 @@ _RUNS = click.option("--runs", "runs_dir", default="runs", show_default=True, ty
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="The port to listen on.")
 def serve(runs_dir, host, port):
     """The app in a web browser (textual-serve): each browser tab runs `genwb --runs RUNS`."""
-    import shlex
+    from workbench.tui.serve import serve as serve_app
 
-    from workbench.errors import UserError
-
-    try:
-        from textual_serve.server import Server
-    except ImportError:
-        raise UserError("genwb serve needs textual-serve: pip install textual-serve") from None
-    # Half-cell images are text, so a browser shows them; Kitty and Sixel graphics it cannot.
-    command = shlex.join([sys.executable, "-m", "workbench.cli", "--runs", str(runs_dir), "--image-protocol", "halfcell"])
-    click.echo(f"genwb serve: http://{host}:{port} (from another machine: ssh -L {port}:localhost:{port} THIS_HOST)")
-    Server(command, host=host, port=port, title="genwb").serve()
+    serve_app(runs_dir, host, port, echo=click.echo)
 
 
 @main.group()

@@ -2,7 +2,10 @@
 reference floor (real against real) and ceiling (noise) of each dataset beside them.
 
 ``e`` queues an evaluation of the marked runs (or the selected one) as queue jobs; their
-progress shows in the job column and the row fills in when eval.json is rewritten."""
+progress shows in the job column and the row fills in when eval.json is rewritten.
+
+Columns drop, when the terminal is too narrow for all of them, in the order of ``DROP_ORDER``
+(empty columns first); the run, its model and the mark never drop."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,6 +29,27 @@ RESCAN_S = 2.0
 HEADINGS = {"precision": "prec", "recall": "rec", "conditional_accuracy": "acc", "test_bpd": "bpd"}
 DIGITS = 3
 RUN_WIDTH = 22
+#: The columns a narrow terminal drops, first to last: the least read first, FID last.
+DROP_ORDER = ["extractor", "recall", "precision", "kid_mean", "conditional_accuracy", "test_nll", "is_mean", "job",
+              "test_bpd", "fid"]
+#: (key, heading) of every column but the mark, left to right.
+COLUMNS = [("run", "run"), ("model", "model"), ("extractor", "features"),
+           *((key, HEADINGS.get(key, heading)) for key, heading in EVAL_METRICS), ("job", "job")]
+
+
+NUMERIC = {key for key, _ in EVAL_METRICS}
+
+
+def fitting_columns(widths: dict[str, int], room: int, empty: set[str]) -> list[str]:
+    """The column keys to show in ``room`` cells: all of COLUMNS, less the empty ones and then
+    those of DROP_ORDER, first to last, until the rest fit (each column takes 2 cells of padding)."""
+    keys = [key for key, _ in COLUMNS]
+    order = [k for k in DROP_ORDER if k in empty] + [k for k in DROP_ORDER if k not in empty]
+    for key in order:
+        if sum(widths[k] + 2 for k in keys) + 3 <= room:  # + the mark column
+            break
+        keys.remove(key)
+    return keys
 SAMPLE_COUNTS = (10000, 5000, 1000)
 
 
@@ -43,6 +67,7 @@ class EvaluationScreen(Screen):
         super().__init__()
         self.rows: list[EvalRow] = []
         self.n = SAMPLE_COUNTS[0]
+        self.columns: list[str] = [key for key, _ in COLUMNS]  # the columns shown (a narrow terminal drops some)
         self._drawn: tuple | None = None  # what the table shows: a rescan that found no change redraws nothing
 
     def compose(self) -> ComposeResult:
@@ -52,17 +77,13 @@ class EvaluationScreen(Screen):
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_column(" ", key="mark")
-        table.add_column("run", key="run", width=RUN_WIDTH)
-        table.add_column("model", key="model")
-        table.add_column("features", key="extractor")
-        for key, heading in EVAL_METRICS:
-            table.add_column(HEADINGS.get(key, heading), key=key)
-        table.add_column("job", key="job")
-        table.focus()
+        self.query_one(DataTable).focus()
         self.rescan()
         self.set_interval(RESCAN_S, self.rescan)
+
+    def on_resize(self) -> None:
+        if self.is_mounted:
+            self.redraw()
 
     @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
     def rescan(self) -> None:
@@ -87,19 +108,20 @@ class EvaluationScreen(Screen):
 
     def redraw(self) -> None:
         jobs = [self._job_cell(r.path) for r in self.rows]
-        drawn = (self.rows, jobs, self.n, frozenset(self.app.marked_runs))
+        drawn = (self.rows, jobs, self.n, frozenset(self.app.marked_runs), self.size.width)
         if drawn == self._drawn:
             return
         self._drawn = drawn
         table = self.query_one(DataTable)
         keep = table.cursor_row
-        table.clear()
+        rows: list[tuple[str, object, dict]] = []  # (row key, mark, cells by column key)
         datasets, extractors = [], []
         for i, (r, job) in enumerate(zip(self.rows, jobs)):
             mark = Text("●", style="bold yellow") if r.path in self.app.marked_runs else ""
-            values = [format_number(r.values.get(key), DIGITS) for key, _ in EVAL_METRICS]
-            table.add_row(mark, Text(r.name, no_wrap=True, overflow="ellipsis"), r.model, r.extractor or "—", *values,
-                          job, key=f"{i}:{r.path}")
+            cells = {"run": Text(r.name, no_wrap=True, overflow="ellipsis"), "model": r.model, "extractor": r.extractor or "—",
+                     **{key: Text(format_number(r.values.get(key), DIGITS), justify="right") for key, _ in EVAL_METRICS},
+                     "job": job}
+            rows.append((f"{i}:{r.path}", mark, cells))
             if r.extractor_label and r.extractor_label not in extractors:
                 extractors.append(r.extractor_label)
             if (r.dataset, r.binarize, r.levels, r.extractor or "classifier") not in datasets:
@@ -111,17 +133,32 @@ class EvaluationScreen(Screen):
                 continue
             data = dataset + ("" if binarize == "none" else " bin.")
             for label, figures in (("floor", ref.floor), ("ceiling", ref.ceiling)):
-                values = [Text(format_number(figures.get(key), DIGITS), style="italic") if key in figures else ""
-                          for key, _ in EVAL_METRICS]
-                table.add_row("", Text(data, style="italic", no_wrap=True, overflow="ellipsis"),
-                              Text(label, style="italic"), ref.extractor, *values, "",
-                              key=f"ref:{dataset}:{binarize}:{label}")
+                cells = {"run": Text(data, style="italic", no_wrap=True, overflow="ellipsis"),
+                         "model": Text(label, style="italic"), "extractor": ref.extractor, "job": "",
+                         **{key: Text(format_number(figures.get(key), DIGITS), style="italic", justify="right") if key in figures else ""
+                            for key, _ in EVAL_METRICS}}
+                rows.append((f"ref:{dataset}:{binarize}:{label}", "", cells))
             notes.append(f"{data} from {ref.source}")
+        widths = {key: max([len(heading)] + [len(str(cells[key])) for _, _, cells in rows]) for key, heading in COLUMNS}
+        widths["run"] = min(widths["run"], RUN_WIDTH)
+        empty = {key for key, _ in COLUMNS if not any(str(cells[key]) for _, _, cells in rows)}
+        columns = fitting_columns(widths, self.size.width - 2, empty)
+        # Columns are laid out anew with the rows, each as wide as its cells (as in the runs browser).
+        table.clear(columns=True)
+        table.add_column(" ", key="mark")
+        for key, heading in COLUMNS:
+            if key in columns:
+                # Figures line up on their last digit, headings over them.
+                label = Text(heading, justify="right") if key in NUMERIC else heading
+                table.add_column(label, key=key, width=widths[key])
+        self.columns = columns
+        for key, mark, cells in rows:
+            table.add_row(mark, *(cells[k] for k in columns), key=key)
         if table.row_count:
             table.move_cursor(row=min(keep, table.row_count - 1), animate=False)
         self.query_one("#eval-title", Static).update(
-            f"FID/IS · {len(self.rows)} row(s) from eval.json under {self.app.runs_dir} · "
-            f"{len(self.app.marked_runs)} run(s) marked · e evaluates with n = {self.n}")
+            f"FID/IS · {len(self.rows)} run(s) under {self.app.runs_dir} · "
+            f"{len(self.app.marked_runs)} marked · e evaluates with n = {self.n}")
         self.query_one("#eval-note", Static).update(
             "Lower is better for FID, KID, NLL, bits/dim; higher for IS, precision, recall, cond. acc.\n"
             f"Features: {'; '.join(extractors) or 'none yet'}.\n"
