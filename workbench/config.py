@@ -115,7 +115,7 @@ class RunConfig:
         return out
 
 
-_SECTION_TYPES = {"run": RunSection, "data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+SECTION_TYPES = {"run": RunSection, "data": DataConfig, "model": ModelConfig, "train": TrainConfig,
                   "sample": SampleConfig, "eval": EvalConfig, "log": LogConfig}
 
 
@@ -180,11 +180,11 @@ def _hparam_value(where: str, key: str, value, default):
 
 def _build(source: str, raw: dict[str, Any], check_model: bool = True) -> RunConfig:
 
-    unknown = [t for t in raw if t not in _SECTION_TYPES]
+    unknown = [t for t in raw if t not in SECTION_TYPES]
     if unknown:
-        raise UserError(f"{source}: unknown table [{unknown[0]}]{_nearest(unknown[0], _SECTION_TYPES)}; allowed: {', '.join(f'[{t}]' for t in _SECTION_TYPES)}")
+        raise UserError(f"{source}: unknown table [{unknown[0]}]{_nearest(unknown[0], SECTION_TYPES)}; allowed: {', '.join(f'[{t}]' for t in SECTION_TYPES)}")
     sections = {}
-    for name, cls in _SECTION_TYPES.items():
+    for name, cls in SECTION_TYPES.items():
         table = raw.get(name, {})
         if not isinstance(table, dict):
             raise UserError(f"{source}: [{name}] must be a table")
@@ -291,7 +291,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         raise UserError(f"--set {item!r}: [{section}] is not a table")
     parsed = parse_value(value.strip())
     # A string field keeps the text as written (so "1e-3" stays usable for str keys too).
-    cls = _SECTION_TYPES.get(section)
+    cls = SECTION_TYPES.get(section)
     types = typing.get_type_hints(cls) if cls else {}
     raw[section][name] = value.strip() if types.get(name) is str and not isinstance(parsed, str) else parsed
 

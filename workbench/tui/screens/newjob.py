@@ -25,7 +25,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
-from workbench.config import _SECTION_TYPES, toml_value
+from workbench.config import SECTION_TYPES, toml_value
 from workbench.errors import UserError
 from workbench.jobs import FINISHED
 from workbench.tui.widgets.footer import KeyFooter
@@ -87,7 +87,7 @@ def schema_keys() -> dict[str, str]:
     """``section.key`` -> its default, as TOML, for every key of the config schema but the model's
     own hyper-parameters (those depend on the model: ``model_keys``)."""
     keys = {}
-    for section, cls in _SECTION_TYPES.items():
+    for section, cls in SECTION_TYPES.items():
         for f in dataclasses.fields(cls):
             if f.name == "hparams":
                 continue
