@@ -304,6 +304,30 @@ async def test_new_job_form_adds_a_schema_key_the_preset_lacks(tiny_preset, tmp_
         assert parse_config(preset.read_text(), str(preset), list(queue.calls[0][2])).run.threads == 1
 
 
+async def test_new_job_form_keeps_edits_when_the_cursor_visits_another_preset(tiny_preset, tmp_path, monkeypatch):
+    """The preset list loads the preset under its cursor, so arrowing past one threw away the edits
+    made to the other. Catches a form that reloads a visited preset from its file."""
+    (tmp_path / "presets").mkdir()
+    first, second = tmp_path / "presets" / "a.toml", tmp_path / "presets" / "b.toml"
+    first.write_text(tiny_preset.read_text())
+    second.write_text(tiny_preset.read_text())
+    monkeypatch.chdir(tmp_path)
+    app, queue = fixed_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await _fill_form(pilot, app, first)
+        screen.query_one("#field-train--max_steps", Input).value = "8"
+        screen.choose(second)
+        await wait_for(pilot, lambda: screen.preset == second and len(screen.query("#fields Input")) > 0, timeout=10)
+        assert screen.query_one("#field-train--max_steps", Input).value == "24"
+        screen.choose(first)
+        await wait_for(pilot, lambda: screen.preset == first and len(screen.query("#fields Input")) > 0, timeout=10)
+        assert screen.query_one("#field-train--max_steps", Input).value == "8"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not isinstance(app.screen, NewJobScreen), timeout=30)
+        assert queue.calls == [("submit", str(first), ("train.max_steps=8",), None, None)]
+
+
 async def test_new_job_form_lists_presets_by_relative_path_and_first_comment(tmp_path, monkeypatch):
     """Catches absolute paths in the preset list, a missing description, and a description taken
     from a line other than the first comment."""

@@ -180,6 +180,7 @@ class NewJobScreen(ModalScreen[str | None]):
         self.known: dict[str, str] = schema_keys()  # the keys the add-key input completes and accepts
         self.preset: Path | None = None
         self.preset_text = ""
+        self.drafts: dict[Path, list[tuple[str, str]]] = {}  # fields as left, per preset visited
         self._submitting = False
 
     def compose(self) -> ComposeResult:
@@ -240,7 +241,10 @@ class NewJobScreen(ModalScreen[str | None]):
             self.focus_next()
 
     async def load_preset(self, path: Path) -> None:
+        """Show ``path``'s fields; edits made to the preset shown before are kept for a return to it."""
         fields = self.query_one("#fields", VerticalScroll)
+        if self.preset is not None:
+            self.drafts[self.preset] = [(f.name, f.value) for f in fields.query(Input).results(Input)]
         await fields.remove_children()
         self.original, self.preset = {}, path
         error = self.query_one("#error", Static)
@@ -252,8 +256,9 @@ class NewJobScreen(ModalScreen[str | None]):
             return
         error.update("")
         self.original = dict(pairs)
-        fields.border_title = f"{preset_label(path)} · {len(pairs)} values"
-        await fields.mount_all([self._row(key, value) for key, value in pairs])
+        shown = self.drafts.get(path, pairs)
+        await fields.mount_all([self._row(key, value) for key, value in shown])
+        self._title_fields()
         self.known = schema_keys()
         self._set_suggestions()
         model = tomllib.loads(self.preset_text).get("model", {}).get("name")
@@ -302,7 +307,12 @@ class NewJobScreen(ModalScreen[str | None]):
             field = [f for f in fields.query(Input).results(Input) if f.name == key][0]
         self.query_one("#add-key", Input).value = ""
         field.scroll_visible()
-        fields.border_title = f"{preset_label(self.preset)} · {len(self.original)} values, {len(self.overrides())} changed"
+        self._title_fields()
+
+    def _title_fields(self) -> None:
+        changed = len(self.overrides())
+        self.query_one("#fields", VerticalScroll).border_title = (
+            f"{preset_label(self.preset)} · {len(self.original)} values" + (f", {changed} changed" if changed else ""))
 
     def overrides(self) -> list[str]:
         """``section.key=value`` for every field changed from the preset (added ones included)."""
