@@ -370,3 +370,71 @@ def test_image_protocol_comes_from_cli_env_or_the_user_config(tmp_path, monkeypa
     monkeypatch.setenv("XDG_CONFIG_HOME", "")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert settings.config_path() == tmp_path / "home" / ".config" / "genwb" / "config.toml"
+
+
+# -- issue 17: the decoder's mean, and resizing --------------------------------------------------------
+def footer_labels(screen) -> list[str]:
+    from workbench.tui.widgets.footer import footer_bindings
+
+    return [binding.description for binding, _enabled, _tip in footer_bindings(screen)]
+
+
+@pytest.mark.asyncio
+async def test_e_toggles_the_decoder_mean_which_is_the_default_for_a_binarised_vae(runs):
+    """Issue 17: binarised VAE samples looked like noise (the session drew Bernoulli samples and
+    had no key for the decoder's mean). Catches a session that draws by default for a binarised
+    VAE, an `e` that does not reach sampling.draw(mean=...), and a footer naming the wrong switch."""
+    async with session(runs["vae"], seed=3) as (app, pilot, screen):
+        model, n = screen.model, len(screen.last)
+        assert model.levels == 2 and sampling.default_mean(model) and screen.mean
+        assert torch.equal(screen.last, sampling.draw(model, n, seed=3, mean=True))
+        assert ((screen.last > 0) & (screen.last < 1)).any()  # probabilities, not a draw
+        assert "decoder mean" in shown_settings(screen)
+        assert "Sample" in footer_labels(screen) and "Mean" not in footer_labels(screen)
+        await pilot.press("e")
+        await settle(pilot, screen)
+        assert not screen.mean and set(screen.last.unique().tolist()) <= {0.0, 1.0}  # Bernoulli draws
+        assert torch.equal(screen.last, sampling.draw(model, n, seed=3))
+        assert "sampled" in shown_settings(screen) and "Mean" in footer_labels(screen)
+        await pilot.press("e")
+        await settle(pilot, screen)
+        assert screen.mean and torch.equal(screen.last, sampling.draw(model, n, seed=3, mean=True))
+
+    async with session(runs["made"]) as (app, pilot, screen):  # no decoder: no e in the footer
+        assert not sampling.default_mean(screen.model) and not screen.mean
+        labels = footer_labels(screen)
+        assert "Mean" not in labels and "Sample" not in labels
+        draws = screen.draws
+        await pilot.press("e")
+        await settle(pilot, screen)
+        assert screen.draws == draws
+
+
+@pytest.mark.asyncio
+async def test_the_session_redraws_its_grid_when_the_terminal_grows_and_shrinks(runs):
+    """Issue 17: the session showed 4 images at 100x30 and did not redraw when the terminal grew.
+    Catches a grid that keeps its first size (no redraw on resize, in either direction)."""
+    app = SessionApp(runs["vae"], seed=4)
+
+    async def resized(pilot, screen, size):
+        draws = screen.draws
+        await pilot.resize_terminal(*size)
+        deadline = time.monotonic() + 30
+        while screen.draws == draws or screen.busy:
+            assert time.monotonic() < deadline, f"no redraw at {size}"
+            await pilot.pause(0.05)
+        await pilot.pause()
+        return screen.query_one("#main", ImageGrid)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await settle(pilot, screen)
+        main = screen.query_one("#main", ImageGrid)
+        small_n, small_shown = len(screen.last), len(main.shown_indices)
+        assert main.scale >= 1 and 1 <= small_shown <= small_n
+        main = await resized(pilot, screen, (160, 48))
+        big_n, big_shown = len(screen.last), len(main.shown_indices)
+        assert big_n > small_n and big_shown == big_n > small_shown  # more drawn, and all on screen
+        assert torch.equal(screen.last, sampling.draw(screen.model, big_n, seed=4, mean=True))
+        main = await resized(pilot, screen, (80, 24))
+        assert (len(screen.last), len(main.shown_indices)) == (small_n, small_shown)
