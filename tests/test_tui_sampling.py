@@ -257,6 +257,8 @@ def test_whole_scale_and_layout_helpers_never_shrink():
     assert arrange(5, 5, 2) == [[0, 1], [2, 3], [4]]
     # originals (0-3) over reconstructions (4-7), cut 2 wide: each piece keeps its pairs
     assert arrange(8, 4, 2, band=2) == [[0, 1], [4, 5], [2, 3], [6, 7]]
+    # too low for a band's two rows: each original beside its reconstruction
+    assert arrange(6, 3, 2, band=2, side=True) == [[0, 3, 1, 4], [2, 5]]
     from workbench.images import grid
 
     images = torch.rand(7, 1, 5, 4)
@@ -438,3 +440,18 @@ async def test_the_session_redraws_its_grid_when_the_terminal_grows_and_shrinks(
         assert torch.equal(screen.last, sampling.draw(screen.model, big_n, seed=4, mean=True))
         main = await resized(pilot, screen, (80, 24))
         assert (len(screen.last), len(main.shown_indices)) == (small_n, small_shown)
+
+
+@pytest.mark.asyncio
+async def test_reconstructions_stay_beside_their_originals_in_a_low_terminal(runs):
+    """At 100x30 (half-cell) two rows of 28-pixel images do not fit: catches a page that shows
+    the originals alone, their reconstructions a page later."""
+    app = SessionApp(runs["vae"])
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await settle(pilot, screen)
+        await pilot.press("o")
+        await settle(pilot, screen)
+        main, n = screen.query_one("#main", ImageGrid), screen.last_nrow
+        shown = main.shown_indices
+        assert main.scale >= 1 and shown and all((i + n if i < n else i - n) in shown for i in shown)

@@ -106,6 +106,7 @@ class SamplingScreen(Screen):
     SamplingScreen #main { height: 1fr; }
     SamplingScreen #strip { height: 6; display: none; }
     SamplingScreen.interpolating #strip { display: block; }
+    SamplingScreen.interpolating.-cramped #main { display: none; }
     """
 
     BINDINGS = [
@@ -442,6 +443,13 @@ class SamplingScreen(Screen):
             # one row of images at 1x, and the note's row for when they do not all fit across
             tall = math.ceil((message.images.shape[-2] + 2) / cell_height) + 1
             strip.styles.height = max(3, min(self.size.height // 2, tall))
+            # Too low for the current step above the path at 1x: the path alone, its step framed.
+            chrome = sum(self.query_one(f"#{w}").outer_size.height for w in ("settings", "status")) + 1
+            room = self.size.height - chrome - strip.styles.height.value
+            cramped = room < math.ceil((message.images.shape[-2] + 2) / cell_height)
+            self.set_class(cramped, "-cramped")
+            if cramped:
+                strip.styles.height = max(3, min(self.size.height - chrome, tall))
             self.interp_step = min(self.interp_step, len(message.images) - 1)
             self.query_one("#main", ImageGrid).update(message.images[self.interp_step])
             strip.update(message.images, nrow=message.nrow, highlight=self.interp_step)

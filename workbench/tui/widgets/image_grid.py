@@ -162,14 +162,22 @@ def split_grid(arr: np.ndarray, per_row: int | None = None, tile: tuple[int, int
     return tiles[:n], per_row, line
 
 
-def arrange(n: int, per_row: int, cols: int, band: int = 1) -> list[list[int | None]]:
+def arrange(n: int, per_row: int, cols: int, band: int = 1, side: bool = False) -> list[list[int | None]]:
     """The image indices of each shown row when n images, ``per_row`` to a row, are laid out
     ``cols`` to a row. ``band`` rows go together (2: originals over their reconstructions): each
-    band is cut into pieces ``cols`` wide, stacked; band 1 simply wraps the sequence."""
+    band is cut into pieces ``cols`` wide, stacked; band 1 simply wraps the sequence. ``side``
+    puts each column of a band side by side instead (an original, then its reconstruction),
+    ``cols`` such groups to a row, for a pane too low for the band's rows."""
     if band <= 1:
         return [list(range(i, min(i + cols, n))) for i in range(0, n, cols)]
     rows: list[list[int | None]] = []
     grid_rows = math.ceil(n / per_row)
+    if side:
+        groups = [[r * per_row + q for r in range(top, min(top + band, grid_rows))]
+                  for top in range(0, grid_rows, band) for q in range(per_row)]
+        for i in range(0, len(groups), cols):
+            rows.append([j if j < n else None for g in groups[i: i + cols] for j in g])
+        return rows
     for top in range(0, grid_rows, band):
         for left in range(0, per_row, cols):
             for r in range(top, min(top + band, grid_rows)):
@@ -409,16 +417,18 @@ class ImageGrid(Widget):
             return picture, k, f"{note} · {self.keys}" if self.keys else note
         per_row, band, step = self._per_row, self._band, self._step
         widest = per_row if band > 1 else max(per_row, n)
-        best: tuple[int, int] | None = None  # (scale, cols)
-        for cols in range(step, widest + 1, step):
-            rows = len(arrange(n, per_row, cols, band))
-            k = whole_scale(cols * (w + 1) + 1, rows * (h + 1) + 1, width, height)
-            if k >= 1 and (best is None or k > best[0] or (k == best[0] and cols == per_row)):
-                best = (k, cols)
+        best: tuple[int, int, bool] | None = None  # (scale, cols, side by side)
+        for side in (False, True) if band > 1 else (False,):
+            for cols in range(step, widest + 1, step):
+                rows = arrange(n, per_row, cols, band, side)
+                k = whole_scale(max(map(len, rows)) * (w + 1) + 1, len(rows) * (h + 1) + 1, width, height)
+                if k >= 1 and (best is None or k > best[0] or (k == best[0] and (cols, side) == (per_row, False))):
+                    best = (k, cols, side)
         if best is not None:  # everything fits: laid out to fill the pane
-            k, cols = best
+            k, cols, side = best
             self.shown_indices = list(range(n))
-            return compose_grid(self._tiles, arrange(n, per_row, cols, band), self._line, self._highlight), k, None
+            rows = arrange(n, per_row, cols, band, side)
+            return compose_grid(self._tiles, rows, self._line, self._highlight), k, None
         # Not all at 1x: as many whole images as fit, a page at a time, above the note.
         room = height - ch
         fit_cols = (width - 1) // (w + 1)
@@ -431,8 +441,9 @@ class ImageGrid(Widget):
             first = self._highlight if self._highlight is not None and 0 <= self._highlight < n else 0
             self.shown_indices = [first]
             alone = PILImage.fromarray(self._tiles[first])
-            return self._fit_or_crop(alone, width, height, ch, f"image {first + 1} of {n}", always=True)
-        rows = arrange(n, per_row, cols, band)
+            return self._fit_or_crop(alone, width, height, ch, f"image {first + 1} of {n}" if n > 1 else "", always=True)
+        side = band > 1 and fit_rows < band and fit_cols >= band  # too low for a band: its pairs side by side
+        rows = arrange(n, per_row, fit_cols // band if side else cols, band, side)
         per_page = fit_rows - fit_rows % band if band > 1 and fit_rows >= band else fit_rows
         self.pages = math.ceil(len(rows) / per_page)
         if self._highlight is not None and 0 <= self._highlight < n:
@@ -455,17 +466,18 @@ class ImageGrid(Widget):
     def _fit_or_crop(self, picture: PILImage.Image, width: int, height: int, ch: int, what: str,
                      always: bool = False) -> tuple[PILImage.Image, int, str | None]:
         """``picture`` at the largest whole scale that fits, else cropped to the pane (never shrunk)."""
+        said = [what] if what else []
         room = height - ch if always else height
         k = whole_scale(picture.width, picture.height, width, room)
         if k >= 1:
-            return picture, k, (f"{what} · {k}x" if always else None)
+            return picture, k, (" · ".join(said + [f"{k}x"]) if always else None)
         if always and whole_scale(picture.width, picture.height, width, height) >= 1:
             self._note_line = False  # the note's row would crop it: the image, without the note
-            return picture, 1, f"{what} · 1x"
+            return picture, 1, " · ".join(said + ["1x"])
         room = height - ch
         crop = picture.crop((0, 0, min(picture.width, width), min(picture.height, max(1, room))))
-        said = f"{what} · " if what else ""
-        return crop, 1, f"{said}cropped to {crop.width}x{crop.height} of {picture.width}x{picture.height} px: enlarge the terminal"
+        said.append(f"cropped to {crop.width}x{crop.height} of {picture.width}x{picture.height} px: enlarge the terminal")
+        return crop, 1, " · ".join(said)
 
     def _layout_picture(self) -> None:
         if not self._ready:
