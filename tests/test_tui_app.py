@@ -519,7 +519,7 @@ async def test_detail_shows_curves_parts_codebook_samples_log_config(tmp_path):
         await pilot.press("2")
         await pilot.pause(0.5)
         samples, recon = screen.query_one("#samples-image", ImageGrid), screen.query_one("#recon-image", ImageGrid)
-        assert samples.picture is not None and samples.picture.size == (112, 112)
+        assert samples.picture is not None and samples.picture.size == (117, 117)
         assert recon.picture is not None
         assert "step-24.png" in str(screen.query_one("#samples-label").render())
         await pilot.press("3")

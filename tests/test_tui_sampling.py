@@ -19,7 +19,7 @@ from workbench import sampling
 from workbench.errors import UserError
 from workbench.tui import settings
 from workbench.tui.screens.sampling import INTERP_STEPS, SamplingScreen
-from workbench.tui.widgets.image_grid import HIGHLIGHT, ImageGrid, fit_size, scale_nearest, tile_size
+from workbench.tui.widgets.image_grid import HIGHLIGHT, ImageGrid, arrange, enlarge, split_grid, whole_scale
 
 # Two mask sets: the animation must end on the draw even when each image picks its own.
 PRESETS = {
@@ -213,7 +213,11 @@ async def test_interpolation_walks_and_reconstructions_show_on_a_vae(runs):
         assert strip.display and strip.picture.size[0] > 8 * 28
         framed = (np.asarray(strip.shown) == HIGHLIGHT).all(-1)  # the current step, framed
         columns = np.flatnonzero(framed.any(0))
-        assert framed.any() and columns.min() > framed.shape[1] * (middle + 1) // INTERP_STEPS
+        # the strip's page follows the current step (120 columns hold 4 of the 9 at 1x)
+        shown, k = strip.shown_indices, strip.scale
+        assert screen.interp_step in shown and k >= 1
+        left = (strip.shown.width - (len(shown) * 29 + 1) * k) // 2
+        assert framed.any() and columns.min() == left + shown.index(screen.interp_step) * 29 * k
         await pilot.press("o")
         await settle(pilot, screen)
         n = screen.last_nrow
@@ -239,25 +243,29 @@ async def test_a_run_without_a_checkpoint_says_so(tmp_path, runs):
 
 
 # -- ImageGrid ----------------------------------------------------------------------------------------
-def test_fit_size_enlarges_by_whole_factors_and_shrinks_to_fit():
-    assert fit_size(28, 28, 100, 60) == (56, 56)
-    assert fit_size(29, 10, 29, 10) == (29, 10)
-    assert fit_size(10, 5, 35, 100) == (30, 15)
-    assert fit_size(100, 50, 40, 40) == (40, 20)
-    assert fit_size(0, 5, 10, 10) == (0, 0)
-    assert tile_size(9, 28, 28, 9, 300, 40) == (28, 28)
-    h, w = tile_size(9, 28, 28, 9, 120, 40)
-    assert (h, w) == (12, 12) and 9 * w + 10 <= 120
-
-
-def test_scale_nearest_never_blurs():
+def test_whole_scale_and_layout_helpers_never_shrink():
+    """Catches a scale below 1 (the old nearest-neighbour shrink), a wrong re-wrap of the grid,
+    and a PNG grid whose images are not found again."""
+    assert whole_scale(28, 28, 100, 60) == 2
+    assert whole_scale(29, 10, 29, 10) == 1
+    assert whole_scale(100, 50, 40, 40) == 0  # does not fit: 0, never a fraction
+    assert whole_scale(0, 5, 10, 10) == 0
     rng = np.random.default_rng(0)
     src = rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)
-    big = np.asarray(scale_nearest(PILImage.fromarray(src), 23, 40))
-    assert big.shape == (28, 20, 3)  # 4x: the largest whole factor that fits 23 wide x 40 high
+    big = np.asarray(enlarge(PILImage.fromarray(src), 4))
     assert np.array_equal(big, src.repeat(4, 0).repeat(4, 1))  # every pixel a 4x4 block
-    small = np.asarray(scale_nearest(PILImage.fromarray(src), 3, 3))
-    assert {tuple(p) for p in small.reshape(-1, 3)} <= {tuple(p) for p in src.reshape(-1, 3)}
+    assert arrange(5, 5, 2) == [[0, 1], [2, 3], [4]]
+    # originals (0-3) over reconstructions (4-7), cut 2 wide: each piece keeps its pairs
+    assert arrange(8, 4, 2, band=2) == [[0, 1], [4, 5], [2, 3], [6, 7]]
+    # too low for a band's two rows: each original beside its reconstruction
+    assert arrange(6, 3, 2, band=2, side=True) == [[0, 3, 1, 4], [2, 5]]
+    from workbench.images import grid
+
+    images = torch.rand(7, 1, 5, 4)
+    tiles, per_row, line = split_grid(np.asarray(PILImage.fromarray(grid(images, 3)).convert("RGB")))
+    assert per_row == 3 and tiles.shape == (7, 5, 4, 3) and line == (128, 128, 128)
+    assert np.array_equal(tiles[6, ..., 0], (images[6, 0] * 255).round().byte().numpy())
+    assert split_grid(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)) is None  # not a grid
 
 
 class GridApp(App):
@@ -291,6 +299,51 @@ async def test_image_grid_shows_pngs_by_whole_pixels_and_survives_bad_files(tmp_
         assert grid.message is None and grid.picture.size == (16, 11)
 
 
+@pytest.mark.asyncio
+async def test_image_grid_pages_whole_tiles_and_never_draws_below_one_to_one():
+    """Issue 17: images never below 1:1. Catches the old shrink (64 images of 8x8 squeezed into
+    a 40x24-pixel pane), a scale that is not a whole factor, paging that repeats or skips
+    images, a zoom that is not the largest whole factor, and a shrink instead of a crop."""
+    app = GridApp()
+    async with app.run_test(size=(40, 12)) as pilot:  # 40 x 24 half-cell pixels
+        grid = app.query_one(ImageGrid)
+        images = torch.rand(64, 1, 8, 8)
+        grid.update(images, nrow=8)
+        await pilot.pause()
+        k, shown = grid.scale, grid.shown_indices
+        assert k >= 1 and grid.paged and grid.pages == 8
+        assert shown == list(range(8)) and grid.note.startswith("images 1-8 of 64 (page 1/8)")
+        assert grid.note in str(grid.query_one(".note", Static).render())
+        # the picture handed to textual-image: 4 x 2 whole tiles one pixel apart, times k, centred in whole cells
+        width, height = 4 * 9 + 1, 2 * 9 + 1
+        picture = np.asarray(grid.shown)
+        assert picture.shape[1] - width * k in (0, 1) and picture.shape[0] - height * k in (0, 1)
+        left, top = (picture.shape[1] - width * k) // 2, (picture.shape[0] - height * k) // 2
+        for slot, i in ((0, 0), (5, 5)):
+            r, q = divmod(slot, 4)
+            y, x = top + (1 + r * 9) * k, left + (1 + q * 9) * k
+            expected = (images[i, 0] * 255).round().byte().numpy().repeat(k, 0).repeat(k, 1)
+            assert np.array_equal(picture[y: y + 8 * k, x: x + 8 * k, 0], expected)  # pixel for pixel
+        assert grid.page(1)
+        await pilot.pause()
+        assert grid.shown_indices == list(range(8, 16)) and "images 9-16 of 64" in grid.note
+        assert grid.page(-1) and not grid.page(-1) and grid.shown_indices == list(range(8))
+        assert grid.toggle_zoom()
+        await pilot.pause()
+        # one 8x8 image alone: 2x is the largest whole factor under 24 - 2 (the note's row) pixels
+        assert grid.shown_indices == [0] and grid.scale == 2 and "image 1 of 64" in grid.note
+        assert grid.toggle_zoom() and grid.shown_indices == list(range(8))
+        await pilot.resize_terminal(120, 40)  # 120 x 80 pixels: all of them at 1x, no note
+        await pilot.pause()
+        assert grid.shown_indices == list(range(64)) and grid.scale == 1 and grid.note is None
+        await pilot.resize_terminal(40, 12)
+        await pilot.pause()
+        assert grid.shown_indices == list(range(8))
+        grid.update(torch.rand(2, 1, 30, 60))  # not even one fits at 1x: cropped, not shrunk
+        await pilot.pause()
+        assert grid.scale == 1 and grid.shown.size == (40, 22) and "cropped to 40x22 of 60x30" in grid.note
+
+
 # -- settings -----------------------------------------------------------------------------------------
 def test_image_protocol_comes_from_cli_env_or_the_user_config(tmp_path, monkeypatch):
     monkeypatch.delenv(settings.ENV_VAR, raising=False)
@@ -319,3 +372,86 @@ def test_image_protocol_comes_from_cli_env_or_the_user_config(tmp_path, monkeypa
     monkeypatch.setenv("XDG_CONFIG_HOME", "")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert settings.config_path() == tmp_path / "home" / ".config" / "genwb" / "config.toml"
+
+
+# -- issue 17: the decoder's mean, and resizing --------------------------------------------------------
+def footer_labels(screen) -> list[str]:
+    from workbench.tui.widgets.footer import footer_bindings
+
+    return [binding.description for binding, _enabled, _tip in footer_bindings(screen)]
+
+
+@pytest.mark.asyncio
+async def test_e_toggles_the_decoder_mean_which_is_the_default_for_a_binarised_vae(runs):
+    """Issue 17: binarised VAE samples looked like noise (the session drew Bernoulli samples and
+    had no key for the decoder's mean). Catches a session that draws by default for a binarised
+    VAE, an `e` that does not reach sampling.draw(mean=...), and a footer naming the wrong switch."""
+    async with session(runs["vae"], seed=3) as (app, pilot, screen):
+        model, n = screen.model, len(screen.last)
+        assert model.levels == 2 and sampling.default_mean(model) and screen.mean
+        assert torch.equal(screen.last, sampling.draw(model, n, seed=3, mean=True))
+        assert ((screen.last > 0) & (screen.last < 1)).any()  # probabilities, not a draw
+        assert "decoder mean" in shown_settings(screen)
+        assert "Sample" in footer_labels(screen) and "Mean" not in footer_labels(screen)
+        await pilot.press("e")
+        await settle(pilot, screen)
+        assert not screen.mean and set(screen.last.unique().tolist()) <= {0.0, 1.0}  # Bernoulli draws
+        assert torch.equal(screen.last, sampling.draw(model, n, seed=3))
+        assert "sampled" in shown_settings(screen) and "Mean" in footer_labels(screen)
+        await pilot.press("e")
+        await settle(pilot, screen)
+        assert screen.mean and torch.equal(screen.last, sampling.draw(model, n, seed=3, mean=True))
+
+    async with session(runs["made"]) as (app, pilot, screen):  # no decoder: no e in the footer
+        assert not sampling.default_mean(screen.model) and not screen.mean
+        labels = footer_labels(screen)
+        assert "Mean" not in labels and "Sample" not in labels
+        draws = screen.draws
+        await pilot.press("e")
+        await settle(pilot, screen)
+        assert screen.draws == draws
+
+
+@pytest.mark.asyncio
+async def test_the_session_redraws_its_grid_when_the_terminal_grows_and_shrinks(runs):
+    """Issue 17: the session showed 4 images at 100x30 and did not redraw when the terminal grew.
+    Catches a grid that keeps its first size (no redraw on resize, in either direction)."""
+    app = SessionApp(runs["vae"], seed=4)
+
+    async def resized(pilot, screen, size):
+        draws = screen.draws
+        await pilot.resize_terminal(*size)
+        deadline = time.monotonic() + 30
+        while screen.draws == draws or screen.busy:
+            assert time.monotonic() < deadline, f"no redraw at {size}"
+            await pilot.pause(0.05)
+        await pilot.pause()
+        return screen.query_one("#main", ImageGrid)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await settle(pilot, screen)
+        main = screen.query_one("#main", ImageGrid)
+        small_n, small_shown = len(screen.last), len(main.shown_indices)
+        assert main.scale >= 1 and 1 <= small_shown <= small_n
+        main = await resized(pilot, screen, (160, 48))
+        big_n, big_shown = len(screen.last), len(main.shown_indices)
+        assert big_n > small_n and big_shown == big_n > small_shown  # more drawn, and all on screen
+        assert torch.equal(screen.last, sampling.draw(screen.model, big_n, seed=4, mean=True))
+        main = await resized(pilot, screen, (80, 24))
+        assert (len(screen.last), len(main.shown_indices)) == (small_n, small_shown)
+
+
+@pytest.mark.asyncio
+async def test_reconstructions_stay_beside_their_originals_in_a_low_terminal(runs):
+    """At 100x30 (half-cell) two rows of 28-pixel images do not fit: catches a page that shows
+    the originals alone, their reconstructions a page later."""
+    app = SessionApp(runs["vae"])
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await settle(pilot, screen)
+        await pilot.press("o")
+        await settle(pilot, screen)
+        main, n = screen.query_one("#main", ImageGrid), screen.last_nrow
+        shown = main.shown_indices
+        assert main.scale >= 1 and shown and all((i + n if i < n else i - n) in shown for i in shown)

@@ -96,7 +96,7 @@ class FixedQueue:
 def make_run(runs_dir, name, *, model="made", steps=24, state="finished", loss0=540.0, parts=(), recon=False,
              evaluation=None, binarize="dynamic", checkpoint=False):
     """A run folder with fixed content: config, metrics (train every 2 steps, val every 6),
-    status, a 4x4 sample grid (and reconstructions), optionally eval.json and a checkpoint file."""
+    status, a 4x4 grid of 28x28 samples (and 8 reconstructions), optionally eval.json and a checkpoint file."""
     import json
     from pathlib import Path
 
@@ -127,10 +127,20 @@ def make_run(runs_dir, name, *, model="made", steps=24, state="finished", loss0=
     (path / "status.json").write_text(json.dumps({"state": state, "step": steps, "error": None,
                                                   "updated": "2026-01-01T00:00:00"}))
     rng = np.random.default_rng(len(name))
-    grid = (rng.random((4 * 28, 4 * 28)) > 0.5).astype(np.uint8) * 255
-    Image.fromarray(grid).save(path / "samples" / f"step-{steps}.png")
-    if recon:
-        Image.fromarray(255 - grid).save(path / "samples" / f"recon-step-{steps}.png")
+    tiles = (rng.random((16, 28, 28)) > 0.5).astype(np.uint8) * 255
+
+    def grid(images, per_row):  # as workbench.images.grid lays them out: 1-pixel grey lines
+        rows = len(images) // per_row
+        out = np.full((rows * 29 + 1, per_row * 29 + 1), 128, dtype=np.uint8)
+        for i, image in enumerate(images):
+            r, q = divmod(i, per_row)
+            out[1 + r * 29: 29 + r * 29, 1 + q * 29: 29 + q * 29] = image
+        return out
+
+    Image.fromarray(grid(tiles, 4)).save(path / "samples" / f"step-{steps}.png")
+    if recon:  # 8 originals over their 8 reconstructions, as the trainer writes them
+        Image.fromarray(grid(np.concatenate([tiles[:8], 255 - tiles[:8]]), 8)).save(
+            path / "samples" / f"recon-step-{steps}.png")
     if evaluation is not None:
         (path / "eval.json").write_text(json.dumps(evaluation))
     if checkpoint:

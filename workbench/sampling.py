@@ -55,6 +55,14 @@ def _operations() -> dict[str, set[str]]:
 
 #: Which model names (``models.names()``) support which operation (``genwb sample --mode``).
 OPERATIONS: dict[str, set[str]] = _operations()
+#: Models whose decoder has a mean E[x | z] that ``draw(..., mean=True)`` shows instead of a draw.
+MEAN = set(LATENT)
+
+
+def default_mean(model) -> bool:
+    """Whether a viewer should show ``model``'s decoder mean rather than draws by default: yes for
+    a binarised VAE or CVAE (its Bernoulli draws look like noise; papers show the mean), else no."""
+    return model.registered_name in GAUSSIAN_LATENT and getattr(model, "levels", None) == 2
 #: Models whose samples take a temperature: every autoregressive model, the VAEs and the prior.
 TEMPERATURE = OPERATIONS["progress"] | GAUSSIAN_LATENT
 _WHY = {

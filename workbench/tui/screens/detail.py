@@ -1,5 +1,6 @@
 """A job's or a run's detail, in tabs: Curves (live, or replayed from metrics.jsonl), Samples
-(the grid and reconstructions of a step as terminal images; `[`/`]` step through earlier steps),
+(the grid and reconstructions of a step as terminal images, never below 1:1; `[`/`]` step through
+earlier steps, pgup/pgdn page through images that do not all fit, z shows one alone),
 Log, Config (the resolved TOML) and Evaluation (eval.json). Everything is read from the run
 folder, so a finished run, a job of this process and a job of another process look the same.
 
@@ -37,6 +38,7 @@ from workbench.tui.widgets.footer import KeyFooter
 from workbench.tui.widgets.image_grid import ImageGrid
 
 TABS = ["curves", "samples", "log", "config", "evaluation"]
+PAGE_KEYS = "pgup/pgdn · z zoom"
 _SAMPLE = re.compile(r"^(recon-)?step-(\d+)\.png$")
 
 
@@ -145,6 +147,9 @@ class DetailScreen(Screen):
         Binding("e", "evaluate", "Evaluate"),
         Binding("left_square_bracket", "step(-1)", "Earlier", key_display="["),
         Binding("right_square_bracket", "step(1)", "Later", key_display="]"),
+        Binding("pageup,comma", "page(-1)", "Page−", key_display="pgup"),
+        Binding("pagedown,full_stop", "page(1)", "Page+", key_display="pgdn"),
+        Binding("z", "zoom", "Zoom"),
         Binding("1", "tab('curves')", "Curves", show=False),
         Binding("2", "tab('samples')", "Samples", show=False),
         Binding("3", "tab('log')", "Log", show=False),
@@ -185,10 +190,10 @@ class DetailScreen(Screen):
                 with Horizontal(id="sample-row"):
                     with Vertical():
                         yield Label("samples", id="samples-label")
-                        yield ImageGrid(None, id="samples-image")
+                        yield ImageGrid(None, id="samples-image", keys=PAGE_KEYS)
                     with Vertical(id="recon-box"):
                         yield Label("reconstructions", id="recon-label")
-                        yield ImageGrid(None, id="recon-image")
+                        yield ImageGrid(None, id="recon-image", keys=PAGE_KEYS)
             with TabPane("Log [3]", id="log"):
                 yield RichLog(id="log-view", wrap=False, max_lines=5000, auto_scroll=True)
             with TabPane("Config [4]", id="config"):
@@ -292,11 +297,46 @@ class DetailScreen(Screen):
                 continue
             if self._shown.get(key) != stamp:
                 self._shown[key] = stamp
-                self.query_one(f"#{key}-image", ImageGrid).update(path)
+                # A reconstruction PNG is originals over reconstructions: the pairs stay together.
+                self.query_one(f"#{key}-image", ImageGrid).update(path, band=2 if key == "recon" else 1)
+                self.refresh_bindings()
             what = "samples" if key == "samples" else "reconstructions"
             self.query_one(f"#{key}-label", Label).update(f"{what}: {path.name}" + (where if key == "samples" else ""))
 
     # -- actions ---------------------------------------------------------------------------------
+    def _sample_grids(self) -> list[ImageGrid]:
+        """The Samples tab's image grids, when that tab is the one shown."""
+        tabs = next(self.query(TabbedContent).results(), None)
+        if tabs is None or tabs.active != "samples":
+            return []
+        return [g for g in self.query(ImageGrid).results(ImageGrid) if g.display and g.parent.display]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "page":
+            return any(g.paged for g in self._sample_grids())
+        if action == "zoom":
+            return any(g.count >= 2 for g in self._sample_grids())
+        return True
+
+    def on_tabbed_content_tab_activated(self) -> None:
+        self.refresh_bindings()
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.refresh_bindings)  # the grids page or not at the new size
+
+    def action_page(self, delta: int) -> None:
+        """Page through the images of the Samples tab that do not all fit at 1x."""
+        moved = [g.page(delta) for g in self._sample_grids() if g.paged]
+        if not any(moved):
+            self.notify("no more images that way", severity="warning")
+        self.refresh_bindings()
+
+    def action_zoom(self) -> None:
+        """One image of each sample grid alone, as large as fits; z again: back to the grid."""
+        for grid in self._sample_grids():
+            grid.toggle_zoom()
+        self.refresh_bindings()
+
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
 

@@ -7,9 +7,12 @@ digit pressed (m again ends the mix; ←/→ move the second class's weight by 0
 the temperature along TEMPERATURES, i interpolation between two test images (←/→ walk it; the
 current step large, the path below), o reconstructions, a animate generation subpixel by subpixel
 (autoregressive models; code by code for the VQ-VAE prior), v the VQ-VAE code grid (i, o, v again:
-back to samples), w write the grid as a PNG into <run>/samples/session-<time>.png, esc stop an
-animation, else go back. Any key stops an animation. A key the model cannot honour says why.
-As many samples as fit the image area at 1x (4 to 64) are drawn, unless ``n`` is given.
+back to samples), e the decoder's mean or draws (latent models; the mean is the default for a
+binarised VAE and CVAE), pgup/pgdn (or ,/.) page through a grid that does not fit at 1x, z one
+image alone as large as fits, w write the grid as a PNG into <run>/samples/session-<time>.png,
+esc stop an animation, else go back. Any key stops an animation. A key the model cannot honour
+says why. As many samples as fit the image area at 1x (1 to 64) are drawn, unless ``n`` is
+given; when the terminal is resized, the samples are drawn again (same seed) to fill it.
 
 Every draw runs in one exclusive thread worker; results come back as messages tagged with a
 generation number, so a result that a newer key press made stale is dropped. The UI thread
@@ -40,10 +43,11 @@ from workbench.tui.widgets.image_grid import ImageGrid, cell_pixels
 TEMPERATURES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0)
 FPS = 15  # animation frames shown per second at most
 MAX_SAMPLES = 64  # as many as fit the screen at 1x, between MIN_SAMPLES and this
-MIN_SAMPLES = 4
+MIN_SAMPLES = 1  # what is drawn is what fits: more would only be paged (the grid pages a fixed n)
 N_RECON = 8
 INTERP_STEPS = 9
 MODES = ("samples", "interpolate", "recon", "animate", "codes")
+_clock = time.perf_counter  # the draw timings shown; snapshot tests fix it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +63,7 @@ class Request:
     label: int | None
     mix: tuple[int, int] | None
     weight: float  # the weight of mix[1]
+    mean: bool = False  # the decoder's mean instead of draws (latent models)
 
 
 class SessionLoaded(Message):
@@ -101,10 +106,16 @@ class SamplingScreen(Screen):
     SamplingScreen #main { height: 1fr; }
     SamplingScreen #strip { height: 6; display: none; }
     SamplingScreen.interpolating #strip { display: block; }
+    SamplingScreen.interpolating.-cramped #main { display: none; }
     """
 
     BINDINGS = [
         Binding("space,r", "redraw", "Draw again"),
+        # One key, two labels: the footer names what e switches to.
+        Binding("e", "mean(True)", "Mean"),
+        Binding("e", "mean(False)", "Sample"),
+        Binding("pageup,comma", "page(-1)", "Page−", key_display="pgup"),
+        Binding("pagedown,full_stop", "page(1)", "Page+", key_display="pgdn"),
         *[Binding(str(k), f"digit({k})", f"Class {k}", show=False) for k in range(10)],
         Binding("m", "mix", "Mix"),
         Binding("left", "arrow(-1)", "◀", show=False),
@@ -115,6 +126,7 @@ class SamplingScreen(Screen):
         Binding("o", "reconstruct", "Recon"),
         Binding("a", "animate", "Animate"),
         Binding("v", "codes", "Codes"),
+        Binding("z", "zoom", "Zoom"),
         Binding("w", "write", "Save PNG"),
         Binding("escape", "back", "Back"),
     ]
@@ -138,6 +150,7 @@ class SamplingScreen(Screen):
         self.label: int | None = None
         self.mix: tuple[int, int] | None = None
         self.weight = 0.5
+        self.mean = False  # the decoder's mean instead of draws; set for the model once it is loaded
         self.awaiting_mix = False
         self.interp_step = 0
         # what is on screen
@@ -153,12 +166,14 @@ class SamplingScreen(Screen):
         # seeds torch's global RNG, so two overlapping draws could disturb each other's seed.
         self._model_lock = threading.Lock()
         self._status = "loading the model…"
+        self._resize_timer: Any = None
+        self._relayout_pending = False  # resized during a draw: check the layout when it ends
 
     # -- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Static(self._settings_text(), id="settings")
         yield Static(self._status, id="status")
-        yield ImageGrid(id="main")
+        yield ImageGrid(id="main", keys="pgup/pgdn page · z zoom")
         yield ImageGrid(id="strip")
         yield KeyFooter()
 
@@ -180,6 +195,12 @@ class SamplingScreen(Screen):
         if op == "temperature":
             return self.model_name in sampling.TEMPERATURE
         return self.model_name in sampling.OPERATIONS.get(op, set())
+
+    @property
+    def has_mean(self) -> bool:
+        from workbench import sampling
+
+        return self.model is not None and self.model_name in sampling.MEAN
 
     @property
     def has_temperature(self) -> bool:
@@ -231,6 +252,8 @@ class SamplingScreen(Screen):
                 parts.append(f"class {labelled(dataset, self.label)}" if self.label is not None else "classes in turn")
         if self.has_temperature and drawing:
             parts.append(f"T {self.temperature:g}")
+        if self.has_mean and self.mode == "samples":
+            parts.append("decoder mean" if self.mean else "sampled")
         parts.append(f"seed {self.seed}")
         mode = self.mode
         if mode == "interpolate":
@@ -276,6 +299,9 @@ class SamplingScreen(Screen):
     def on_session_loaded(self, message: SessionLoaded) -> None:
         self.run, self.model = message.run, message.model
         self.checkpoint, self.checkpoint_step = message.checkpoint, message.step
+        from workbench import sampling
+
+        self.mean = sampling.default_mean(self.model)
         self._start("samples")
 
     # -- drawing ------------------------------------------------------------------------------------
@@ -296,7 +322,8 @@ class SamplingScreen(Screen):
             n, nrow = max(1, min(N_RECON, n // 2)), max(2, nrow - nrow % 2)
         elif self.mode == "interpolate":
             n, nrow = 2, INTERP_STEPS
-        return Request(self._gen, self.mode, n, nrow, self.seed, self.temperature, self.label, self.mix, self.weight)
+        return Request(self._gen, self.mode, n, nrow, self.seed, self.temperature, self.label, self.mix, self.weight,
+                       self.mean and self.has_mean)
 
     def _start(self, mode: str | None = None) -> None:
         """Draw the current settings in ``mode`` (default: the current mode)."""
@@ -339,13 +366,14 @@ class SamplingScreen(Screen):
                 self._draw_now(request, sampling, worker)
 
     def _draw_now(self, request: Request, sampling, worker) -> None:
-        started = time.perf_counter()
+        started = _clock()
         note = None
         try:
             model, label = self.model, self._label_argument(request, sampling)
             temperature = {"temperature": request.temperature} if self.has_temperature else {}
             if request.mode == "samples":
-                images = sampling.draw(model, request.n, label=label, seed=request.seed, **temperature)
+                images = sampling.draw(model, request.n, label=label, seed=request.seed, mean=request.mean,
+                                       **temperature)
                 nrow = request.nrow
             elif request.mode == "recon":
                 x, y = sampling.test_images(self.run, request.n, seed=request.seed)
@@ -366,7 +394,7 @@ class SamplingScreen(Screen):
             else:
                 raise ValueError(f"unknown mode {request.mode}")
             if not worker.is_cancelled:
-                self.post_message(SessionDrawn(request.gen, images, nrow, seconds=time.perf_counter() - started,
+                self.post_message(SessionDrawn(request.gen, images, nrow, seconds=_clock() - started,
                                                note=note))
         except Exception as e:
             if not worker.is_cancelled:
@@ -386,7 +414,7 @@ class SamplingScreen(Screen):
             for latest in frames:
                 if worker.is_cancelled:
                     return
-                now = time.perf_counter()
+                now = _clock()
                 # At most FPS frames a second, and only once the UI has taken the previous one.
                 if now - last_post >= 1 / FPS and not self._frame_in_flight.is_set():
                     self._frame_in_flight.set()
@@ -399,7 +427,7 @@ class SamplingScreen(Screen):
         if latest is not None and not worker.is_cancelled:
             done, x = latest
             self.post_message(SessionDrawn(request.gen, x, request.nrow, done=done, total=total, final=True,
-                                           seconds=time.perf_counter() - started))
+                                           seconds=_clock() - started))
 
     def on_session_drawn(self, message: SessionDrawn) -> None:
         if message.gen != self._gen:
@@ -412,13 +440,24 @@ class SamplingScreen(Screen):
         if self.mode == "interpolate":
             strip = self.query_one("#strip", ImageGrid)
             _, cell_height = cell_pixels(strip.protocol)
-            tall = math.ceil((message.images.shape[-2] + 2) / cell_height)  # one row of images at 1x
-            strip.styles.height = max(3, min(self.size.height // 3, tall))
+            # one row of images at 1x, and the note's row for when they do not all fit across
+            tall = math.ceil((message.images.shape[-2] + 2) / cell_height) + 1
+            strip.styles.height = max(3, min(self.size.height // 2, tall))
+            # Too low for the current step above the path at 1x: the path alone, its step framed.
+            chrome = sum(self.query_one(f"#{w}").outer_size.height for w in ("settings", "status")) + 1
+            room = self.size.height - chrome - strip.styles.height.value
+            cramped = room < math.ceil((message.images.shape[-2] + 2) / cell_height)
+            self.set_class(cramped, "-cramped")
+            if cramped:
+                strip.styles.height = max(3, min(self.size.height - chrome, tall))
             self.interp_step = min(self.interp_step, len(message.images) - 1)
             self.query_one("#main", ImageGrid).update(message.images[self.interp_step])
             strip.update(message.images, nrow=message.nrow, highlight=self.interp_step)
         else:
-            self.query_one("#main", ImageGrid).update(message.images, nrow=message.nrow)
+            # Originals over reconstructions, and codes beside their images, stay together when the grid is laid out anew.
+            together = {"band": 2} if self.mode == "recon" else {"step": 2} if self.mode == "codes" else {}
+            self.query_one("#main", ImageGrid).update(message.images, nrow=message.nrow, **together)
+        self.refresh_bindings()
         if message.final:
             self._busy_gen = None
             self.draws += 1
@@ -428,6 +467,9 @@ class SamplingScreen(Screen):
                             if message.total is not None else f"{what} in {message.seconds:.2f} s")
             if message.note:
                 self._status += f" · {message.note}"
+            if self._relayout_pending:
+                self._relayout_pending = False
+                self.call_after_refresh(self._relayout)
         self._refresh_labels()
 
     def on_session_failed(self, message: SessionFailed) -> None:
@@ -550,6 +592,57 @@ class SamplingScreen(Screen):
             self._stop_animation()
             return
         self._toggle("animate", "progress")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "mean":  # one of the two e bindings, by what e would switch to
+            return self.has_mean and bool(parameters[0]) != self.mean
+        if action in ("page", "zoom"):
+            grids = self.query("#main").results(ImageGrid)
+            main = next(grids, None)
+            if main is None:
+                return False
+            return main.paged if action == "page" else main.count >= 2
+        return True
+
+    def action_mean(self, mean: bool) -> None:
+        if not self.has_mean:
+            name = self.model_name
+            self.notify(f"{name} has no decoder mean: its samples are drawn pixel by pixel (vae, cvae, vqvae, "
+                        "vqvae_prior have one)", title="Not for this model", severity="warning", timeout=4)
+            return
+        self.mean = mean
+        self.refresh_bindings()
+        self._start("samples")
+
+    def action_page(self, delta: int) -> None:
+        main = self.query_one("#main", ImageGrid)
+        if not main.page(delta):
+            self.notify("no more images that way" if main.paged else "every image is on screen", severity="warning")
+        self.refresh_bindings()
+
+    def action_zoom(self) -> None:
+        self.query_one("#main", ImageGrid).toggle_zoom()
+        self.refresh_bindings()
+
+    # -- resizing -------------------------------------------------------------------------------------
+    def on_resize(self) -> None:
+        # Redraw once the size has settled (a drag sends many resizes), so the grid fills the new size.
+        if self._resize_timer is not None:
+            self._resize_timer.stop()
+        self._resize_timer = self.set_timer(0.15, self._relayout)
+        self.call_after_refresh(self.refresh_bindings)
+
+    def _relayout(self) -> None:
+        """Draw the samples again (same seed) when the grid that fits now differs from the one shown."""
+        self._resize_timer = None
+        if self.model is None or self.mode != "samples" or self.n is not None or self.last is None:
+            return
+        if self.busy:
+            self._relayout_pending = True
+            return
+        n, nrow = self._layout()
+        if (n, nrow) != (len(self.last), self.last_nrow):
+            self._start()
 
     def action_write(self) -> None:
         if self.last is None or self.run is None:

@@ -5,10 +5,13 @@ textual-image found by asking the terminal; a forced protocol (the `--image-prot
 user config file, see workbench.tui.settings) skips that probe, which can time out or lie over SSH
 and in tmux.
 
-Images are scaled by whole pixels with nearest neighbour, never blurred: this widget enlarges the
-picture by the largest integer factor that fits (or shrinks it by nearest neighbour when even 1x
-does not fit), pads it to whole terminal cells, and gives textual-image exactly that many cells,
-so its own (smoothing) resize is the identity.
+Images are shown by whole pixels, never blurred and never below 1:1: a picture is enlarged by
+the largest integer factor that fits, padded to whole terminal cells, and given to textual-image
+in exactly that many cells, so its own (smoothing) resize is the identity. A batch of images (a
+tensor, or a PNG grid as workbench.images.grid writes it) is laid out anew to fill the pane, and
+when its images do not all fit at 1x the pane shows as many whole images as fit, with a one-line
+note ("images 1-6 of 64"); ``page(±1)`` pages through them and ``toggle_zoom()`` shows one image
+alone, as large as fits. What does not fit even alone at 1x is cropped, with a note, not shrunk.
 """
 from __future__ import annotations
 
@@ -104,25 +107,17 @@ def cell_pixels(protocol: str) -> tuple[int, int]:
     return max(1, size.width), max(1, size.height)
 
 
-def fit_size(width: int, height: int, max_width: int, max_height: int) -> tuple[int, int]:
-    """The size to show a width x height picture at within max_width x max_height pixels: enlarged
-    by the largest whole factor that fits, or, when it does not fit even at 1x, shrunk to fit
-    (keeping the aspect ratio; shown with nearest neighbour, so each shown pixel is one source pixel)."""
+def whole_scale(width: int, height: int, max_width: int, max_height: int) -> int:
+    """The largest whole factor k such that a width x height picture, k times enlarged, fits
+    max_width x max_height; 0 when it does not fit even at 1x."""
     if width <= 0 or height <= 0 or max_width <= 0 or max_height <= 0:
-        return 0, 0
-    k = min(max_width // width, max_height // height)
-    if k >= 1:
-        return width * k, height * k
-    f = min(max_width / width, max_height / height)
-    return max(1, min(max_width, math.floor(width * f))), max(1, min(max_height, math.floor(height * f)))
+        return 0
+    return max(0, min(max_width // width, max_height // height))
 
 
-def scale_nearest(picture: PILImage.Image, max_width: int, max_height: int) -> PILImage.Image:
-    """``picture`` scaled to fit_size(...) with nearest neighbour."""
-    w, h = fit_size(picture.width, picture.height, max_width, max_height)
-    if (w, h) == picture.size or w == 0:
-        return picture
-    return picture.resize((w, h), PILImage.NEAREST)
+def enlarge(picture: PILImage.Image, k: int) -> PILImage.Image:
+    """``picture`` k times enlarged by nearest neighbour (each pixel a k x k block)."""
+    return picture if k == 1 else picture.resize((picture.width * k, picture.height * k), PILImage.NEAREST)
 
 
 def grid_shape(n: int, nrow: int | None) -> tuple[int, int]:
@@ -131,18 +126,87 @@ def grid_shape(n: int, nrow: int | None) -> tuple[int, int]:
     return per_row, math.ceil(n / per_row)
 
 
-def tile_size(n: int, height: int, width: int, nrow: int | None, max_width: int, max_height: int,
-              pad: int = 1) -> tuple[int, int]:
-    """The (height, width) of each image so that a grid of n of them, ``pad`` pixels apart, fits
-    max_width x max_height: the images' own size if it fits, else the largest that does (same
-    aspect ratio). Shrinking the images one by one keeps the lines between them, which shrinking
-    the whole grid would drop."""
-    per_row, rows = grid_shape(n, nrow)
-    room_w, room_h = max_width - pad * (per_row + 1), max_height - pad * (rows + 1)
-    if per_row * width <= room_w and rows * height <= room_h:
-        return height, width
-    f = min(room_w / (per_row * width), room_h / (rows * height))
-    return max(1, math.floor(height * f)), max(1, math.floor(width * f))
+def split_grid(arr: np.ndarray, per_row: int | None = None, tile: tuple[int, int] | None = None,
+               n: int | None = None) -> tuple[np.ndarray, int, tuple[int, ...]] | None:
+    """The images of a grid picture (H, W, 3) laid out as workbench.images.grid does (1-pixel
+    lines of one colour around and between them): (tiles (n, h, w, 3), images per row, line
+    colour), or None if ``arr`` is not such a grid. ``tile`` and ``per_row`` are known for a
+    tensor; for a PNG they are found from the lines (trailing empty slots are dropped)."""
+    rows_px, cols_px = arr.shape[:2]
+    line = tuple(int(v) for v in arr[0, 0])
+    if tile is None:
+        is_line = (arr == np.asarray(line, dtype=arr.dtype)).all(-1)
+        full_cols, full_rows = is_line.all(0), is_line.all(1)
+
+        def period(full: np.ndarray, size: int) -> int | None:
+            for p in range(3, size):
+                if (size - 1) % p == 0 and full[::p].all():
+                    return p
+            return None
+
+        pw, ph = period(full_cols, cols_px), period(full_rows, rows_px)
+        if pw is None or ph is None:
+            return None
+        tile = (ph - 1, pw - 1)
+    h, w = tile
+    per_row = per_row or (cols_px - 1) // (w + 1)
+    rows = (rows_px - 1) // (h + 1)
+    if per_row < 1 or rows < 1:
+        return None
+    tiles = np.stack([arr[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w]
+                      for r in range(rows) for q in range(per_row)])
+    if n is None:
+        n = len(tiles)
+        while n > 1 and (tiles[n - 1] == np.asarray(line, dtype=arr.dtype)).all():
+            n -= 1  # an empty slot at the end of the last row
+    return tiles[:n], per_row, line
+
+
+def arrange(n: int, per_row: int, cols: int, band: int = 1, side: bool = False) -> list[list[int | None]]:
+    """The image indices of each shown row when n images, ``per_row`` to a row, are laid out
+    ``cols`` to a row. ``band`` rows go together (2: originals over their reconstructions): each
+    band is cut into pieces ``cols`` wide, stacked; band 1 simply wraps the sequence. ``side``
+    puts each column of a band side by side instead (an original, then its reconstruction),
+    ``cols`` such groups to a row, for a pane too low for the band's rows."""
+    if band <= 1:
+        return [list(range(i, min(i + cols, n))) for i in range(0, n, cols)]
+    rows: list[list[int | None]] = []
+    grid_rows = math.ceil(n / per_row)
+    if side:
+        groups = [[r * per_row + q for r in range(top, min(top + band, grid_rows))]
+                  for top in range(0, grid_rows, band) for q in range(per_row)]
+        for i in range(0, len(groups), cols):
+            rows.append([j if j < n else None for g in groups[i: i + cols] for j in g])
+        return rows
+    for top in range(0, grid_rows, band):
+        for left in range(0, per_row, cols):
+            for r in range(top, min(top + band, grid_rows)):
+                row = [r * per_row + q for q in range(left, min(left + cols, per_row))]
+                rows.append([i if i < n else None for i in row])
+    return rows
+
+
+def compose_grid(tiles: np.ndarray, rows: list[list[int | None]], line: tuple[int, ...],
+                 highlight: int | None = None) -> PILImage.Image:
+    """The images ``rows`` name, one pixel apart on ``line``'s colour; ``highlight`` framed."""
+    _, h, w, c = tiles.shape
+    cols = max(len(r) for r in rows)
+    out = np.empty((len(rows) * (h + 1) + 1, cols * (w + 1) + 1, c), dtype=np.uint8)
+    out[:] = np.asarray(line, dtype=np.uint8)
+    frame = None
+    for r, row in enumerate(rows):
+        for q, i in enumerate(row):
+            if i is None:
+                continue
+            out[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = tiles[i]
+            if i == highlight:
+                frame = (q * (w + 1), r * (h + 1), q * (w + 1) + w + 1, r * (h + 1) + h + 1)
+    picture = PILImage.fromarray(out)
+    if frame is not None:
+        from PIL import ImageDraw
+
+        ImageDraw.Draw(picture).rectangle(frame, outline=HIGHLIGHT)
+    return picture
 
 
 def to_pil(image: Source, nrow: int | None = None) -> PILImage.Image:
@@ -170,11 +234,14 @@ def to_pil(image: Source, nrow: int | None = None) -> PILImage.Image:
 
 
 class ImageGrid(Widget):
-    """Shows one picture as large as fits, by whole pixels.
+    """Shows one picture, or a batch of images, as large as fits by whole pixels, never below 1:1.
 
-    ``ImageGrid(image=None, *, protocol=None, nrow=None)``: ``protocol`` None takes the app's
-    setting (settings.image_protocol()); ``nrow`` is the images per row for tensors.
-    ``update(image, nrow=None)`` replaces the picture; a missing or corrupt PNG shows a message.
+    ``ImageGrid(image=None, *, protocol=None, nrow=None, keys=None)``: ``protocol`` None takes the
+    app's setting (settings.image_protocol()); ``nrow`` is the images per row for tensors; ``keys``
+    is the hint the note gives for paging (the screen binds the keys, e.g. "pgup/pgdn · z zoom").
+    ``update(image, nrow=None, highlight=None, band=1, step=1)`` replaces the picture; a missing or
+    corrupt PNG shows a message. ``page(delta)`` and ``toggle_zoom()`` move through a batch that
+    does not fit; ``scale``, ``shown_indices`` and ``note`` say what is on screen.
     """
 
     DEFAULT_CSS = """
@@ -192,58 +259,138 @@ class ImageGrid(Widget):
         color: $text-muted;
     }
     ImageGrid > .message.error { color: $error; }
+    ImageGrid > .note {
+        dock: bottom;
+        width: 100%;
+        height: 1;
+        text-align: center;
+        color: $text-muted;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
     """
 
     def __init__(self, image: Source = None, *, protocol: str | None = None, nrow: int | None = None,
-                 name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
+                 keys: str | None = None, name: str | None = None, id: str | None = None,
+                 classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.protocol = protocol or settings.image_protocol()
         if self.protocol not in settings.PROTOCOLS:
             raise ValueError(f"image protocol {self.protocol!r}: choose one of {', '.join(settings.PROTOCOLS)}")
         self._image_class, _ = _widget_class(self.protocol)
+        self.keys = keys
         self.picture: PILImage.Image | None = None  # the source picture, before scaling
-        self._tiles: Any = None  # a (n, C, H, W) tensor source: shrunk image by image if too big
+        self._tiles: np.ndarray | None = None  # (n, h, w, 3): the images of a batch or a PNG grid
+        self._per_row = 1
+        self._line: tuple[int, ...] = (128, 128, 128)
         self._nrow: int | None = None
+        self._band, self._step = 1, 1
         self._highlight: int | None = None
+        self._page = 0  # the page of a batch that does not fit at 1x
+        self._zoom: int | None = None  # the image shown alone, or None
         self.shown: PILImage.Image | None = None  # what was handed to textual-image, scaled and padded
+        self.scale = 0  # the whole factor the shown picture is enlarged by (0: nothing shown)
+        self.shown_indices: list[int] = []  # the images of a batch on screen
+        self.pages = 1
+        self.note: str | None = None  # the line under the picture: paging, zoom or cropping
+        self._note_line = True  # False where the note's row would leave no room for a row of images
         self.message: str | None = None
         self._pending: tuple[Source, int | None] = (image, nrow)
         self._ready = False  # composed and mounted (is_mounted turns true only after on_mount)
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="message")
+        yield Static("", classes="note")
         with Center():
             yield self._image_class(id="picture")
 
     def on_mount(self) -> None:
         self._ready = True
         image, nrow = self._pending
-        self.update(image, nrow)
+        self.update(image, nrow, self._highlight, self._band, self._step)
 
     def on_resize(self) -> None:
         self._layout_picture()
 
-    def update(self, image: Source, nrow: int | None = None, highlight: int | None = None) -> None:
+    @property
+    def count(self) -> int:
+        """Images in the batch shown (0 for a single picture or none)."""
+        return 0 if self._tiles is None else len(self._tiles)
+
+    @property
+    def paged(self) -> bool:
+        """Not every image of the batch is on screen: page() and toggle_zoom() have work to do."""
+        return self._zoom is not None or (self.count > 0 and len(self.shown_indices) < self.count)
+
+    def update(self, image: Source, nrow: int | None = None, highlight: int | None = None,
+               band: int = 1, step: int = 1) -> None:
         """Show ``image`` (None clears it); for a batch of images, ``highlight`` frames image
-        number ``highlight`` in colour. Never raises for a bad file: it shows why instead."""
+        number ``highlight`` in colour (and the page follows it). ``band`` grid rows (``step``
+        columns) stay together when the batch is laid out anew: 2 rows for originals over their
+        reconstructions, 2 columns for pairs side by side. Never raises for a bad file."""
         self._pending = (image, nrow)
-        self._highlight = highlight
+        self._highlight, self._band, self._step = highlight, max(1, band), max(1, step)
         if not self._ready:
             return
         self.message = None
+        before = self.count
         self._tiles, self._nrow = None, nrow
         try:
             if hasattr(image, "dim") and image.dim() == 3:
                 image = image.unsqueeze(0)
             self.picture = None if image is None else to_pil(image, nrow)
-            if hasattr(image, "dim"):
-                self._tiles = image.detach().float().cpu()
+            if self.picture is not None:
+                arr = np.asarray(self.picture.convert("RGB"))
+                if hasattr(image, "dim"):
+                    n, _, h, w = image.shape
+                    found = split_grid(arr, grid_shape(n, nrow)[0], (h, w), n)
+                else:
+                    found = split_grid(arr)
+                if found is not None:
+                    self._tiles, self._per_row, self._line = found
         except FileNotFoundError:
             self.picture, self.message = None, f"no image at {image}"
         except (OSError, ValueError, PILImage.DecompressionBombError) as e:
             name = Path(image).name if isinstance(image, (str, Path)) else "image"
             self.picture, self.message = None, f"cannot show {name}: {e}"
+        if self.count != before:  # another batch: from its first page, not zoomed
+            self._page, self._zoom = 0, None
         self._layout_picture()
+
+    def page(self, delta: int) -> bool:
+        """Show the next (delta 1) or previous (-1) page, or image when zoomed; False if there is none."""
+        if self._zoom is not None:
+            target = self._zoom + delta
+            if not 0 <= target < self.count:
+                return False
+            self._zoom = target
+        else:
+            target = self._page + delta
+            if not self.paged or not 0 <= target < self.pages:
+                return False
+            self._page, self._highlight = target, None
+        self._layout_picture()
+        return True
+
+    def toggle_zoom(self) -> bool:
+        """Show the highlighted (else the first shown) image alone, as large as fits; again: back.
+        False when there is no batch to zoom into."""
+        if self._zoom is not None:
+            first = self._zoom
+            self._zoom = None
+            self._layout_picture()
+            if self._band == 1 and self.shown_indices and first not in self.shown_indices:
+                self._page = first // len(self.shown_indices)  # back to the page of that image
+                self._layout_picture()
+            return True
+        if self.count < 2:
+            return False
+        if self._highlight is not None and 0 <= self._highlight < self.count:
+            self._zoom = self._highlight
+        else:
+            self._zoom = self.shown_indices[0] if self.shown_indices else 0
+        self._layout_picture()
+        return True
 
     def capacity(self, tile_width: int, tile_height: int, pad: int = 1) -> tuple[int, int]:
         """How many tile_width x tile_height images (with ``pad`` pixels between them, as
@@ -252,40 +399,111 @@ class ImageGrid(Widget):
         width, height = self.content_size.width * cw, self.content_size.height * ch
         return max(0, (width - pad) // (tile_width + pad)), max(0, (height - pad) // (tile_height + pad))
 
+    # -- layout -------------------------------------------------------------------------------------
+    def _choose(self, width: int, height: int) -> tuple[PILImage.Image, int, str | None]:
+        """(picture at 1x, whole scale, note) for a pane of width x height pixels, with one cell
+        row kept for the note where one is needed; sets shown_indices and pages."""
+        _, ch = cell_pixels(self.protocol)
+        self.pages = 1
+        if self._tiles is None:
+            self.shown_indices = []
+            return self._fit_or_crop(self.picture, width, height, ch, "")
+        n, h, w, _ = self._tiles.shape
+        if self._zoom is not None:
+            self._zoom = max(0, min(n - 1, self._zoom))
+            self.shown_indices = [self._zoom]
+            alone = PILImage.fromarray(self._tiles[self._zoom])
+            picture, k, note = self._fit_or_crop(alone, width, height, ch, f"image {self._zoom + 1} of {n}", always=True)
+            return picture, k, f"{note} · {self.keys}" if self.keys else note
+        per_row, band, step = self._per_row, self._band, self._step
+        widest = per_row if band > 1 else max(per_row, n)
+        best: tuple[int, int, bool] | None = None  # (scale, cols, side by side)
+        for side in (False, True) if band > 1 else (False,):
+            for cols in range(step, widest + 1, step):
+                rows = arrange(n, per_row, cols, band, side)
+                k = whole_scale(max(map(len, rows)) * (w + 1) + 1, len(rows) * (h + 1) + 1, width, height)
+                if k >= 1 and (best is None or k > best[0] or (k == best[0] and (cols, side) == (per_row, False))):
+                    best = (k, cols, side)
+        if best is not None:  # everything fits: laid out to fill the pane
+            k, cols, side = best
+            self.shown_indices = list(range(n))
+            rows = arrange(n, per_row, cols, band, side)
+            return compose_grid(self._tiles, rows, self._line, self._highlight), k, None
+        # Not all at 1x: as many whole images as fit, a page at a time, above the note.
+        room = height - ch
+        fit_cols = (width - 1) // (w + 1)
+        fit_rows = (room - 1) // (h + 1)
+        if fit_rows < 1 and (height - 1) // (h + 1) >= 1:  # the note would cost the only row: no note line
+            room, fit_rows, self._note_line = height, 1, False
+        cols = min(per_row if band > 1 else max(per_row, fit_cols), fit_cols)
+        cols -= cols % step if cols >= step else 0
+        if cols < 1 or fit_rows < 1:  # not even one image: the first one shown, cropped
+            first = self._highlight if self._highlight is not None and 0 <= self._highlight < n else 0
+            self.shown_indices = [first]
+            alone = PILImage.fromarray(self._tiles[first])
+            return self._fit_or_crop(alone, width, height, ch, f"image {first + 1} of {n}" if n > 1 else "", always=True)
+        side = band > 1 and fit_rows < band and fit_cols >= band  # too low for a band: its pairs side by side
+        rows = arrange(n, per_row, fit_cols // band if side else cols, band, side)
+        per_page = fit_rows - fit_rows % band if band > 1 and fit_rows >= band else fit_rows
+        self.pages = math.ceil(len(rows) / per_page)
+        if self._highlight is not None and 0 <= self._highlight < n:
+            self._page = next(i // per_page for i, row in enumerate(rows) if self._highlight in row)
+        self._page = max(0, min(self.pages - 1, self._page))
+        page = rows[self._page * per_page: (self._page + 1) * per_page]
+        self.shown_indices = sorted(i for row in page for i in row if i is not None)
+        picture = compose_grid(self._tiles, page, self._line, self._highlight)
+        k = max(1, whole_scale(picture.width, picture.height, width, room))
+        if band > 1:
+            left = self.shown_indices[0] % per_row
+            right = max(i % per_row for i in self.shown_indices)
+            where = f"columns {left + 1}-{right + 1} of {per_row}" if left != right else f"column {left + 1} of {per_row}"
+        else:
+            first, last = self.shown_indices[0], self.shown_indices[-1]
+            where = f"images {first + 1}-{last + 1} of {n}" if last > first else f"image {first + 1} of {n}"
+        keys = f" · {self.keys}" if self.keys else ""
+        return picture, k, f"{where} (page {self._page + 1}/{self.pages}){keys}"
+
+    def _fit_or_crop(self, picture: PILImage.Image, width: int, height: int, ch: int, what: str,
+                     always: bool = False) -> tuple[PILImage.Image, int, str | None]:
+        """``picture`` at the largest whole scale that fits, else cropped to the pane (never shrunk)."""
+        said = [what] if what else []
+        room = height - ch if always else height
+        k = whole_scale(picture.width, picture.height, width, room)
+        if k >= 1:
+            return picture, k, (" · ".join(said + [f"{k}x"]) if always else None)
+        if always and whole_scale(picture.width, picture.height, width, height) >= 1:
+            self._note_line = False  # the note's row would crop it: the image, without the note
+            return picture, 1, " · ".join(said + ["1x"])
+        room = height - ch
+        crop = picture.crop((0, 0, min(picture.width, width), min(picture.height, max(1, room))))
+        said.append(f"cropped to {crop.width}x{crop.height} of {picture.width}x{picture.height} px: enlarge the terminal")
+        return crop, 1, " · ".join(said)
+
     def _layout_picture(self) -> None:
         if not self._ready:
             return
         label = self.query_one(".message", Static)
+        note = self.query_one(".note", Static)
         picture_widget = self.query_one("#picture")
         label.set_class(self.message is not None, "error")
         label.update(self.message or ("" if self.picture is not None else "no image yet"))
         label.display = self.picture is None
         picture_widget.display = self.picture is not None
         if self.picture is None:
-            self.shown = None
+            self.shown, self.scale, self.shown_indices, self.note = None, 0, [], None
+            note.display = False
             picture_widget.image = None
             return
         cw, ch = cell_pixels(self.protocol)
         cells_w, cells_h = self.content_size.width, self.content_size.height
         if cells_w <= 0 or cells_h <= 0:
             return  # not laid out yet: on_resize comes back
-        picture = self.picture
-        if self._tiles is not None:
-            n, _, h, w = self._tiles.shape
-            th, tw = tile_size(n, h, w, self._nrow, cells_w * cw, cells_h * ch)
-            if (th, tw) != (h, w):
-                import torch.nn.functional as F
-
-                picture = to_pil(F.interpolate(self._tiles, size=(th, tw), mode="nearest"), self._nrow)
-            if self._highlight is not None and 0 <= self._highlight < n:
-                from PIL import ImageDraw
-
-                per_row, _ = grid_shape(n, self._nrow)
-                r, q = divmod(self._highlight, per_row)
-                picture = picture.convert("RGB")
-                box = (q * (tw + 1), r * (th + 1), q * (tw + 1) + tw + 1, r * (th + 1) + th + 1)
-                ImageDraw.Draw(picture).rectangle(box, outline=HIGHLIGHT)
-        scaled = scale_nearest(picture.convert("RGB"), cells_w * cw, cells_h * ch)
+        self._note_line = True
+        picture, k, self.note = self._choose(cells_w * cw, cells_h * ch)
+        note.update(self.note or "")
+        note.display = self.note is not None and self._note_line
+        self.scale = k
+        scaled = enlarge(picture.convert("RGB"), k)
         # Pad to whole cells so that textual-image's own resize is the identity (no smoothing).
         cols, rows = math.ceil(scaled.width / cw), math.ceil(scaled.height / ch)
         if (cols * cw, rows * ch) != scaled.size:
