@@ -298,7 +298,7 @@ async def test_overlay_gives_each_run_a_colour_and_a_short_alias(tmp_path):
 @pytest.mark.asyncio
 async def test_curve_keys_on_the_home_screen_and_in_the_help(tmp_path):
     """Bugs caught: the curve keys missing from the home screen or from `?`; the home's curve
-    forgetting the view settings when another job is selected."""
+    forgetting the view settings when another job is selected, or the detail not taking them."""
     runs = tmp_path / "runs"
     a, b = make_run(runs, "made-a"), make_run(runs, "made-b", loss0=600.0)
     queue = FixedQueue([job_info("j1", "done", step=24, run_dir=str(a)), job_info("j2", "done", step=24, run_dir=str(b))])
@@ -318,10 +318,16 @@ async def test_curve_keys_on_the_home_screen_and_in_the_help(tmp_path):
         for _ in range(100):
             await pilot.pause(0.05)
             found = app.screen.query(CurvesPanel)
-            if found and found.first().main.run_dir == b:
+            if found and found.first().main.run_dir == b and found.first()._loaded:
                 break
         moved = app.screen.query_one(CurvesPanel)
         assert moved.main.run_dir == b and moved.smoothing == 0.9 and moved.log_scale
+        await pilot.press("enter")  # the detail's curves start with the session's settings too
+        await pilot.pause(0.3)
+        detail = app.screen.query_one(CurvesPanel)
+        assert isinstance(app.screen, DetailScreen) and detail.smoothing == 0.9 and detail.log_scale
+        await pilot.press("escape")
+        await pilot.pause(0.2)
         await pilot.press("question_mark")
         await pilot.pause(0.2)
         rows = [[str(c) for c in app.screen.query_one("#help-keys").get_row_at(i)]

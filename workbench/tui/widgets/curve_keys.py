@@ -8,8 +8,8 @@ from textual.binding import Binding
 
 class CurveKeys:
     """The curve keys of a screen that shows a ``CurvesPanel`` (mixed into the screen). The view
-    settings are kept on the screen (``curve_prefs``), so a panel built for another job starts
-    with them."""
+    settings (smoothing, log scale, last N) last for the session, on the app (``curve_prefs``):
+    the curve of the next selected job, or of a detail opened from the home, starts with them."""
 
     @staticmethod
     def curve_bindings(show: bool) -> list[Binding]:
@@ -29,9 +29,10 @@ class CurveKeys:
         """Bring the curves into view (a screen with tabs switches to them)."""
 
     def _remember(self, **prefs) -> None:
-        if not hasattr(self, "curve_prefs"):
-            self.curve_prefs = {}
-        self.curve_prefs.update(prefs)
+        app = self.app
+        if not hasattr(app, "curve_prefs"):
+            app.curve_prefs = {}
+        app.curve_prefs.update(prefs)
 
     def action_curves_smooth(self) -> None:
         panels = self._curve_panels()

@@ -138,8 +138,8 @@ class CurvesPanel(Vertical):
             plot.show_legend(is_visible=False)  # drawn under the plot instead: never over the newest data
             # One row for the y label, one for the x ticks (x is always the step): rows for the data.
             plot.margin_top, plot.margin_bottom = 1, 1
-        prefs = getattr(self.screen, "curve_prefs", None) or {}
-        for key, value in prefs.items():  # the screen's view settings, kept when another job is selected
+        prefs = getattr(self.app, "curve_prefs", None) or {}
+        for key, value in prefs.items():  # the session's view settings (CurveKeys), kept across panels
             setattr(self, key, value)
         self.query_one("#curves-status", Static).update(f"{self.main.run_dir.name} · reading metrics…")
         self._load()
