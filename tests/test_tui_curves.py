@@ -208,7 +208,8 @@ async def test_legend_is_under_the_plot_not_over_the_data(tmp_path):
 @pytest.mark.asyncio
 async def test_every_plot_shares_one_x_range_with_overlay_and_last_n(tmp_path):
     """Bugs caught (issue 17): the overlay widening only the first plot's x-range; plots with
-    x-ranges of their own; the last-N zoom missing a plot or not cycling back to the whole run."""
+    x-ranges of their own (also after zooming one with textual-plot's own keys); the last-N zoom
+    missing a plot or not cycling back to the whole run."""
     run = make_run(tmp_path / "runs", "vq-a", model="vqvae", parts=("recon", "perplexity"))
     longer = make_run(tmp_path / "runs", "vq-b", model="vqvae", steps=60)
     async with detail_app(tmp_path, run).run_test(size=SIZE) as pilot:
@@ -238,6 +239,10 @@ async def test_every_plot_shares_one_x_range_with_overlay_and_last_n(tmp_path):
         await wait_drawn(pilot, panel, lambda: panel.zoom == 0)
         await pilot.pause(0.2)
         assert limits() == {(2, 60)}
+        plots[0].focus()  # textual-plot's own zoom keys, on one plot: the others follow it
+        await pilot.press("plus")
+        await pilot.pause(0.3)
+        assert len(limits()) == 1 and limits() != {(2, 60)}
 
 
 @pytest.mark.asyncio
