@@ -33,6 +33,7 @@ from workbench.runindex import (
 )
 from workbench.runlive import LiveRun, RunLive
 from workbench.tui.messages import JobsUpdated
+from workbench.tui.widgets.curve_keys import CurveKeys
 from workbench.tui.widgets.curves import CurvesPanel
 from workbench.tui.widgets.footer import KeyFooter
 from workbench.tui.widgets.image_grid import ImageGrid
@@ -137,14 +138,14 @@ def evaluation_table(evaluation: dict) -> Table | str:
     return table
 
 
-class DetailScreen(Screen):
+class DetailScreen(CurveKeys, Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("q", "app.quit", "Quit"),
-        Binding("l", "log_scale", "Log scale"),
-        Binding("o", "overlay", "Overlay marked"),
         Binding("s", "sample", "Sample"),
         Binding("e", "evaluate", "Evaluate"),
+        Binding("o", "overlay", "Overlay marked"),
+        *CurveKeys.curve_bindings(show=True),
         Binding("left_square_bracket", "step(-1)", "Earlier", key_display="["),
         Binding("right_square_bracket", "step(1)", "Later", key_display="]"),
         Binding("pageup,comma", "page(-1)", "Page−", key_display="pgup"),
@@ -353,9 +354,8 @@ class DetailScreen(Screen):
             self.action_tab("samples")
         self._update_samples()
 
-    def action_log_scale(self) -> None:
-        panel = self.query_one(CurvesPanel)
-        panel.log_scale = not panel.log_scale
+    def curves_shown(self) -> None:
+        self.action_tab("curves")
 
     def action_overlay(self) -> None:
         panel = self.query_one(CurvesPanel)

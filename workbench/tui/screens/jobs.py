@@ -12,6 +12,7 @@ from workbench.jobs import FINISHED
 from workbench.runindex import has_checkpoint
 from workbench.tui.messages import JobsUpdated
 from workbench.tui.screens.confirm import ConfirmScreen
+from workbench.tui.widgets.curve_keys import CurveKeys
 from workbench.tui.widgets.footer import KeyFooter
 from workbench.tui.widgets.job_panes import JobPanes
 from workbench.tui.widgets.job_table import JobTable
@@ -21,7 +22,7 @@ RESUMABLE = ("paused", "cancelled", "failed")
 FOLLOW_S = 0.15  # the panes follow the table's cursor after it rests this long
 
 
-class JobsScreen(Screen):
+class JobsScreen(CurveKeys, Screen):
     """Every key acts on the job selected when it was pressed, found by its id (rows may move
     under the cursor while a question is open); cancel and remove ask first."""
 
@@ -42,6 +43,7 @@ class JobsScreen(Screen):
         Binding("space", "mark", "Mark", show=False),
         Binding("delete,x", "remove_job", "Remove", show=False),
         Binding("z", "toggle_panes", "Table only", show=False),
+        *CurveKeys.curve_bindings(show=False),  # the selected job's curve, below the table
     ]
 
     def compose(self) -> ComposeResult:
