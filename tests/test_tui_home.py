@@ -161,3 +161,22 @@ async def test_quit_question_says_what_happens_to_training_and_evaluation(tmp_pa
                 break
             await pilot.pause(0.05)
     assert ("shutdown", True, True) in queue.calls
+
+
+async def test_samples_pane_says_how_many_images_it_shows_when_the_grid_has_no_row_for_it(tmp_path):
+    """With four jobs at 160x45 the home's samples pane (14 rows, 28 half-cell pixels) holds one
+    28x28 tile at 1:1 and no row for the note under it. Catches a pane that shows one image of 16 without
+    saying so."""
+    import time
+
+    run = make_run(tmp_path / "runs", "made-a", state="running")
+    jobs = [job_info("j1", "running", run_dir=str(run))] + [job_info(f"j{i}") for i in (2, 3, 4)]
+    app, _ = fixed_app(tmp_path, jobs)
+    async with app.run_test(size=(160, 45)) as pilot:
+        pane = app.screen.query_one("#pane-samples")
+        deadline = time.monotonic() + 60
+        while not pane.border_subtitle:
+            assert time.monotonic() < deadline, "the samples pane never named what it shows"
+            await pilot.pause(0.05)
+        grid = app.screen.query_one("#samples-grid")
+        assert grid.shown_indices == [0] and pane.border_subtitle == grid.note == "image 1 of 16 · 1x"

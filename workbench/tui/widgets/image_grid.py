@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image as PILImage
 from textual.app import ComposeResult
 from textual.containers import Center
+from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static
 
@@ -244,6 +245,14 @@ class ImageGrid(Widget):
     does not fit; ``scale``, ``shown_indices`` and ``note`` say what is on screen.
     """
 
+    class NoteChanged(Message):
+        """The note (paging, zoom, cropping) changed; a container shows it where the grid has no
+        row for it (``shown_below`` False)."""
+
+        def __init__(self, grid: "ImageGrid", note: str | None, shown_below: bool) -> None:
+            super().__init__()
+            self.grid, self.note, self.shown_below = grid, note, shown_below
+
     DEFAULT_CSS = """
     ImageGrid {
         width: 1fr;
@@ -294,6 +303,7 @@ class ImageGrid(Widget):
         self.pages = 1
         self.note: str | None = None  # the line under the picture: paging, zoom or cropping
         self._note_line = True  # False where the note's row would leave no room for a row of images
+        self._posted_note: tuple[str | None, bool] = (None, False)
         self.message: str | None = None
         self._pending: tuple[Source, int | None] = (image, nrow)
         self._ready = False  # composed and mounted (is_mounted turns true only after on_mount)
@@ -493,6 +503,7 @@ class ImageGrid(Widget):
             self.shown, self.scale, self.shown_indices, self.note = None, 0, [], None
             note.display = False
             picture_widget.image = None
+            self._post_note(False)
             return
         cw, ch = cell_pixels(self.protocol)
         cells_w, cells_h = self.content_size.width, self.content_size.height
@@ -502,6 +513,7 @@ class ImageGrid(Widget):
         picture, k, self.note = self._choose(cells_w * cw, cells_h * ch)
         note.update(self.note or "")
         note.display = self.note is not None and self._note_line
+        self._post_note(note.display)
         self.scale = k
         scaled = enlarge(picture.convert("RGB"), k)
         # Pad to whole cells so that textual-image's own resize is the identity (no smoothing).
@@ -514,6 +526,11 @@ class ImageGrid(Widget):
         picture_widget.styles.width = cols
         picture_widget.styles.height = rows
         picture_widget.image = scaled
+
+    def _post_note(self, shown_below: bool) -> None:
+        if (self.note, shown_below) != self._posted_note:
+            self._posted_note = (self.note, shown_below)
+            self.post_message(self.NoteChanged(self, self.note, shown_below))
 
     def _background(self) -> tuple[int, int, int]:
         _, color = self.background_colors

@@ -116,6 +116,12 @@ class JobPanes(Vertical):
         self._grid.update(self.sample_path)
         self.query_one("#samples-note", Static).display = self.sample_path is None
 
+    def on_image_grid_note_changed(self, event) -> None:
+        """At the home's sizes a grid often has room for its images but not for the line under
+        them: the note ("images 1-1 of 16") goes into the pane's border then."""
+        event.stop()
+        self.query_one("#pane-samples").border_subtitle = None if event.shown_below else event.note
+
     # -- the selected job ------------------------------------------------------------------------
     def show_job(self, job) -> None:
         """Follow ``job`` (a JobInfo, or None): a new curve panel and log when its run changes."""
