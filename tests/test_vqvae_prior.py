@@ -125,3 +125,95 @@ def test_a_mismatched_vqvae_is_refused():
         models.build("vqvae_prior", (1, 4, 4), 256, vqvae=small_vqvae((1, 4, 4)))
     with pytest.raises(ValueError, match="VQ-VAE"):
         models.build("vqvae_prior", (1, 4, 4), 2, vqvae=torch.nn.Linear(2, 2))
+
+
+# -- found by mutation testing (mutmut run "models.vqvae_prior*") --------------------------
+def _random_conditional_prior():
+    """A 2x1 code grid with 3 codes and 3 classes, every parameter of the prior random (a fresh
+    class embedding is zero, which would hide a dropped label)."""
+    torch.manual_seed(0)
+    m = models.build("vqvae_prior", (1, 4, 2), 2, 3, vqvae=small_vqvae((1, 4, 2), num_codes=3), **SMALL_PRIOR)
+    with torch.no_grad():
+        for p in m.prior.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    return m.eval()
+
+
+def test_sampled_codes_invert_the_tempered_class_conditionals():
+    """Each code is the inverse CDF, at its uniform, of p(code_i | codes before, y) ** (1/T),
+    computed by enumerating the 9 grids with code_log_prob. Kills sample_codes dropping the
+    labels or the temperature, or passing no noise."""
+    m = _random_conditional_prior()
+    grids = torch.cartesian_prod(torch.arange(3), torch.arange(3)).reshape(9, 2, 1)
+    u = torch.rand(200, 1, 2, 1, generator=torch.Generator().manual_seed(1))
+    for label, temperature in ((0, 1.0), (2, 1.0), (2, 0.6)):
+        y = torch.full((200,), label)
+        with torch.no_grad():
+            joint = m.code_log_prob(grids, torch.full((9,), label)).exp().double().view(3, 3)
+
+        def draw(p, v):  # the inverse CDF of p ** (1/T), as layers.inverse_cdf takes it
+            q = p ** (1 / temperature)
+            return int((torch.cumsum(q / q.sum(), 0) < v).sum().clamp(max=2))
+
+        expected = []
+        for v0, v1 in u[:, 0, :, 0].double().tolist():
+            c0 = draw(joint.sum(1), v0)
+            expected.append([c0, draw(joint[c0], v1)])
+        codes = m.sample_codes(200, y, temperature=temperature, noise=u)
+        assert codes[:, :, 0].tolist() == expected, (label, temperature)
+
+
+def test_partial_decoding_shows_exactly_the_codes_drawn():
+    """decode_partial(codes, done) decodes the codebook vectors of the first ``done`` positions
+    (raster order) and zero vectors elsewhere; with done = h*w it is the full decoding. Kills
+    `< done` -> `<= done`, a division by the mask, a wrong mask shape, and a default of drawn
+    samples instead of the mean."""
+    m = _random_conditional_prior()
+    codes = torch.tensor([[[1], [2]], [[0], [1]]])
+    z = m.vqvae.quantizer.lookup(codes)
+    torch.testing.assert_close(m.decode_partial(codes, 2), m.vqvae.decode_codes(codes, mean=True))
+    keep_first = z * torch.tensor([1.0, 0.0]).view(1, 1, 2, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(m.decode_partial(codes, 1),
+                                   m.vqvae.likelihood.mean(m.vqvae.decoder(keep_first).float()))
+        torch.testing.assert_close(m.decode_partial(codes, 0),
+                                   m.vqvae.likelihood.mean(m.vqvae.decoder(torch.zeros_like(z)).float()))
+
+
+def test_progress_frames_hold_the_codes_drawn_so_far_and_end_at_the_sample():
+    """With ``codes=True`` the frame after ``done`` codes holds the final codes at the first
+    ``done`` raster positions and -1 after them; the default (one frame a code, decoded means)
+    ends at sample(mean=True) from the same noise, labels and temperature. Kills mutants of the
+    -1 fill, of the position test, and of the noise, labels or temperature passed on."""
+    m = _random_conditional_prior()
+    y, u = torch.arange(60) % 3, torch.rand(60, 1, 2, 1, generator=torch.Generator().manual_seed(2))
+    final = m.sample_codes(60, y, temperature=0.4, noise=u)
+    assert not torch.equal(final, m.sample_codes(60, y, noise=u))  # the temperature matters here
+    frames = list(m.sample_progress(60, y, noise=u, temperature=0.4, codes=True))
+    assert [done for done, _ in frames] == [1, 2]
+    for done, grid in frames:
+        flat, want = grid.flatten(1), final.flatten(1)
+        assert torch.equal(flat[:, :done], want[:, :done]) and (flat[:, done:] == -1).all()
+    images = list(m.sample_progress(60, y, noise=u, temperature=0.4))
+    torch.testing.assert_close(images[-1][1], m.sample(60, y, noise=u, temperature=0.4, mean=True))
+    drawn = list(m.sample_progress(60, y, noise=u, mean=False))[-1][1]
+    assert set(drawn.unique().tolist()) <= {0.0, 1.0}  # mean=False passed on: binary draws
+
+
+def test_the_prior_is_a_gated_pixelcnn_with_level_embeddings():
+    """The VQ-VAE paper's prior over codes is the gated PixelCNN; codes are categories, so they
+    enter through an embedding, not as grey values. Kills `gated=False` and `embed_levels=False`."""
+    from models.pixelcnn import GatedStack, InputEncoder
+
+    m = _random_conditional_prior()
+    assert any(isinstance(mod, GatedStack) for mod in m.prior.modules())
+    assert [mod.embedding is not None for mod in m.prior.modules() if isinstance(mod, InputEncoder)] == [True]
+
+
+def test_bits_per_code_is_the_code_nll_over_positions_and_log_2():
+    """Kills `/` -> `*` in bits_per_code: nats per image / (h w ln 2)."""
+    m = _random_conditional_prior()
+    x, y = batch((1, 4, 2), n=6), torch.arange(6) % 3
+    with torch.no_grad():
+        out = m.loss(x, y)
+    assert out["bits_per_code"].item() == pytest.approx(out["nll_codes"].item() / (2 * np.log(2)), rel=1e-6)
