@@ -73,8 +73,11 @@ def test_conditional():
 
 
 def test_rejects_bad_hidden_units():
+    """0 hidden units is refused; 1 is a valid (tiny) NADE that still normalises (kills `< 1` ->
+    `<= 1` or `< 2` in the check)."""
     with pytest.raises(ValueError, match="hidden_units"):
         models.build("nade", (1, 4, 4), hidden_units=0)
+    assert_normalised(models.build("nade", (1, 2, 2), hidden_units=1))
 
 
 def test_loss_decreases():
