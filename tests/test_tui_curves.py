@@ -159,7 +159,7 @@ async def test_log_scale_ticks_read_real_nats(tmp_path):
         await pilot.press("l")
         await wait_drawn(pilot, panel, lambda: panel.log_scale)
         loss = pilot.app.screen.query_one("#plot-loss", PlotWidget)
-        assert isinstance(loss._y_formatter, LogAxisFormatter)
+        assert isinstance(loss._y_formatter.inner, LogAxisFormatter)
         assert "log10" not in loss._y_label
         ticks, labels = loss._y_formatter.get_ticks_and_labels(loss._y_min, loss._y_max)
         assert len(labels) >= 2
@@ -352,3 +352,18 @@ def test_job_sparkline_covers_the_whole_run_downsampled(tmp_path):
     app = create_app(tmp_path / "runs", queue=FixedQueue([]), image_protocol="halfcell")
     line = app._spark(job_info("j1", "done", step=10000, total=10000, run_dir=str(run)))
     assert len(line) == 14 and line.startswith("█" * 10) and line.endswith("▁▁")
+
+
+@pytest.mark.parametrize("rows", [5, 9, 14, 30])
+@pytest.mark.parametrize("low,high", [(13.0, 47.0), (192.0, 292.0), (0.011, 0.93)])
+def test_y_ticks_stay_three_rows_apart_whatever_the_plot_height(rows, low, high):
+    """textual-plot asks for 8 ticks at every height: on a 9-row plot ticks every 5 nats fell 1
+    and 2 rows apart in turn. Catches a formatter that ignores the plot's height."""
+    from textual_plot.axis_formatter import NumericAxisFormatter
+
+    from workbench.tui.widgets.plotting import SpacedTicks
+
+    ticks = SpacedTicks(NumericAxisFormatter(), lambda: rows).get_ticks(low, high)
+    assert all(low <= t <= high for t in ticks) and len(ticks) >= (2 if rows >= 12 else 1)
+    row_of = [(t - low) / (high - low) * rows for t in ticks]
+    assert all(b - a >= 3 - 1e-9 for a, b in zip(row_of, row_of[1:]))

@@ -31,6 +31,7 @@ from workbench.tui.widgets.plotting import (
     SMOOTHING,
     ZOOMS,
     LogAxisFormatter,
+    SpacedTicks,
     ema,
     format_value,
     last_steps,
@@ -275,7 +276,8 @@ class CurvesPanel(Vertical):
             plot.set_xlimits(*(self.window or (None, None)))
             if self.cursor is not None:
                 plot.add_v_line(self.cursor, CURSOR_STYLE)
-            plot.set_y_formatter(LogAxisFormatter() if log else NumericAxisFormatter())
+            plot.set_y_formatter(SpacedTicks(LogAxisFormatter() if log else NumericAxisFormatter(),
+                                             lambda plot=plot: plot.query_one("#plot").content_size.height))
             plot.set_ylabel(ylabels[name] + (" (log)" if log else ""))
             self.query_one(f"#legend-{name}", Static).update(self.legend(mine))
         self._update_status()

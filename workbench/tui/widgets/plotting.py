@@ -74,6 +74,41 @@ class LogAxisFormatter(AxisFormatter):
         return [format_value(v) for v in reals]
 
 
+MIN_TICK_ROWS = 3
+
+
+class SpacedTicks(AxisFormatter):
+    """Ticks at least MIN_TICK_ROWS rows apart on a plot of ``rows()`` data rows (read at each redraw).
+    textual-plot asks for 8 ticks whatever the height, and its steps stop at what fits 8: on a
+    9-row plot, ticks every 5 nats fell 1 and 2 rows apart in turn, an axis that reads as uneven.
+    A linear axis takes the smallest 1-2-2.5-5 step that far apart (labels are placed on whole rows,
+    so two rows apart came out as one and three); two ticks at least from 12 rows up, one
+    below; a log axis (``inner``
+    another formatter) is asked for at most one tick every three rows."""
+
+    def __init__(self, inner: AxisFormatter, rows) -> None:
+        self.inner, self.rows = inner, rows
+
+    def get_ticks(self, min_: float, max_: float, max_ticks: int = 8) -> list[float]:
+        rows = max(self.rows(), 1)
+        if not isinstance(self.inner, NumericAxisFormatter):
+            return self.inner.get_ticks(min_, max_, max(2, min(max_ticks, rows // MIN_TICK_ROWS + 1)))
+        span = max_ - min_
+        if not span > 0:
+            return [min_]
+        exponent = floor(log10(MIN_TICK_ROWS * span / rows))
+        steps = [m * 10.0 ** e for e in (exponent - 1, exponent, exponent + 1) for m in (1, 2, 2.5, 5)]
+        wide = next(i for i, step in enumerate(steps) if step * rows >= MIN_TICK_ROWS * span - 1e-12)
+        for step in reversed(steps[:wide + 1]):  # on a very short plot a step that far apart may hold no tick
+            ticks = [round(k * step, 12) for k in range(ceil(min_ / step - 1e-9), floor(max_ / step + 1e-9) + 1)]
+            if ticks:
+                return ticks
+        return [min_]
+
+    def get_labels_for_ticks(self, ticks: Sequence[float]) -> list[str]:
+        return self.inner.get_labels_for_ticks(ticks)
+
+
 def nice_floor(value: float) -> int:
     """``value`` rounded down to one significant digit (at least 1): 99 -> 90, 2400 -> 2000."""
     if value < 1:
