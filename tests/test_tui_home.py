@@ -142,6 +142,20 @@ async def test_footer_keeps_quit_and_keys_at_80_columns(tmp_path):
         assert visible[:2] == ["q", "question_mark"]
 
 
+async def test_footer_shows_every_home_key_at_100_columns(tmp_path):
+    """Bug caught (tmux walk, 100x30): the footer cutting `r Runs` and `f FID/IS`, the keys that
+    lead to the other screens, because each key took its roomy padding and + and - two entries."""
+    app, queue = fixed_app(tmp_path, [job_info("j1", "running")])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        footer = app.screen.query_one(KeyFooter)
+        keys = [k for k in footer.children if k.region.width]
+        visible = {k.key for k in keys if k.region.right <= 100}
+        assert {"r", "f", "s", "e", "n", "c"} <= visible
+        move = [k for k in keys if k.key == "plus"]
+        assert move and move[0].key_display == "+ -" and move[0].description == "Move"
+
+
 async def test_quit_question_says_what_happens_to_training_and_evaluation(tmp_path):
     """Bug caught (issue 16): the question saying every running job "stops at a checkpoint",
     which an evaluation does not do."""
