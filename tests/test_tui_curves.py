@@ -191,6 +191,32 @@ async def test_a_single_validation_point_is_drawn_as_a_visible_marker(tmp_path):
 
 
 @pytest.mark.asyncio
+async def test_dense_validation_markers_leave_the_training_line_visible(tmp_path):
+    """Bug caught (tmux walk, 100x30 home): 280 validation rows drew 280 full-cell markers in a
+    46-column plot, a row of dots over the training line. Markers are thinned to one per
+    MARKER_COLUMNS columns, the newest kept; the faint line still joins every point."""
+    from workbench.tui.widgets.curves import MARKER_COLUMNS
+
+    run = make_run(tmp_path / "runs", "dense-val", steps=2000)
+    rows = []
+    for s in range(2, 2001, 2):
+        rows.append({"step": s, "split": "train", "loss": 500.0 - s / 10})
+        if s % 10 == 0:
+            rows.append({"step": s, "split": "val", "nll": 490.0 - s / 10})
+    write_metrics(run, rows)
+    async with detail_app(tmp_path, run, 2000).run_test(size=(100, 30)) as pilot:
+        panel = await open_detail(pilot)
+        loss = pilot.app.screen.query_one("#plot-loss", PlotWidget)
+        markers = labelled(loss, "val NLL")
+        assert isinstance(markers, ScatterPlot)
+        assert 2 <= len(markers.x) <= loss.size.width // MARKER_COLUMNS
+        assert markers.x[-1] == 2000  # the newest validation is always marked
+        joined = [d for d in loss._datasets if isinstance(d, LinePlot) and len(d.x) == 200]
+        assert joined, "the faint line through every validation point"
+        del panel
+
+
+@pytest.mark.asyncio
 async def test_legend_is_under_the_plot_not_over_the_data(tmp_path):
     """Bug caught (issue 17): the legend box drawn over the newest data, in the plot's corner."""
     run = make_run(tmp_path / "runs", "vq", model="vqvae", parts=("recon", "commitment"))

@@ -88,3 +88,26 @@ async def test_sample_grid_pages_with_pgdn_and_zooms_with_z(tmp_path):
         await pilot.press("z")
         await pilot.pause()
         assert len(grid.shown_indices) == len(first)
+
+
+async def test_footer_shows_every_samples_key_at_160_columns(tmp_path):
+    """Bug caught (tmux walk, 160x48): on the Samples tab the footer cut `pgdn Page+` and
+    `z Zoom`, the keys of the grid on screen: pairs such as < >, [ ] and pgup pgdn took two
+    entries each, and every entry its roomy padding."""
+    from workbench.tui.widgets.footer import KeyFooter
+
+    run, app = app_with(tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        grid = None
+
+        def ready():
+            nonlocal grid
+            grid = next(iter(app.screen.query("#samples-image").results(ImageGrid)), None)
+            return grid is not None and grid.shown is not None and grid.paged
+
+        await samples_tab(pilot, ready)
+        await pilot.pause()
+        footer = app.screen.query_one(KeyFooter)
+        keys = [k for k in footer.children if k.region.width]
+        visible = {k.key_display for k in keys if k.region.right <= 160}
+        assert {"esc", "q", "?", "pgup pgdn", "z", "[ ]", "< >", "s", "e"} <= visible

@@ -38,6 +38,8 @@ from workbench.tui.widgets.curves import CurvesPanel
 from workbench.tui.widgets.footer import KeyFooter
 from workbench.tui.widgets.image_grid import ImageGrid
 
+STEP = Binding.Group("Step")  # footer entries: "[ ] Step", "pgup pgdn Page"
+PAGE = Binding.Group("Page")
 TABS = ["curves", "samples", "log", "config", "evaluation"]
 PAGE_KEYS = "pgup/pgdn · z zoom"
 _SAMPLE = re.compile(r"^(recon-)?step-(\d+)\.png$")
@@ -146,10 +148,10 @@ class DetailScreen(CurveKeys, Screen):
         Binding("e", "evaluate", "Evaluate"),
         Binding("o", "overlay", "Overlay marked"),
         *CurveKeys.curve_bindings(show=True),
-        Binding("left_square_bracket", "step(-1)", "Earlier", key_display="["),
-        Binding("right_square_bracket", "step(1)", "Later", key_display="]"),
-        Binding("pageup,comma", "page(-1)", "Page−", key_display="pgup"),
-        Binding("pagedown,full_stop", "page(1)", "Page+", key_display="pgdn"),
+        Binding("left_square_bracket", "step(-1)", "Earlier", key_display="[", group=STEP),
+        Binding("right_square_bracket", "step(1)", "Later", key_display="]", group=STEP),
+        Binding("pageup,comma", "page(-1)", "Page−", key_display="pgup", group=PAGE),
+        Binding("pagedown,full_stop", "page(1)", "Page+", key_display="pgdn", group=PAGE),
         Binding("z", "zoom", "Zoom"),
         Binding("1", "tab('curves')", "Curves", show=False),
         Binding("2", "tab('samples')", "Samples", show=False),

@@ -22,6 +22,8 @@ RESUMABLE = ("paused", "cancelled", "failed")
 FOLLOW_S = 0.15  # the panes follow the table's cursor after it rests this long
 
 
+MOVE = Binding.Group("Move")  # + and - show as one footer entry, "+ - Move"
+
 class JobsScreen(CurveKeys, Screen):
     """Every key acts on the job selected when it was pressed, found by its id (rows may move
     under the cursor while a question is open); cancel and remove ask first."""
@@ -29,13 +31,13 @@ class JobsScreen(CurveKeys, Screen):
     HELP_TITLE = "jobs"
     BINDINGS = [
         Binding("q", "app.quit", "Quit"),
-        Binding("n", "new_job", "New job"),
+        Binding("n", "new_job", "New"),
         Binding("c", "cancel_job", "Cancel"),
         Binding("p", "pause_job", "Pause"),
         Binding("R", "resume_job", "Resume", key_display="R"),
-        Binding("plus,equals_sign", "move(-1)", "Up", key_display="+"),
-        Binding("minus", "move(1)", "Down", key_display="-"),
-        Binding("enter", "details", "Details", show=False),  # the table's enter shows in the footer
+        Binding("plus,equals_sign", "move(-1)", "Up", key_display="+", group=MOVE),
+        Binding("minus", "move(1)", "Down", key_display="-", group=MOVE),
+        Binding("enter", "details", "Open", show=False),  # the table's enter shows in the footer
         Binding("e", "evaluate", "Evaluate"),
         Binding("s", "sample", "Sample"),
         Binding("r", "runs", "Runs"),

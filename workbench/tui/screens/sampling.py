@@ -96,6 +96,8 @@ def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+PAGE = Binding.Group("Page")  # pgup and pgdn show as one footer entry
+
 class SamplingScreen(Screen):
     """Draws from one run's model; see the module docstring for the keys."""
 
@@ -114,8 +116,8 @@ class SamplingScreen(Screen):
         # One key, two labels: the footer names what e switches to.
         Binding("e", "mean(True)", "Mean"),
         Binding("e", "mean(False)", "Sample"),
-        Binding("pageup,comma", "page(-1)", "Page−", key_display="pgup"),
-        Binding("pagedown,full_stop", "page(1)", "Page+", key_display="pgdn"),
+        Binding("pageup,comma", "page(-1)", "Page−", key_display="pgup", group=PAGE),
+        Binding("pagedown,full_stop", "page(1)", "Page+", key_display="pgdn", group=PAGE),
         *[Binding(str(k), f"digit({k})", f"Class {k}", show=False) for k in range(10)],
         Binding("m", "mix", "Mix"),
         Binding("left", "arrow(-1)", "◀", show=False),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from textual.binding import Binding
 
+CURSOR = Binding.Group("Cursor")  # < and > show as one footer entry
+
 
 class CurveKeys:
     """The curve keys of a screen that shows a ``CurvesPanel`` (mixed into the screen). The view
@@ -17,8 +19,9 @@ class CurveKeys:
             Binding("l", "curves_log", "Log scale", show=show),
             Binding("m", "curves_smooth", "Smooth", show=show),
             Binding("L", "curves_zoom", "Last N", key_display="L", show=show),
-            Binding("less_than_sign,comma", "curves_cursor(-1)", "Cursor ←", key_display="<", show=show),
-            Binding("greater_than_sign,full_stop", "curves_cursor(1)", "Cursor →", key_display=">", show=show),
+            Binding("less_than_sign,comma", "curves_cursor(-1)", "Cursor ←", key_display="<", show=show, group=CURSOR),
+            Binding("greater_than_sign,full_stop", "curves_cursor(1)", "Cursor →", key_display=">", show=show,
+                    group=CURSOR),
         ]
 
     def _curve_panels(self) -> list:

@@ -53,6 +53,10 @@ SPARSE_POINTS = 30
 MARKER = "●"
 PLOTS = ("loss", "parts", "codebook")
 CURSOR_STYLE = "bright_white"
+# Markers at most every this many columns: denser, they cover the other series (1500 validations
+# of a long run in a 46-column plot hid the training line under a row of dots).
+MARKER_COLUMNS = 3
+AXIS_COLUMNS = 12  # the y axis and its labels, beside the data columns
 # The cursor crosses the window in about this many presses, however many points are logged.
 CURSOR_PRESSES = 40
 
@@ -223,7 +227,8 @@ class CurvesPanel(Vertical):
     def _redraw_if_changed(self) -> None:
         if not self.is_mounted:
             return
-        state = (self.main.curves.version, self.log_scale, self.overlay, self.smoothing, self.zoom, self.cursor,
+        state = (self.main.curves.version, self.size.width, self.log_scale, self.overlay, self.smoothing,
+                 self.zoom, self.cursor,
                  tuple(o.curves.version for o in self.others) if self.overlay else ())
         if state != self._drawn and self.is_on_screen:  # behind another tab: draw when shown
             self._drawn = state
@@ -293,6 +298,7 @@ class CurvesPanel(Vertical):
             if len(px) > 1:
                 plot.plot(px, py, line_style=f"dim {line.colour}", hires_mode=HiResMode.BRAILLE)
             # A full-cell marker: a braille dot of one point is all but invisible.
+            px, py = thin_markers(px, py, plot.size.width - AXIS_COLUMNS if plot.size.width else None)
             plot.scatter(px, py, marker=MARKER, marker_style=f"bold {line.colour}", label=line.label)
             return
         smooth = ema(ys, self.smoothing)  # over the whole series: zooming does not restart it
@@ -358,6 +364,20 @@ class CurvesPanel(Vertical):
         line = self.query_one("#curves-cursor", Static)
         line.display = self.cursor is not None
         line.update(self.cursor_text())
+
+
+def thin_markers(xs: list[float], ys: list, columns: int | None) -> tuple[list[float], list]:
+    """Every k-th point (the newest always among them) so that markers are at least
+    MARKER_COLUMNS apart on average in ``columns`` data columns; all of them when they are, or
+    when the width is not known yet."""
+    if columns is None:
+        return xs, ys
+    limit = max(1, columns // MARKER_COLUMNS)
+    if len(xs) <= limit:
+        return xs, ys
+    stride = math.ceil(len(xs) / limit)
+    keep = range(len(xs) - 1, -1, -stride)
+    return [xs[i] for i in reversed(keep)], [ys[i] for i in reversed(keep)]
 
 
 def _merge_identical(lines: list[Line]) -> list[Line]:

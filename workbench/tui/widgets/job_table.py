@@ -77,7 +77,7 @@ class JobTable(ListTable):
     """Rows follow ``show(jobs, curves)``: added, updated in place, removed, in queue order. The
     columns that fit the width are shown (``fitting_columns``), re-chosen on every resize."""
 
-    BINDINGS = [Binding("enter", "select_cursor", "Details")]
+    BINDINGS = [Binding("enter", "select_cursor", "Open")]
 
     def __init__(self, **kwargs):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
