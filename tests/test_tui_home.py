@@ -188,10 +188,35 @@ async def test_samples_pane_says_how_many_images_it_shows_when_the_grid_has_no_r
     app, _ = fixed_app(tmp_path, jobs)
     async with app.run_test(size=(160, 45)) as pilot:
         pane = app.screen.query_one("#pane-samples")
+
+        def said():  # the note in the grid's own row, or else in the pane's border
+            grids = app.screen.query("#samples-grid")
+            if not grids or grids.first().note is None:
+                return False
+            grid = grids.first()
+            below = grid.query_one(".note").display
+            return pane.border_subtitle == (None if below else grid.note)
+
         deadline = time.monotonic() + 60
-        while not pane.border_subtitle:
-            assert time.monotonic() < deadline, "the samples pane never named what it shows"
+        while not said():
+            assert time.monotonic() < deadline, "the samples pane never said what it shows"
             await pilot.pause(0.05)
         grid = app.screen.query_one("#samples-grid")
-        # one tile, or two side by side, as the pane's width allows: never all 16, never unsaid
-        assert len(grid.shown_indices) < 16 and pane.border_subtitle == grid.note and "of 16" in grid.note
+        assert len(grid.shown_indices) < 16 and "of 16" in grid.note
+
+
+async def test_samples_pane_too_short_for_one_tile_says_so_instead_of_a_crop(tmp_path):
+    """At 100x30 with four jobs the home's samples pane is a few rows high: a 28x28 sample at 1:1
+    does not fit. Catches a pane that shows a cropped sliver of it (with a cut note)."""
+    import time
+
+    run = make_run(tmp_path / "runs", "made-a", state="running")
+    jobs = [job_info("j1", "running", run_dir=str(run))] + [job_info(f"j{i}") for i in (2, 3, 4)]
+    app, _ = fixed_app(tmp_path, jobs)
+    async with app.run_test(size=(100, 30)) as pilot:
+        deadline = time.monotonic() + 60
+        while not app.screen.query("#samples-grid") or app.screen.query_one("#samples-grid").note is None:
+            assert time.monotonic() < deadline, "the samples grid never laid out"
+            await pilot.pause(0.05)
+        grid = app.screen.query_one("#samples-grid")
+        assert grid.shown is None and grid.scale == 0 and "Open shows them" in grid.note

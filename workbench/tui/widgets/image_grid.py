@@ -237,9 +237,10 @@ def to_pil(image: Source, nrow: int | None = None) -> PILImage.Image:
 class ImageGrid(Widget):
     """Shows one picture, or a batch of images, as large as fits by whole pixels, never below 1:1.
 
-    ``ImageGrid(image=None, *, protocol=None, nrow=None, keys=None)``: ``protocol`` None takes the
-    app's setting (settings.image_protocol()); ``nrow`` is the images per row for tensors; ``keys``
-    is the hint the note gives for paging (the screen binds the keys, e.g. "pgup/pgdn · z zoom").
+    ``ImageGrid(image=None, *, protocol=None, nrow=None, keys=None, too_small=None)``: ``protocol``
+    None takes the app's setting (settings.image_protocol()); ``nrow`` is the images per row for
+    tensors; ``keys`` is the hint the note gives for paging (the screen binds the keys, e.g.
+    "pgup/pgdn · z zoom"); ``too_small``, where given, is said instead of showing a crop.
     ``update(image, nrow=None, highlight=None, band=1, step=1)`` replaces the picture; a missing or
     corrupt PNG shows a message. ``page(delta)`` and ``toggle_zoom()`` move through a batch that
     does not fit; ``scale``, ``shown_indices`` and ``note`` say what is on screen.
@@ -280,14 +281,16 @@ class ImageGrid(Widget):
     """
 
     def __init__(self, image: Source = None, *, protocol: str | None = None, nrow: int | None = None,
-                 keys: str | None = None, name: str | None = None, id: str | None = None,
-                 classes: str | None = None) -> None:
+                 keys: str | None = None, too_small: str | None = None, name: str | None = None,
+                 id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.protocol = protocol or settings.image_protocol()
         if self.protocol not in settings.PROTOCOLS:
             raise ValueError(f"image protocol {self.protocol!r}: choose one of {', '.join(settings.PROTOCOLS)}")
         self._image_class, _ = _widget_class(self.protocol)
         self.keys = keys
+        self.too_small = too_small  # said instead of a crop, where not even one image fits at 1x
+        self._cropped = False
         self.picture: PILImage.Image | None = None  # the source picture, before scaling
         self._tiles: np.ndarray | None = None  # (n, h, w, 3): the images of a batch or a PNG grid
         self._per_row = 1
@@ -485,6 +488,7 @@ class ImageGrid(Widget):
             self._note_line = False  # the note's row would crop it: the image, without the note
             return picture, 1, " · ".join(said + ["1x"])
         room = height - ch
+        self._cropped = True
         crop = picture.crop((0, 0, min(picture.width, width), min(picture.height, max(1, room))))
         said.append(f"cropped to {crop.width}x{crop.height} of {picture.width}x{picture.height} px: enlarge the terminal")
         return crop, 1, " · ".join(said)
@@ -509,8 +513,15 @@ class ImageGrid(Widget):
         cells_w, cells_h = self.content_size.width, self.content_size.height
         if cells_w <= 0 or cells_h <= 0:
             return  # not laid out yet: on_resize comes back
-        self._note_line = True
+        self._note_line, self._cropped = True, False
         picture, k, self.note = self._choose(cells_w * cw, cells_h * ch)
+        if self._cropped and self.too_small:
+            self.shown, self.scale, self.shown_indices, self.note = None, 0, [], self.too_small
+            label.update(self.too_small)
+            label.display, picture_widget.display, note.display = True, False, False
+            picture_widget.image = None
+            self._post_note(True)  # said in the grid itself
+            return
         note.update(self.note or "")
         note.display = self.note is not None and self._note_line
         self._post_note(note.display)

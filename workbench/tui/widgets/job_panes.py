@@ -111,7 +111,7 @@ class JobPanes(Vertical):
 
         if not self.is_mounted:
             return
-        self._grid = ImageGrid(id="samples-grid")
+        self._grid = ImageGrid(id="samples-grid", too_small="too small for one sample at 1:1 · ⏎ Open shows them")
         self.query_one("#pane-samples").mount(self._grid)
         self._grid.update(self.sample_path)
         self.query_one("#samples-note", Static).display = self.sample_path is None
