@@ -37,26 +37,22 @@ class CurveKeys:
             app.curve_prefs = {}
         app.curve_prefs.update(prefs)
 
-    def action_curves_smooth(self) -> None:
+    def _change_panels(self, change, setting: str) -> None:
+        """``change`` every curve panel shown, then keep the first one's ``setting`` for the session."""
         panels = self._curve_panels()
         for panel in panels:
-            panel.cycle_smoothing()
+            change(panel)
         if panels:
-            self._remember(smoothing=panels[0].smoothing)
+            self._remember(**{setting: getattr(panels[0], setting)})
+
+    def action_curves_smooth(self) -> None:
+        self._change_panels(lambda panel: panel.cycle_smoothing(), "smoothing")
 
     def action_curves_log(self) -> None:
-        panels = self._curve_panels()
-        for panel in panels:
-            panel.log_scale = not panel.log_scale
-        if panels:
-            self._remember(log_scale=panels[0].log_scale)
+        self._change_panels(lambda panel: setattr(panel, "log_scale", not panel.log_scale), "log_scale")
 
     def action_curves_zoom(self) -> None:
-        panels = self._curve_panels()
-        for panel in panels:
-            panel.cycle_zoom()
-        if panels:
-            self._remember(zoom=panels[0].zoom)
+        self._change_panels(lambda panel: panel.cycle_zoom(), "zoom")
 
     def action_curves_cursor(self, delta: int) -> None:
         for panel in self._curve_panels():
