@@ -346,8 +346,7 @@ class GenwbApp(App):
         if isinstance(screen, HelpScreen):
             self.pop_screen()
             return
-        title = getattr(screen, "HELP_TITLE", None) or type(screen).__name__.removesuffix("Screen").lower() or "this screen"
-        self.push_screen(HelpScreen(f"the {title} screen", screen_keys(screen, self)))
+        self.push_screen(HelpScreen(getattr(screen, "HELP_TITLE", None) or "this screen", screen_keys(screen, self)))
 
     # -- command palette -------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

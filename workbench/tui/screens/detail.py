@@ -145,6 +145,9 @@ def evaluation_table(evaluation: dict) -> Table | str:
 
 
 class DetailScreen(CurveKeys, Screen):
+    HELP_TITLE = "the run detail"
+    HELP_HEADING = "Run"
+    HELP_SECTIONS = {"step": "Samples", "page": "Samples", "zoom": "Samples", "tab": "Tabs"}
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("q", "app.quit", "Quit"),

@@ -101,6 +101,11 @@ PAGE = Binding.Group("Page")  # pgup and pgdn show as one footer entry
 class SamplingScreen(Screen):
     """Draws from one run's model; see the module docstring for the keys."""
 
+    HELP_TITLE = "the sampling session"
+    HELP_HEADING = "Drawing"
+    HELP_SECTIONS = {"interpolate": "Modes", "reconstruct": "Modes", "animate": "Modes", "codes": "Modes",
+                     "page": "Images", "zoom": "Images", "write": "Images"}
+
     DEFAULT_CSS = """
     SamplingScreen { layout: vertical; }
     SamplingScreen #settings { height: auto; padding: 0 1; background: $boost; }
