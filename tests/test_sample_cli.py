@@ -184,3 +184,26 @@ def test_sample_never_imports_textual(runs):
             "print('TEXTUAL', 'textual' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={**os.environ}, timeout=300)
     assert "EXIT 0" in out.stdout and "TEXTUAL False" in out.stdout, out.stdout + out.stderr
+
+
+def test_default_is_the_decoder_mean_for_a_binarised_cvae_as_in_the_app(runs):
+    """Issue 17: the CLI drew Bernoulli samples for a binarised CVAE while the app's session shows
+    the decoder mean (sampling.default_mean). Catches a default of draws, a --no-mean that is
+    ignored, and a default mean forced on a model without one (MADE) or on --mode recon."""
+    import numpy as np
+
+    paths, _, root = runs
+
+    def picture(family, *args):
+        out = root / "default-mean" / f"{family}{'-'.join(args)}.png"
+        result = sample(paths[family], "-n", "4", "--seed", "1", *args, "--out", str(out))
+        assert result.exit_code == 0, result.output
+        return np.asarray(Image.open(out))
+
+    default, mean, drawn = picture("cvae"), picture("cvae", "--mean"), picture("cvae", "--no-mean")
+    assert np.array_equal(default, mean) and not np.array_equal(default, drawn)
+    tiles = drawn[1:29, 1:29]  # the first image, inside the grid lines
+    assert set(np.unique(tiles)) <= {0, 255} and len(np.unique(mean[1:29, 1:29])) > 2  # draws vs probabilities
+    assert np.array_equal(picture("cvae", "--mode", "classes"), picture("cvae", "--mode", "classes", "--mean"))
+    assert np.array_equal(picture("made"), picture("made", "--no-mean"))  # MADE has no mean: draws
+    picture("cvae", "--mode", "recon")  # recon shows the mean anyway: the default is no --mean error

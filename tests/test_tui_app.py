@@ -214,7 +214,7 @@ async def test_command_palette_lists_the_screen_keys(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        for title in ("New (n)", "Cancel (c)", "Pause (p)", "Up (+)", "Runs (r)", "FID/IS (f)", "Evaluate (e)", "Sample (s)"):
+        for title in ("New (n)", "Cancel (c)", "Pause (p)", "Move up (+)", "Runs (r)", "FID/IS (f)", "Evaluate (e)", "Sample (s)"):
             assert title in titles
 
 

@@ -15,7 +15,7 @@ from textual_plot.plot_widget import LinePlot, ScatterPlot
 from tests.tui_fakes import FixedQueue, job_info, make_run
 from workbench.tui.app import create_app
 from workbench.tui.screens.detail import DetailScreen
-from workbench.tui.widgets.curves import MARKER, SPARSE_POINTS, CurvesPanel, Line
+from workbench.tui.widgets.curves import MARKER, SPARSE_POINTS, TWIN_MARKER, CurvesPanel, Line, _merge_identical, split_twin
 from workbench.tui.widgets.plotting import (
     LogAxisFormatter,
     ema,
@@ -324,6 +324,48 @@ async def test_overlay_gives_each_run_a_colour_and_a_short_alias(tmp_path):
         assert "made#3 train" in labels
         legend = str(pilot.app.screen.query_one("#legend-loss").render())
         assert "made#2" in legend and "made#3" in legend and "20260103" not in legend
+
+
+def test_a_run_that_coincides_with_another_for_part_of_its_steps_is_marked_its_twin():
+    """Bugs caught: only whole-series twins merged, so a run of one seed that stopped earlier
+    (or is still training) was drawn over the other's identical steps, as one line; a twin
+    found by a single common point (any two runs meet somewhere); or the split losing the join."""
+    xs = [float(x) for x in range(2, 82, 2)]
+    a = Line("loss", "made train", xs, [500 - x for x in xs], "green")
+    b = Line("loss", "made#2 train", xs[:20], [500 - x for x in xs[:20]], "red")
+    c = Line("loss", "vae train", xs, [600 - x for x in xs], "cyan")
+    d = Line("loss", "other train", [1.0, 2.0], [7.0, 498.0], "blue")  # meets a at step 2 only
+    merged = _merge_identical([a, b, c, d, Line("loss", "made#3 train", xs, list(a.ys), "yellow")])
+    assert [line.label for line in merged] == ["made train = made#3 train", "made#2 train", "vae train", "other train"]
+    twin = merged[1]
+    assert (twin.twin, twin.shared_to) == ("made train", 40.0) and merged[2].twin is None and merged[3].twin is None
+    (mx, _), (px, py) = split_twin(twin)
+    assert mx == xs[:20] and px == [40.0]  # all shared: markers, and the line joins at step 40
+    longer = _merge_identical([b, a])[1]  # the later run went on: markers to 40, a line after
+    (mx, _), (px, _) = split_twin(longer)
+    assert longer.twin == "made#2 train" and mx == xs[:20] and px[0] == 40.0 and px[-1] == 80.0
+
+
+@pytest.mark.asyncio
+async def test_overlay_marks_a_run_that_follows_another_for_part_of_its_steps(tmp_path):
+    """Issue 17: two runs of one seed hid each other in the overlay; identical series were merged,
+    but a run stopped earlier (here 70 of 120 steps) was drawn over the other as one line."""
+    runs = tmp_path / "runs"
+    main = make_run(runs, "made-20260101-000000", steps=120)
+    twin = make_run(runs, "made-20260102-000000", steps=70)  # the same seed, stopped at step 70
+    async with detail_app(tmp_path, main, steps=120).run_test(size=SIZE) as pilot:
+        panel = await open_detail(pilot)
+        pilot.app.marked_runs.update({twin})
+        await pilot.press("o")
+        await wait_drawn(pilot, panel, lambda: panel.overlay and len(panel.lines) == 4)
+        by_label = {line.label: line for line in panel.lines}
+        assert by_label["made#2 train"].twin == "made train" and by_label["made#2 train"].shared_to == 70
+        assert by_label["made#2 val"].twin == "made val" and by_label["made#2 val"].shared_to == 66
+        legend = str(pilot.app.screen.query_one("#legend-loss").render())
+        assert f"{TWIN_MARKER} made#2 train (= made train to step 70)" in legend
+        plot = pilot.app.screen.query_one("#plot-loss", PlotWidget)
+        drawn = labelled(plot, "made#2 train")
+        assert isinstance(drawn, ScatterPlot) and drawn.marker == TWIN_MARKER
 
 
 @pytest.mark.asyncio

@@ -113,9 +113,9 @@ async def test_question_mark_lists_the_keys_of_the_screen_below(tmp_path):
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
-        rows = {(r[0], r[1]) for r in app.screen.keys}
+        rows = {(key, r[1]) for r in app.screen.keys for key in r[0].split()}
         assert {("c", "Cancel"), ("R", "Resume"), ("q", "Quit")} <= rows, rows
-        assert any("j" in k.split() and d == "Cursor down" for k, d in rows), rows
+        assert ("j", "Down") in rows, rows
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, JobsScreen)

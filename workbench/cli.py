@@ -218,7 +218,9 @@ def _train(run, device, resume: bool, which: str, cancel, stop, world=None) -> N
 @click.option("-n", "n", type=int, help="Images (pairs, rows) to make; default 64 samples, 32 recon, 16 codes, 8 otherwise.")
 @click.option("--temperature", type=float, default=1.0, show_default=True,
               help="Autoregressive models: logits / T (1 exact, towards 0 greedy); VAEs: T x the prior's std.")
-@click.option("--mean", is_flag=True, help="Latent models: the decoder's mean E[x|z] instead of a draw.")
+@click.option("--mean/--no-mean", default=None,
+              help="Latent models: the decoder's mean E[x|z], or draws from p(x|z). Default: the mean for a "
+                   "binarised VAE or CVAE (as the app's session shows them), draws otherwise.")
 @click.option("--label", "label", type=int, help="Class to generate (conditional models).")
 @click.option("--mix", help="Class mixture for conditional models, e.g. 3:0.5,7:0.5 (weights are normalised).")
 @click.option("--steps", type=int, help="--mode interpolate: images per row, ends included (default 9).")
@@ -237,6 +239,8 @@ def sample(run_dir, mode, n, temperature, mean, label, mix, steps, slerp, every,
     from workbench.runs import writing
 
     run, model = sampling.load(run_dir, which, device)
+    if mean is None:  # only samples and classes draw from p(x|z); recon and progress always show the mean
+        mean = mode in ("samples", "classes") and sampling.default_mean(model)
     inside = out_file is None or Path(out_file).resolve().is_relative_to(run.path.resolve())
     with writing(run.path, "sampled", "genwb sample", advice="wait for it or stop it first, or write the pictures "
                  "elsewhere with --out FILE") if inside else contextlib.nullcontext():  # a reader, writing elsewhere

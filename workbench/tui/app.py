@@ -113,7 +113,7 @@ class GenwbApp(App):
         self._spark_due: set[str] = set()  # jobs whose sparkline is to be read again
         self._sparks_busy = False
         self._loss_tails: dict[str, tuple[MetricsTail, Series]] = {}
-        self.event_log: dict[str, deque[tuple[int, str]]] = {}  # (sequence number, line) per job
+        self.event_log: dict[str, deque[tuple[int, int | None, str]]] = {}  # (sequence number, step, line) per job
         self._seq = 0
         self.resource_monitor = None  # a workbench.resources.ResourceMonitor for the meters (None: the real one)
         self.marked_runs: set[Path] = set()  # runs chosen (space) to overlay or evaluate
@@ -141,7 +141,13 @@ class GenwbApp(App):
         line = describe_event(message.event)
         if line:
             self._seq += 1
-            self.event_log.setdefault(message.job_id, deque(maxlen=500)).append((self._seq, line))
+            step = getattr(message.event, "step", None)
+            self.event_log.setdefault(message.job_id, deque(maxlen=500)).append((self._seq, step, line))
+
+    @property
+    def event_seq(self) -> int:
+        """The sequence number of the newest event line (a log view takes those up to it)."""
+        return self._seq
 
     # -- lifecycle -------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -340,8 +346,7 @@ class GenwbApp(App):
         if isinstance(screen, HelpScreen):
             self.pop_screen()
             return
-        title = getattr(screen, "HELP_TITLE", None) or type(screen).__name__.removesuffix("Screen").lower() or "this screen"
-        self.push_screen(HelpScreen(f"the {title} screen", screen_keys(screen, self)))
+        self.push_screen(HelpScreen(getattr(screen, "HELP_TITLE", None) or "this screen", screen_keys(screen, self)))
 
     # -- command palette -------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

@@ -11,6 +11,9 @@ from textual.widgets import Button, Label
 class ConfirmScreen(ModalScreen[bool]):
     """A yes/no question; y/enter answers yes, n/escape no."""
 
+    HELP_TITLE = "the question"
+    HELP_HEADING = "Answer"
+
     DEFAULT_CSS = """
     ConfirmScreen { align: center middle; }
     ConfirmScreen > Grid { grid-size: 2; grid-gutter: 1 2; grid-rows: auto 3; padding: 1 2; width: 70;

@@ -33,6 +33,7 @@ from workbench.runindex import (
 )
 from workbench.runlive import LiveRun, RunLive
 from workbench.tui.messages import JobsUpdated
+from workbench.tui.steplog import NOTE, StepLog
 from workbench.tui.widgets.curve_keys import CurveKeys
 from workbench.tui.widgets.curves import CurvesPanel
 from workbench.tui.widgets.footer import KeyFooter
@@ -41,6 +42,7 @@ from workbench.tui.widgets.image_grid import ImageGrid
 STEP = Binding.Group("Step")  # footer entries: "[ ] Step", "pgup pgdn Page"
 PAGE = Binding.Group("Page")
 TABS = ["curves", "samples", "log", "config", "evaluation"]
+LOG_LINES = 5000
 PAGE_KEYS = "pgup/pgdn · z zoom"
 _SAMPLE = re.compile(r"^(recon-)?step-(\d+)\.png$")
 
@@ -69,6 +71,7 @@ class Snapshot:
     grids: dict[int, Path] = field(default_factory=dict)
     recons: dict[int, Path] = field(default_factory=dict)
     evaluation: dict | None = None  # None: eval.json unchanged since the last read
+    complete: bool = True  # the read reached the end of metrics.jsonl (else more rows are to come)
 
 
 class DetailReader:
@@ -96,7 +99,8 @@ class DetailReader:
                 evaluation = {}
             if not isinstance(evaluation, dict):
                 evaluation = {}
-        return Snapshot(live, self.live.rows, self.live.tail.restarted, grids, recons, evaluation)
+        return Snapshot(live, self.live.rows, self.live.tail.restarted, grids, recons, evaluation,
+                        complete=not self.live.tail.more)
 
 
 def title_line(run_dir: Path, config: dict, live: LiveRun, total: int | None) -> str:
@@ -141,6 +145,9 @@ def evaluation_table(evaluation: dict) -> Table | str:
 
 
 class DetailScreen(CurveKeys, Screen):
+    HELP_TITLE = "the run detail"
+    HELP_HEADING = "Run"
+    HELP_SECTIONS = {"step": "Samples", "page": "Samples", "zoom": "Samples", "tab": "Tabs"}
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("q", "app.quit", "Quit"),
@@ -177,7 +184,8 @@ class DetailScreen(CurveKeys, Screen):
         self._shown: dict[str, tuple] = {}
         self._reader: DetailReader | None = None  # made in the worker: even its first read is off the UI thread
         self._reading = False  # a read is in flight: the next poll waits for it
-        self._log_seq = 0
+        self.step_log = StepLog(LOG_LINES)  # the Log tab's lines in step order (see workbench/tui/steplog.py)
+        self._read_seq = 0  # the newest event when the read in flight started
         self._config: dict | None = None
         self.live: LiveRun | None = None
         self.grids: dict[int, Path] = {}
@@ -198,7 +206,7 @@ class DetailScreen(CurveKeys, Screen):
                         yield Label("reconstructions", id="recon-label")
                         yield ImageGrid(None, id="recon-image", keys=PAGE_KEYS)
             with TabPane("Log [3]", id="log"):
-                yield RichLog(id="log-view", wrap=False, max_lines=5000, auto_scroll=True)
+                yield RichLog(id="log-view", wrap=False, max_lines=LOG_LINES, auto_scroll=True)
             with TabPane("Config [4]", id="config"):
                 with VerticalScroll():
                     yield Static(id="config-view")
@@ -221,13 +229,13 @@ class DetailScreen(CurveKeys, Screen):
 
     def on_jobs_updated(self, message: JobsUpdated) -> None:
         if self.job_id in message.changed:
-            self._update_events()
             if self.live is not None:  # the queue's state and step now; the folder's at the next read
                 self._update_title(self.live)
 
     def poll(self) -> None:
         if not self._reading:
             self._reading = True
+            self._read_seq = self.app.event_seq
             self._read(self.app.job(self.job_id))
 
     @work(thread=True, exit_on_error=False, group="detail-read")
@@ -251,13 +259,7 @@ class DetailScreen(CurveKeys, Screen):
             return
         self.live = snap.live
         self._update_title(snap.live)
-        self._update_events()
-        log = self.query_one("#log-view", RichLog)
-        if snap.restarted:
-            log.clear()
-            log.write("(resumed: rows after the checkpoint are logged again)")
-        for row in snap.rows[-log.max_lines:] if log.max_lines else snap.rows:
-            log.write(metrics_line(row))
+        self._update_log(snap)
         if snap.evaluation is not None:
             self.query_one("#eval-view", Static).update(evaluation_table(snap.evaluation))
         self.grids, self.recons = snap.grids, snap.recons
@@ -270,14 +272,24 @@ class DetailScreen(CurveKeys, Screen):
         total = job.total if job is not None and job.total else total_steps(self._config or {})
         self.query_one("#detail-title", Static).update(title_line(self.run_dir, self._config or {}, live, total))
 
-    def _update_events(self) -> None:
-        # Events (start, samples, checkpoints, the end) reach this process when it runs the job;
-        # the metrics rows come from the run folder, for any run.
-        log = self.query_one("#log-view", RichLog)
-        for seq, line in self.app.event_log.get(self.job_id, ()) if self.job_id else ():
-            if seq > self._log_seq:
-                log.write(line)
-                self._log_seq = seq
+    def _update_log(self, snap: Snapshot) -> None:
+        """The metrics rows of this read and the events that arrived before it started, in step
+        order. Events (start, samples, checkpoints, the end) reach this process when it runs the
+        job; the metrics rows come from the run folder, for any run."""
+        view = self.query_one("#log-view", RichLog)
+        redraw = False
+        if snap.restarted:
+            self.step_log.clear()
+            self.step_log.add(-1, "(resumed: rows after the checkpoint are logged again)", NOTE)
+            redraw = True
+        events = self.app.event_log.get(self.job_id, ()) if self.job_id else ()
+        rows = [(row.get("step"), metrics_line(row)) for row in snap.rows]
+        new = self.step_log.take(rows, events, self._read_seq if snap.complete else None)
+        if new is None or redraw:
+            view.clear()
+            new = self.step_log.lines()
+        for line in new[-LOG_LINES:]:
+            view.write(line)
 
     def shown_step(self) -> int | None:
         """The step whose samples are on screen: the chosen one, else the newest."""

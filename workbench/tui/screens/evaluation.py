@@ -54,6 +54,8 @@ SAMPLE_COUNTS = (10000, 5000, 1000)
 
 
 class EvaluationScreen(Screen):
+    HELP_TITLE = "the FID/IS panel"
+    HELP_HEADING = "FID/IS"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("space", "mark", "Mark"),

@@ -28,15 +28,16 @@ class JobsScreen(CurveKeys, Screen):
     """Every key acts on the job selected when it was pressed, found by its id (rows may move
     under the cursor while a question is open); cancel and remove ask first."""
 
-    HELP_TITLE = "jobs"
+    HELP_TITLE = "the jobs screen"
+    HELP_HEADING = "Jobs"
     BINDINGS = [
         Binding("q", "app.quit", "Quit"),
         Binding("n", "new_job", "New"),
         Binding("c", "cancel_job", "Cancel"),
         Binding("p", "pause_job", "Pause"),
         Binding("R", "resume_job", "Resume", key_display="R"),
-        Binding("plus,equals_sign", "move(-1)", "Up", key_display="+", group=MOVE),
-        Binding("minus", "move(1)", "Down", key_display="-", group=MOVE),
+        Binding("plus,equals_sign", "move(-1)", "Move up", key_display="+", group=MOVE),
+        Binding("minus", "move(1)", "Move down", key_display="-", group=MOVE),
         Binding("enter", "details", "Open", show=False),  # the table's enter shows in the footer
         Binding("e", "evaluate", "Evaluate"),
         Binding("s", "sample", "Sample"),

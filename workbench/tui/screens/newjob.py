@@ -151,6 +151,9 @@ def clean_error(message: str, preset: str) -> str:
 class NewJobScreen(ModalScreen[str | None]):
     """Dismissed with the new job's id, or None."""
 
+    HELP_TITLE = "the new-job form"
+    HELP_HEADING = "New job"
+
     DEFAULT_CSS = """
     NewJobScreen { align: center middle; }
     NewJobScreen > Vertical { width: 110; max-width: 100%; height: 90%; border: thick $primary;

@@ -91,6 +91,8 @@ def sorted_rows(rows: list[RunRow], column: int, reverse: bool) -> list[RunRow]:
 
 
 class RunsScreen(Screen):
+    HELP_TITLE = "the runs browser"
+    HELP_HEADING = "Runs"
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("q", "app.quit", "Quit"),

@@ -10,8 +10,9 @@ current step large, the path below), o reconstructions, a animate generation sub
 back to samples), e the decoder's mean or draws (latent models; the mean is the default for a
 binarised VAE and CVAE), pgup/pgdn (or ,/.) page through a grid that does not fit at 1x, z one
 image alone as large as fits, w write the grid as a PNG into <run>/samples/session-<time>.png,
-esc stop an animation, else go back. Any key stops an animation. A key the model cannot honour
-says why. As many samples as fit the image area at 1x (1 to 64) are drawn, unless ``n`` is
+esc stop an animation, else go back. Any key stops an animation. Only the keys that do something
+for the model and mode show in the footer and in `?` (no class keys for an unconditional model, no
+mix or T while interpolating or reconstructing); pressing one of the others says why. As many samples as fit the image area at 1x (1 to 64) are drawn, unless ``n`` is
 given; when the terminal is resized, the samples are drawn again (same seed) to fill it.
 
 Every draw runs in one exclusive thread worker; results come back as messages tagged with a
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from textual import events, work
+from textual.actions import parse
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
@@ -100,6 +102,11 @@ PAGE = Binding.Group("Page")  # pgup and pgdn show as one footer entry
 
 class SamplingScreen(Screen):
     """Draws from one run's model; see the module docstring for the keys."""
+
+    HELP_TITLE = "the sampling session"
+    HELP_HEADING = "Drawing"
+    HELP_SECTIONS = {"interpolate": "Modes", "reconstruct": "Modes", "animate": "Modes", "codes": "Modes",
+                     "page": "Images", "zoom": "Images", "write": "Images"}
 
     DEFAULT_CSS = """
     SamplingScreen { layout: vertical; }
@@ -341,6 +348,7 @@ class SamplingScreen(Screen):
         self._frame_in_flight.clear()
         self._status = "animating…" if request.mode == "animate" else "drawing…"
         self._refresh_labels()
+        self.refresh_bindings()  # the keys of this mode
         self._draw(request)
 
     @property
@@ -480,6 +488,7 @@ class SamplingScreen(Screen):
             self._status = "cannot load the model"
             self.query_one("#main", ImageGrid).update(None)
             self.notify(message.text, title="Cannot load the model", severity="error", timeout=8)
+            self.refresh_bindings()
         elif message.gen != self._gen:
             return
         else:
@@ -498,17 +507,10 @@ class SamplingScreen(Screen):
         self._status = f"animation stopped after {self.frames_shown} frames"
         self.mode = "samples"
         self._refresh_labels()
+        self.refresh_bindings()
         return True
 
     # -- keys -----------------------------------------------------------------------------------------
-    def on_key(self, event: events.Key) -> None:
-        # Any key stops an animation; keys with an action then do it, esc does nothing more.
-        if self.animating and event.key not in ("a",):
-            self._stop_animation()
-            if event.key == "escape":
-                event.stop()
-                event.prevent_default()
-
     def action_redraw(self) -> None:
         if self.model is None:
             return self._start()
@@ -596,6 +598,8 @@ class SamplingScreen(Screen):
         self._toggle("animate", "progress")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Only keys that do something for this model and mode show (in the footer and in `?`);
+        pressing one of the others says why (``on_key``)."""
         if action == "mean":  # one of the two e bindings, by what e would switch to
             return self.has_mean and bool(parameters[0]) != self.mean
         if action in ("page", "zoom"):
@@ -604,17 +608,79 @@ class SamplingScreen(Screen):
             if main is None:
                 return False
             return main.paged if action == "page" else main.count >= 2
-        return True
+        return self.refusal(action, parameters) is None
+
+    def refusal(self, action: str, parameters: tuple[object, ...] = ()) -> str | None:
+        """Why ``action`` does nothing for this model and mode now (None: it does something)."""
+        from_tests = self.mode in ("interpolate", "recon")  # these start from test images
+        if action == "digit":
+            reason = self.why_not("class")
+            if reason is None and parameters and int(parameters[0]) >= self.num_classes:
+                k = int(parameters[0])
+                return (f"class {k} does not exist: this model has {self.num_classes} classes "
+                        f"(0–{self.num_classes - 1})")
+            return reason
+        if action == "mix":
+            if from_tests and self.model is not None and self.num_classes:
+                return f"{self.mode} starts from test images: mixtures steer drawn samples (space draws them)"
+            return self.why_not("mix")
+        if action == "temperature":
+            if from_tests and self.has_temperature:
+                return f"{self.mode} starts from test images: the temperature steers drawn samples (space draws them)"
+            return self.why_not("temperature")
+        if action == "arrow":
+            if self.mode == "interpolate" or self.mix is not None:
+                return None
+            return "←/→ move the mixture weight (m) or walk an interpolation (i)"
+        op = {"interpolate": "interpolate", "reconstruct": "recon", "codes": "codes", "animate": "progress"}.get(action)
+        return self.why_not(op) if op is not None else None
+
+    def on_key(self, event: events.Key) -> None:
+        # Any key stops an animation; keys with an action then do it, esc does nothing more.
+        if self.animating and event.key not in ("a",):
+            self._stop_animation()
+            if event.key == "escape":
+                event.stop()
+                event.prevent_default()
+                return
+        # A key hidden for this model or mode (check_action False) would do nothing: say why.
+        reason = self._hidden_key_reason(event.key)
+        if reason is not None:
+            event.stop()
+            event.prevent_default()
+            if self.awaiting_mix:
+                self.awaiting_mix = False
+            self.notify(reason, title="Not for this model" if self.model is not None else None,
+                        severity="warning", timeout=4)
+
+    def _hidden_key_reason(self, key: str) -> str | None:
+        """The reason a key of this screen is hidden now, if every binding of it is hidden."""
+        reasons = []
+        for binding in self.BINDINGS:
+            if key not in binding.key.split(","):
+                continue
+            _, name, params = parse(binding.action)
+            if name == "mean" and self.model is not None and not self.has_mean:
+                return self._no_mean()
+            if name in ("mean", "page", "zoom"):
+                return None  # hidden for their own reasons (e is the other mean binding's too)
+            reason = self.refusal(name, params)
+            if reason is None:
+                return None
+            reasons.append(reason)
+        return reasons[0] if reasons else None
 
     def action_mean(self, mean: bool) -> None:
         if not self.has_mean:
-            name = self.model_name
-            self.notify(f"{name} has no decoder mean: its samples are drawn pixel by pixel (vae, cvae, vqvae, "
-                        "vqvae_prior have one)", title="Not for this model", severity="warning", timeout=4)
+            self.notify(self._no_mean(), title="Not for this model", severity="warning", timeout=4)
             return
         self.mean = mean
         self.refresh_bindings()
         self._start("samples")
+
+    def _no_mean(self) -> str:
+        return (f"{self.model_name} has no decoder mean: its samples are drawn pixel by pixel (vae, cvae, vqvae, "
+                "vqvae_prior have one)")
 
     def action_page(self, delta: int) -> None:
         main = self.query_one("#main", ImageGrid)

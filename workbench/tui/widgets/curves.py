@@ -9,7 +9,10 @@ As in TensorBoard: an EMA smoothing (the raw line kept faint), a log axis whose 
 values, markers for sparse series (validation), the legend under each plot, one x-range shared
 by the plots (optionally the last N steps only), and a step cursor whose values are read out
 under the plots. ``overlay`` adds other runs' loss and validation NLL to the first plot, one
-colour and one short alias per run. The keys live on the screens (``CurveKeys``).
+colour and one short alias per run. Runs of one seed coincide: identical series are one line
+named for both; a run that follows another for part of its steps (one still training, or trained
+longer) is drawn with ``TWIN_MARKER`` where they coincide, and its legend says so, so that it
+neither hides the other nor hides under it. The keys live on the screens (``CurveKeys``).
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ NOT_PARTS = {"loss", "nll", "bpd", "elbo", "beta", *CODEBOOK}
 #: A series with fewer points than this is drawn with markers: a line through 3 points hides them.
 SPARSE_POINTS = 30
 MARKER = "●"
+TWIN_MARKER = "◆"  # a run drawn over another's identical steps
 PLOTS = ("loss", "parts", "codebook")
 CURSOR_STYLE = "bright_white"
 # Markers at most every this many columns: denser, they cover the other series (1500 validations
@@ -88,6 +92,8 @@ class Line:
     ys: list[float]
     colour: str
     validation: bool = False
+    twin: str | None = None         # the label of an earlier line this one coincides with ...
+    shared_to: float | None = None  # ... at every common step up to this one
 
     @property
     def sparse(self) -> bool:
@@ -292,6 +298,14 @@ class CurvesPanel(Vertical):
         xs, ys = line.xs, line.ys
         lo, hi = self.window or (-math.inf, math.inf)
         tf = _log10 if self.log_scale else list
+        if line.twin is not None:
+            # Over the steps it shares with an earlier run, markers: a line would hide that run's.
+            (mx, my), (px, py) = split_twin(line, lo, hi)
+            if len(px) > 1:
+                plot.plot(px, tf(py), line_style=f"bold {line.colour}", hires_mode=HiResMode.BRAILLE)
+            mx, my = thin_markers(mx, my, plot.size.width - AXIS_COLUMNS if plot.size.width else None)
+            plot.scatter(mx, tf(my), marker=TWIN_MARKER, marker_style=f"bold {line.colour}", label=line.label)
+            return
         if line.sparse:
             keep = [i for i, x in enumerate(xs) if lo <= x <= hi]
             px, py = [xs[i] for i in keep], tf([ys[i] for i in keep])
@@ -316,8 +330,11 @@ class CurvesPanel(Vertical):
         for line in lines:
             if text:
                 text.append("  ")
-            text.append(f"{MARKER} " if line.sparse else "━━ ", style=f"bold {line.colour}")
+            mark = TWIN_MARKER if line.twin else MARKER if line.sparse else "━━"
+            text.append(f"{mark} ", style=f"bold {line.colour}")
             text.append(line.label)
+            if line.twin:
+                text.append(f" (= {line.twin} to step {line.shared_to:g})", style="dim")
         return text
 
     def _update_status(self) -> None:
@@ -380,16 +397,44 @@ def thin_markers(xs: list[float], ys: list, columns: int | None) -> tuple[list[f
     return [xs[i] for i in reversed(keep)], [ys[i] for i in reversed(keep)]
 
 
+def shared_to(a: Line, b: Line) -> float | None:
+    """The last step up to which ``b`` coincides with ``a`` (the same value at every step both
+    logged, at least two of them), or None where they differ."""
+    values = dict(zip(a.xs, a.ys))
+    common = [(x, y) for x, y in zip(b.xs, b.ys) if x in values]
+    if len(common) < 2 or any(values[x] != y for x, y in common):
+        return None
+    return max(x for x, _ in common)
+
+
+def split_twin(line: Line, lo: float = -math.inf, hi: float = math.inf) -> tuple[tuple[list, list], tuple[list, list]]:
+    """A twin line's points in [lo, hi]: those up to ``shared_to`` (drawn as markers) and those
+    from it on (drawn as a line, from the last shared point so that it joins)."""
+    keep = [(x, y) for x, y in zip(line.xs, line.ys) if lo <= x <= hi]
+    shared = [(x, y) for x, y in keep if x <= line.shared_to]
+    rest = [(x, y) for x, y in keep if x >= line.shared_to]
+    return ([x for x, _ in shared], [y for _, y in shared]), ([x for x, _ in rest], [y for _, y in rest])
+
+
 def _merge_identical(lines: list[Line]) -> list[Line]:
     """Lines of one plot with the same points (two runs of one seed) drawn once, with both labels:
-    drawn apart, the later would hide the earlier."""
+    drawn apart, the later would hide the earlier. A line that coincides with an earlier one on
+    the steps both logged (a run of one seed that stopped earlier, or went on) is kept, marked
+    as that one's twin up to the last shared step."""
     merged: list[Line] = []
     for line in lines:
-        twin = next((m for m in merged if m.plot == line.plot and m.xs == line.xs and m.ys == line.ys), None)
-        if twin is None:
-            merged.append(Line(line.plot, line.label, line.xs, line.ys, line.colour, line.validation))
-        else:
+        same = [m for m in merged if m.plot == line.plot and m.validation == line.validation]
+        twin = next((m for m in same if m.xs == line.xs and m.ys == line.ys), None)
+        if twin is not None:
             twin.label = f"{twin.label} = {line.label}"
+            continue
+        copy = Line(line.plot, line.label, line.xs, line.ys, line.colour, line.validation)
+        for earlier in same:
+            to = shared_to(earlier, line)
+            if to is not None:
+                copy.twin, copy.shared_to = earlier.label.split(" = ")[0], to
+                break
+        merged.append(copy)
     return merged
 
 

@@ -3,13 +3,13 @@ curve (widgets/curves.py), its latest samples at full size (widgets/image_grid.p
 of its log, and the resource meters (widgets/meters.py).
 
 Every file read (the samples folder, the metrics tail) happens in a thread worker twice a
-second; the UI only takes the result over. The log keeps at most LOG_LINES lines. The image
+second; the UI only takes the result over. The log keeps at most LOG_LINES lines, in step order
+(workbench/tui/steplog.py: the metrics rows and the queue's events arrive out of step). The image
 pane is mounted once its module (which imports torch, seconds on a busy machine) was imported
 in a thread, so the home screen shows at once.
 """
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
 from textual import work
@@ -18,6 +18,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from workbench.runindex import MetricsTail, latest_samples
+from workbench.tui.steplog import StepLog
 from workbench.tui.widgets.meters import MetersPanel
 
 LOG_LINES = 200
@@ -62,8 +63,7 @@ class JobPanes(Vertical):
         self.job_id: str | None = None
         self._monitor = monitor
         self._tail: MetricsTail | None = None
-        self.log_lines: deque[str] = deque(maxlen=LOG_LINES)
-        self._event_seq = 0
+        self.step_log = StepLog(LOG_LINES)
         self.sample_path: Path | None = None
         self._grid = None  # the ImageGrid, once its module is imported
         self._reading = False  # a read in flight: the next poll waits for it (they share the tail)
@@ -130,8 +130,7 @@ class JobPanes(Vertical):
         if run_dir == self.run_dir:
             return
         self.run_dir = run_dir
-        self.log_lines.clear()
-        self._event_seq = 0
+        self.step_log.clear()
         self._tail = None
         self.sample_path = None
         curves = self.query_one("#pane-curves")
@@ -149,13 +148,16 @@ class JobPanes(Vertical):
         self._poll()
 
     def _poll(self) -> None:
-        if self.run_dir is not None and not self._reading:
-            self._reading = True
-            self._read(self.run_dir, self._tail)
-        self._take_events()
+        if self.run_dir is not None:
+            if not self._reading:
+                self._reading = True
+                # The events that arrived so far go in with the rows this read finds (see steplog.py).
+                self._read(self.run_dir, self._tail, self.app.event_seq)
+        elif self.job_id is not None:  # no run folder yet: the events alone
+            self._take_log([], self.app.event_seq)
 
     @work(thread=True, exit_on_error=False, group="panes-read", exclusive=True)
-    def _read(self, run_dir: Path, tail: MetricsTail | None) -> None:
+    def _read(self, run_dir: Path, tail: MetricsTail | None, upto_seq: int) -> None:
         """The newest sample grid and the metrics rows logged since the last call."""
         try:
             if tail is None:
@@ -166,27 +168,30 @@ class JobPanes(Vertical):
         except Exception:
             self._reading = False
             raise
-        self.app.call_from_thread(self._take, run_dir, tail, rows, samples)
+        self.app.call_from_thread(self._take, run_dir, tail, rows, samples, upto_seq)
 
-    def _take(self, run_dir: Path, tail: MetricsTail, rows: list[dict], samples: Path | None) -> None:
+    def _take(self, run_dir: Path, tail: MetricsTail, rows: list[dict], samples: Path | None, upto_seq: int) -> None:
         self._reading = False
         if run_dir != self.run_dir:
             return  # the selection moved on while this was read
         self._tail = tail
-        for row in rows:
-            self.log_lines.append(metrics_line(row))
+        if tail.restarted:  # a resume rewrote the metrics file: its rows come again
+            self.step_log.clear()
         if samples != self.sample_path:
             self._show_samples(samples)
-        if rows:
-            self._draw_log()
+        self._take_log(rows, upto_seq)
 
-    def _take_events(self) -> None:
-        """The app's event lines (checkpoints, samples, failures) of this job, in the same log."""
+    @property
+    def log_lines(self) -> list[str]:
+        return self.step_log.lines()
+
+    def _take_log(self, rows: list[dict], upto_seq: int) -> None:
+        """The metrics rows read and the app's event lines (checkpoints, samples, failures) of
+        this job up to ``upto_seq``, into the log in step order."""
         events = self.app.event_log.get(self.job_id, ()) if self.job_id else ()
-        new = [line for seq, line in events if seq > self._event_seq]
-        if new:
-            self._event_seq = max(seq for seq, _ in events)
-            self.log_lines.extend(new)
+        before = len(self.step_log), self.step_log.event_seq
+        self.step_log.take([(row.get("step"), metrics_line(row)) for row in rows], events, upto_seq)
+        if rows or (len(self.step_log), self.step_log.event_seq) != before:
             self._draw_log()
 
     def _show_samples(self, path: Path | None) -> None:
@@ -202,5 +207,5 @@ class JobPanes(Vertical):
     def _draw_log(self) -> None:
         log = self.query_one("#pane-log", Static)
         height = max(1, log.content_size.height)
-        lines = list(self.log_lines)[-height:]
+        lines = self.step_log.lines()[-height:]
         log.update("\n".join(lines) if lines else ("no log yet" if self.run_dir else ""))
