@@ -4,6 +4,8 @@ progress frames that end in the draw, code grids, the checks of bad combinations
 test images the trainer scores."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -497,3 +499,152 @@ def test_soft_label_bounds_and_the_default_view():
     assert sampling.default_mean(build("cvae", num_classes=3, latent_dim=2, arch="mlp", hidden=8))
     assert not sampling.default_mean(build("vae", levels=256, latent_dim=2, arch="mlp", hidden=8))
     assert not sampling.default_mean(build("made", (1, 2, 2), hidden=[8]))
+
+
+# -- what ``genwb sample`` writes, on a stand-in run (write, its layout, codes_view, load) ----------
+class _Run:
+    """What write, test_images and codes_view read of a run: its folder and its data settings."""
+
+    def __init__(self, path):
+        self.path = path
+        self.config = SimpleNamespace(data=SimpleNamespace(dataset="fashion-mnist", root="", binarize="dynamic", levels=2))
+
+
+@pytest.fixture
+def fake_run(tmp_path, monkeypatch):
+    x, y = squares(40, seed=9)
+    monkeypatch.setattr(sampling, "_test_split", lambda *args: (x, y))
+    return _Run(tmp_path)
+
+
+def _png(path):
+    return np.asarray(Image.open(path))
+
+
+def test_paired_rows_put_each_original_above_its_reconstruction():
+    """Kills a layout whose reconstructions are not under their originals (rows swapped, a short
+    last row not padded to the width, the padding not blank): 5 pairs in rows of 2."""
+    x, r = torch.arange(5.0).view(5, 1, 1, 1), 10 + torch.arange(5.0).view(5, 1, 1, 1)
+    laid = sampling._paired_rows(x, r, 2).flatten().tolist()
+    assert laid == [0, 1, 10, 11, 2, 3, 12, 13, 4, 0.5, 14, 0.5]
+
+
+def test_write_draws_what_the_sampler_draws_with_the_defaults_users_get(fake_run, tmp_path):
+    """Kills write passing the wrong seed, label, temperature or mean to the sampler, and changed
+    defaults: 64 samples, 32 reconstructions in rows of 8 under their originals, 8 pairs of 9
+    steps, 8 rows of classes; each picture equals the grid of the sampler's own images."""
+    from workbench.images import grid
+
+    made = _random_made()
+    out = tmp_path / "s.png"
+    (path,), note = sampling.write(fake_run, made, "samples", label=2, temperature=0.5, seed=3, out=out)
+    assert path == out and note == ""
+    assert np.array_equal(_png(out), grid(sampling.draw(made, 64, label=2, temperature=0.5, seed=3)))
+    sampling.write(fake_run, made, "samples", mix={0: 1.0, 1: 3.0}, seed=4, out=out)
+    mixed = sampling.draw(made, 64, label=sampling.soft_label(3, {0: 1.0, 1: 3.0}), seed=4)
+    assert np.array_equal(_png(out), grid(mixed))
+    sampling.write(fake_run, made, "classes", seed=5, temperature=0.7, out=out)
+    assert np.array_equal(_png(out), grid(sampling.class_sweep(made, 8, seed=5, temperature=0.7), nrow=3))
+
+    vae = build("cvae", num_classes=10, latent_dim=4, arch="mlp", hidden=16)
+    sampling.write(fake_run, vae, "samples", mean=True, seed=6, out=out)
+    assert np.array_equal(_png(out), grid(sampling.draw(vae, 64, mean=True, seed=6)))
+    sampling.write(fake_run, vae, "recon", seed=1, out=out)
+    x, y = sampling.test_images(fake_run, 32, 1)
+    both = sampling.reconstruct(vae, x, y)
+    assert np.array_equal(_png(out), grid(sampling._paired_rows(both[:32], both[32:], 8), nrow=8))
+    sampling.write(fake_run, vae, "interpolate", slerp=True, seed=2, out=out)
+    x, y = sampling.test_images(fake_run, 16, 2)
+    rows = sampling.interpolate(vae, x[:8], x[8:], 9, y=(y[:8], y[8:]), slerp=True)
+    assert np.array_equal(_png(out), grid(rows, nrow=9))
+    with pytest.raises(UserError):  # 21 pairs take 42 of the 40 test images
+        sampling.write(fake_run, vae, "interpolate", n=21, out=out)
+    sampling.write(fake_run, vae, "interpolate", n=20, steps=2, scale=2, out=out)
+    assert _png(out).shape == (2 * (20 * 29 + 1), 2 * (2 * 29 + 1))
+
+
+def test_write_progress_and_codes_pictures_and_notes(fake_run, tmp_path):
+    """Kills the default frame interval (one frame every ceil(D / 24) subpixels), the note's
+    counts, the strip and GIF frame limits and the GIF's minimum scale of 2, and the code
+    picture's layout (codes beside images, 4 pairs a row) and its usage file's name."""
+    made = _random_made((1, 7, 7))
+    out = tmp_path / "p.png"
+    (strip, gif), note = sampling.write(fake_run, made, "progress", n=2, label=1, seed=1, out=out)
+    assert note == "17 frames, one every 3 of 49 subpixels"  # 3, 6, ..., 48, then 49
+    assert strip == out and gif == out.with_suffix(".gif")
+    assert _png(strip).shape == (2 * 8 + 1, 16 * 8 + 1)  # 16 of the 17 frames, a row per image
+    frames = [x for _, x in sampling.progress(made, 2, every=3, label=1, seed=1)]
+    with Image.open(gif) as animation:
+        assert animation.size == (2 * (2 * 8 + 1), 2 * (8 + 1))  # GIF merges unchanged frames: no count
+        animation.seek(animation.n_frames - 1)
+        last = np.asarray(animation.convert("L"))[::2, ::2]
+    from workbench.images import grid
+
+    assert np.array_equal(last, grid(frames[-1]))
+    _, note = sampling.write(fake_run, made, "progress", n=1, every=10, out=out)
+    assert note == "5 frames, one every 10 of 49 subpixels"
+    for bad in ({"steps": 3}, {"slerp": True}, {"every": 2}, {"scale": 0}, {"scale": 17}, {"scale": 1.5}):
+        with pytest.raises(UserError):
+            sampling.write(fake_run, made, "samples", n=2, out=out, **bad)
+    with pytest.raises(UserError):
+        sampling.write(fake_run, made, "samples", n=2, out=tmp_path / "p.jpg")
+    sampling.write(fake_run, made, "samples", n=2, scale=16, out=out)
+    assert _png(out).shape == (16 * 9, 16 * 17)  # two 7x7 images side by side, 16 times
+
+    vq = build("vqvae", num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=0)
+    prior = build("vqvae_prior", vqvae=vq, num_classes=3, hidden_channels=8, num_layers=2, head_channels=8)
+    (picture, usage), note = sampling.write(fake_run, prior, "codes", n=5, label=2, seed=3, out=out)
+    assert usage == tmp_path / "p-usage.png" and "codes of 5 prior samples; usage over 5 prior samples" in note
+    grid_of = sampling.code_grid(prior, n=5, seed=3, label=2)
+    assert np.array_equal(_png(picture), grid(grid_of.picture, nrow=8))
+    assert _png(usage).shape[:2] == (48 + 2, 8 * 2 + 2)
+    _, note = sampling.write(fake_run, prior, "progress", n=1, out=out)
+    assert note == "17 frames, one every 3 of 49 codes"  # 7x7 codes: ceil(49 / 24) = 3
+
+
+def test_codes_view_of_a_bare_vqvae_counts_usage_over_other_test_images(fake_run):
+    """Kills usage counted over the shown images instead of USAGE_IMAGES (at most the split) other
+    test images, and a note that misstates what was counted."""
+    vq = build("vqvae", num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=0)
+    grid, note = sampling.codes_view(fake_run, vq, 3, seed=4)
+    x, _ = sampling.test_images(fake_run, 3, 4)
+    assert torch.equal(grid.codes, vq.encode_codes(x))
+    everything = sampling.test_images(fake_run, 40, 5)[0]
+    assert torch.equal(grid.usage, torch.bincount(vq.encode_codes(everything).flatten(), minlength=8))
+    assert note.startswith(f"codes of 3 test images; usage over 40 test images: {grid.used} of 8 codes used, ")
+    assert note.endswith(f"perplexity {grid.perplexity:.1f}")
+
+
+def test_load_takes_the_checkpoint_asked_for_or_the_other_one(tmp_path, monkeypatch):
+    """Kills a load that ignores ``which``, that does not fall back to the other checkpoint when
+    the asked one is missing, or that loads a missing one: each case against a stand-in run."""
+    from workbench import runs
+
+    class Stand:
+        path = tmp_path
+
+        def checkpoint_path(self, which):
+            return tmp_path / f"{which}.pt"
+
+        def status(self):
+            return {"state": "running"}
+
+        def no_checkpoint(self, otherwise):
+            return otherwise
+
+        def load_model(self, which, device):
+            assert self.checkpoint_path(which).exists()
+            return which, str(device)
+
+    monkeypatch.setattr(runs, "open_run", lambda run_dir: Stand())
+    with pytest.raises(UserError, match="no checkpoint yet"):
+        sampling.load(tmp_path)
+    (tmp_path / "last.pt").touch()
+    assert sampling.load(tmp_path, "best", device="cpu")[1] == ("last", "cpu")
+    (tmp_path / "best.pt").touch()
+    assert sampling.load(tmp_path)[1] == ("best", "cpu")
+    assert sampling.load(tmp_path, "last")[1][0] == "last"
+    (tmp_path / "last.pt").unlink()
+    assert sampling.load(tmp_path, "last")[1][0] == "best"
+    with pytest.raises(UserError):
+        sampling.load(tmp_path, "worst")
