@@ -112,3 +112,103 @@ def test_conditional_accuracy_follows_the_class_asked_for(shift, expected):
     samples, labels = draw_samples(NoiseModel(num_classes=10, shift=shift), 30, 7, seed=0, progress=False)
     assert torch.equal(labels, torch.arange(30) % 10)
     assert metrics.conditional_accuracy(_judge(samples, 10), labels) == expected
+
+
+def test_precision_and_recall_reach_the_results_in_order():
+    """Mutant: sample_quality swapping precision and recall (or the real and fake sides). The fake
+    set covers one of the real set's two distant clusters: every sample lies on the data manifold
+    (precision near 1), about half the real subset is covered (recall near 0.5). The samples' predictions
+    are confident and balanced in every tenth (IS 4 with 10 splits; another split count differs)."""
+    n = 40
+    gen = torch.Generator().manual_seed(2)
+    a = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    real_features = torch.cat([a, torch.randn(n, 2, generator=gen, dtype=torch.float64) + 100.0]).numpy()
+    mu, sigma = metrics.gaussian_statistics(real_features)
+    real = RealStatistics(mu, sigma, real_features, np.eye(4)[np.arange(2 * n) % 4], np.arange(2 * n) % 4)
+    fake = Extracted(a.numpy() + 1e-6, np.eye(4)[np.arange(n) % 4])
+    quality = sample_quality(real, fake, kid_subsets=2, kid_subset_size=10)
+    assert quality["precision"] >= 0.85 and 0.25 < quality["recall"] < 0.75
+    assert quality["is_mean"] == pytest.approx(4.0, rel=1e-9) and quality["is_std"] == pytest.approx(0.0, abs=1e-9)
+
+
+class FixedLikelihood:
+    """log p(x | y) = -(sum of x) - y - 1, exact: the test NLL is known in closed form."""
+
+    device = torch.device("cpu")
+    num_classes, num_dims, exact_likelihood, registered_name = 3, 4, True, "fixed"
+
+    def log_prob(self, x, y):
+        return -(x.flatten(1).sum(1) + y + 1)
+
+
+def test_test_likelihood_is_the_mean_nll_and_its_bits_per_dimension():
+    """Mutants: the sum's sign, a mean over batches instead of images, labels out of step with
+    their images, bits/dim not nats / (D ln 2): 7 images in batches of 3 against the closed form."""
+    from workbench.evaluate import test_likelihood
+
+    x = torch.rand(7, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(7) % 3
+    seen = []
+    result = test_likelihood(FixedLikelihood(), x, y, batch_size=3, seed=0, progress=False, on_advance=seen.append)
+    nll = float((x.flatten(1).sum(1) + y + 1).double().mean())
+    assert result["test_nll"] == pytest.approx(nll, rel=1e-12)
+    assert result["test_bpd"] == pytest.approx(nll / (4 * np.log(2)), rel=1e-12)
+    assert result["test_images"] == 7 and result["likelihood"] == "exact" and seen == [3, 3, 1]
+
+
+def test_evaluation_arguments_and_cache_keys():
+    """Mutants: off-by-one limits (10 samples and batches of 1 are allowed, 9 and 0 are not), and a
+    cache key that forgets one of dataset, split, extractor, its version, binarisation or levels
+    (stale real statistics served after any of them changes)."""
+    from types import SimpleNamespace
+
+    from workbench.errors import UserError
+    from workbench.evaluate import MAX_SAMPLES, MIN_SAMPLES, check_arguments, stats_path
+
+    check_arguments(MIN_SAMPLES, 1)
+    check_arguments(MAX_SAMPLES, 500)
+    for n, batch in ((MIN_SAMPLES - 1, 500), (MAX_SAMPLES + 1, 500), (MIN_SAMPLES, 0)):
+        with pytest.raises(UserError):
+            check_arguments(n, batch)
+    base = ("fashion-mnist", "test", ("classifier", "v1"), "dynamic", 2)
+    changed = [("mnist",), (None, "train"), (None, None, ("inception", "v1")), (None, None, ("classifier", "v2")),
+               (None, None, None, "none"), (None, None, None, None, 4)]
+    keys = set()
+    for change in [()] + changed:
+        args = [c if c is not None else b for c, b in zip(change + (None,) * 5, base)]
+        ext = SimpleNamespace(name=args[2][0], version=args[2][1])
+        keys.add(stats_path(args[0], args[1], ext, args[3], args[4]))
+    assert len(keys) == 1 + len(changed)
+
+
+class ShownExtractor:
+    """Features = the first 8 pixels; remembers each set of images by its description."""
+
+    name, label, version = "recording", "recording", "v1"
+
+    def __init__(self):
+        self.shown = {}
+
+    def extract(self, images, batch_size=500, progress=True, description="features", on_advance=None):
+        self.shown[description] = images.clone()
+        gen = torch.Generator().manual_seed(len(self.shown))
+        features = images.flatten(1)[:, :8].double() + 0.01 * torch.randn(len(images), 8, generator=gen, dtype=torch.float64)
+        return Extracted(features.numpy(), np.eye(10)[np.arange(len(images)) % 10])
+
+
+@pytest.mark.parametrize("binarize, levels", [("none", 4), ("dynamic", 2)])
+def test_reference_ceiling_is_uniform_noise_on_the_models_level_grid(tiny_data, monkeypatch, binarize, levels):
+    """Mutants: noise on a grid other than the model's (2 levels where there are 4, a scale of
+    1/(L+1), so never reaching 1), the count of images off by one: n noise images that take every
+    level k/(L-1) and only those, beside n training images on the same grid."""
+    from workbench import evaluate
+
+    ext = ShownExtractor()
+    monkeypatch.setattr(evaluate, "get_extractor", lambda *args, **kwargs: ext)
+    ref = evaluate.reference_figures("fashion-mnist", n=30, binarize=binarize, levels=levels, device="cpu",
+                                     progress=False)
+    noise, train = ext.shown["uniform noise"], ext.shown["real train images"]
+    assert noise.shape == (30, 1, 28, 28) and train.shape == (30, 1, 28, 28) and ref["n"] == 30
+    grid = torch.arange(levels) / (levels - 1)
+    assert torch.equal(torch.unique(noise), grid)
+    assert torch.isin(torch.unique(train), grid).all()  # the floor: training images in the model's domain

@@ -4,6 +4,8 @@ progress frames that end in the draw, code grids, the checks of bad combinations
 test images the trainer scores."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -373,3 +375,276 @@ def test_made_class_sweep_shares_one_mask_set_per_row():
     torch.manual_seed(0)
     free = made.sample(48, y=torch.arange(4).repeat(12), noise=noise).view(12, 4, 9)
     assert any(not torch.equal(r[0], r[k]) for r in free for k in range(1, 4))
+
+
+def _random_made(shape=(1, 3, 3), num_classes=3, **hp):
+    made = build("made", shape, num_classes=num_classes, hidden=[16], **hp)
+    with torch.no_grad():
+        for p in made.parameters():
+            p.normal_(0, 1.0)
+    return made
+
+
+def test_batches_continue_the_classes_in_turn():
+    """Kills a batch's labels counted from 0 instead of its first image (``arange(start, ...)``
+    -> ``arange(0, ...)`` or an off-by-one), which batches of a multiple of K cannot show: with
+    batches of 4 and 3 classes, image i is the draw for class i mod 3 from its own uniforms."""
+    made = _random_made()
+    one = sampling.draw(made, 10, seed=2)
+    assert torch.equal(sampling.draw(made, 10, seed=2, batch_size=4), one)
+    by_class = torch.stack([sampling.draw(made, 10, label=k, seed=2) for k in range(3)])
+    assert torch.equal(one, by_class[torch.arange(10) % 3, torch.arange(10)])
+    assert not torch.equal(by_class[0], by_class[1])  # the label matters: the test can tell
+
+
+def test_reconstructions_are_the_decoder_means_at_the_posterior_means():
+    """Kills ``mean=True`` -> ``False`` as reconstruct's default (a Bernoulli draw per pixel, noise
+    on an untrained VAE) and the posterior's log-variance (or a sample) decoded instead of its
+    mean; batches give the same images."""
+    vae = build("vae", latent_dim=4, arch="mlp", hidden=32)
+    x, _ = squares(5, seed=6)
+    both = sampling.reconstruct(vae, x)
+    with torch.no_grad():
+        expected = vae.decode(vae.encode(x)[0], mean=True)
+    torch.testing.assert_close(both[5:], expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(sampling.reconstruct(vae, x, batch_size=2), both, atol=1e-6, rtol=0)
+    drawn = sampling.reconstruct(vae, x, mean=False)[5:]
+    assert ((drawn == 0) | (drawn == 1)).all() and not torch.allclose(drawn, expected, atol=0.1)
+
+
+def test_interpolation_and_class_sweep_in_small_batches_equal_one_batch():
+    """Kills the batch arithmetic of interpolate and class_sweep (pairs or rows per call, the
+    slices of a later batch): a batch size that splits the pairs and rows gives the same images."""
+    vae = build("vae", latent_dim=4, arch="mlp", hidden=32)
+    x, _ = squares(6, seed=7)
+    for slerp in (False, True):
+        whole = sampling.interpolate(vae, x[:3], x[3:], 5, slerp=slerp)
+        torch.testing.assert_close(sampling.interpolate(vae, x[:3], x[3:], 5, slerp=slerp, batch_size=6), whole,
+                                   atol=1e-6, rtol=0)
+    made = _random_made()
+    whole = sampling.class_sweep(made, 5, seed=3, temperature=0.8)
+    assert torch.equal(sampling.class_sweep(made, 5, seed=3, temperature=0.8, batch_size=4), whole)
+
+
+def test_counts_at_their_limits():
+    """Kills off-by-one mutants of the count checks: 1 and MAX_IMAGES images are allowed, 0 and
+    MAX_IMAGES + 1 are not; progress takes 1 to MAX_PROGRESS images and a frame every 1 subpixel."""
+    sampling._check_count(1)
+    sampling._check_count(sampling.MAX_IMAGES)
+    for bad in (0, -1, sampling.MAX_IMAGES + 1, 2.0):
+        with pytest.raises(UserError):
+            sampling._check_count(bad)
+    made = build("made", (1, 2, 2), hidden=[8])
+    assert [d for d, _ in sampling.progress(made, 1, every=1)] == [1, 2, 3, 4]
+    assert len(list(sampling.progress(made, sampling.MAX_PROGRESS, every=4))[-1][1]) == sampling.MAX_PROGRESS
+    for n, every in ((0, 1), (sampling.MAX_PROGRESS + 1, 1), (1, 0), (1, 1.5)):
+        with pytest.raises(UserError):
+            list(sampling.progress(made, n, every=every))
+
+
+def test_palette_is_the_documented_hsv_sequence():
+    """Kills mutants of the HSV-to-RGB table (a sector's channels swapped or repeated) and of the
+    saturation and brightness cycles: colour i is hsv_to_rgb(i phi mod 1, 0.85 or 0.55 by parity,
+    (1, 0.8, 0.6)[i mod 3]); neighbouring codes differ visibly."""
+    import colorsys
+
+    got = sampling.palette(30)
+    phi = (5 ** 0.5 - 1) / 2
+    for i in range(30):
+        rgb = colorsys.hsv_to_rgb((i * phi) % 1.0, 0.85 if i % 2 == 0 else 0.55, (1.0, 0.8, 0.6)[i % 3])
+        torch.testing.assert_close(got[i], torch.tensor(rgb, dtype=torch.float32), atol=1e-6, rtol=0)
+    assert (got[1:] - got[:-1]).abs().amax(1).min() > 0.1
+
+
+def test_code_colours_and_usage_picture():
+    """Kills code 0 shown black like an undrawn code (``idx < 0`` -> ``idx <= 0``), a wrong scaling
+    of the code grid, and usage bars not proportional to the counts (or filled from the top): with
+    counts (0, 2, 4, 1) and height 8, the bars are 0, 4, 8 and 2 pixels high from the bottom."""
+    pal = sampling.palette(3)
+    out = sampling.colour_codes(torch.tensor([[[-1, 0], [1, 2]]]), 3, size=(4, 4))
+    assert out.shape == (1, 3, 4, 4)
+    assert torch.equal(out[0, :, :2, :2], torch.zeros(3, 2, 2))
+    for (r, c), code in (((0, 2), 0), ((2, 0), 1), ((2, 2), 2)):
+        assert torch.equal(out[0, :, r:r + 2, c:c + 2], pal[code].view(3, 1, 1).expand(3, 2, 2))
+    picture = sampling.usage_picture(torch.tensor([0, 2, 4, 1]), height=8, bar=2)
+    assert picture.shape == (3, 8, 8)
+    colours = sampling.palette(4)
+    for code, high in enumerate((0, 4, 8, 2)):
+        column = picture[:, :, 2 * code:2 * code + 2]
+        filled = (column == colours[code].view(3, 1, 1)).all(0).all(1)  # (8,) rows, top first
+        assert filled.tolist() == [False] * (8 - high) + [True] * high, code
+        assert torch.allclose(column[:, :8 - high], torch.tensor(0.15))
+
+
+def test_a_bare_vqvaes_code_grid_without_images_is_uniform_codes():
+    """Kills uniform codes drawn from fewer codes than the codebook, or a usage that does not count
+    them: n grids of the code shape, every code in range, usage summing to n h w."""
+    vq = build("vqvae", num_codes=4, code_dim=2, channels=4, res_channels=2, res_blocks=0)
+    grid = sampling.code_grid(vq, n=20, seed=1, batch_size=7)
+    assert grid.codes.shape == (20, *vq.code_shape) and grid.codes.min() >= 0 and grid.codes.max() < 4
+    assert grid.usage.sum() == grid.codes.numel() and grid.used == 4
+    with torch.no_grad():
+        torch.testing.assert_close(grid.images, vq.decode_codes(grid.codes, mean=True), atol=1e-6, rtol=0)
+
+
+def test_soft_label_bounds_and_the_default_view():
+    """Kills off-by-one class bounds (class K accepted, class 0 refused), weights summing to 0
+    accepted, and ``default_mean`` flipped: a binarised VAE or CVAE shows its decoder mean by
+    default, a 256-level VAE and every other model show draws."""
+    torch.testing.assert_close(sampling.soft_label(3, {0: 2.0, 2: 2.0}), torch.tensor([0.5, 0.0, 0.5]))
+    for bad in ({3: 1.0}, {-1: 1.0}, {1: 0.0}):
+        with pytest.raises(UserError):
+            sampling.soft_label(3, bad)
+    assert sampling.default_mean(build("vae", latent_dim=2, arch="mlp", hidden=8))
+    assert sampling.default_mean(build("cvae", num_classes=3, latent_dim=2, arch="mlp", hidden=8))
+    assert not sampling.default_mean(build("vae", levels=256, latent_dim=2, arch="mlp", hidden=8))
+    assert not sampling.default_mean(build("made", (1, 2, 2), hidden=[8]))
+
+
+# -- what ``genwb sample`` writes, on a stand-in run (write, its layout, codes_view, load) ----------
+class _Run:
+    """What write, test_images and codes_view read of a run: its folder and its data settings."""
+
+    def __init__(self, path):
+        self.path = path
+        self.config = SimpleNamespace(data=SimpleNamespace(dataset="fashion-mnist", root="", binarize="dynamic", levels=2))
+
+
+@pytest.fixture
+def fake_run(tmp_path, monkeypatch):
+    x, y = squares(40, seed=9)
+    monkeypatch.setattr(sampling, "_test_split", lambda *args: (x, y))
+    return _Run(tmp_path)
+
+
+def _png(path):
+    return np.asarray(Image.open(path))
+
+
+def test_paired_rows_put_each_original_above_its_reconstruction():
+    """Kills a layout whose reconstructions are not under their originals (rows swapped, a short
+    last row not padded to the width, the padding not blank): 5 pairs in rows of 2."""
+    x, r = torch.arange(5.0).view(5, 1, 1, 1), 10 + torch.arange(5.0).view(5, 1, 1, 1)
+    laid = sampling._paired_rows(x, r, 2).flatten().tolist()
+    assert laid == [0, 1, 10, 11, 2, 3, 12, 13, 4, 0.5, 14, 0.5]
+
+
+def test_write_draws_what_the_sampler_draws_with_the_defaults_users_get(fake_run, tmp_path):
+    """Kills write passing the wrong seed, label, temperature or mean to the sampler, and changed
+    defaults: 64 samples, 32 reconstructions in rows of 8 under their originals, 8 pairs of 9
+    steps, 8 rows of classes; each picture equals the grid of the sampler's own images."""
+    from workbench.images import grid
+
+    made = _random_made()
+    out = tmp_path / "s.png"
+    (path,), note = sampling.write(fake_run, made, "samples", label=2, temperature=0.5, seed=3, out=out)
+    assert path == out and note == ""
+    assert np.array_equal(_png(out), grid(sampling.draw(made, 64, label=2, temperature=0.5, seed=3)))
+    sampling.write(fake_run, made, "samples", mix={0: 1.0, 1: 3.0}, seed=4, out=out)
+    mixed = sampling.draw(made, 64, label=sampling.soft_label(3, {0: 1.0, 1: 3.0}), seed=4)
+    assert np.array_equal(_png(out), grid(mixed))
+    sampling.write(fake_run, made, "classes", seed=5, temperature=0.7, out=out)
+    assert np.array_equal(_png(out), grid(sampling.class_sweep(made, 8, seed=5, temperature=0.7), nrow=3))
+
+    vae = build("cvae", num_classes=10, latent_dim=4, arch="mlp", hidden=16)
+    sampling.write(fake_run, vae, "samples", mean=True, seed=6, out=out)
+    assert np.array_equal(_png(out), grid(sampling.draw(vae, 64, mean=True, seed=6)))
+    sampling.write(fake_run, vae, "recon", seed=1, out=out)
+    x, y = sampling.test_images(fake_run, 32, 1)
+    both = sampling.reconstruct(vae, x, y)
+    assert np.array_equal(_png(out), grid(sampling._paired_rows(both[:32], both[32:], 8), nrow=8))
+    sampling.write(fake_run, vae, "interpolate", slerp=True, seed=2, out=out)
+    x, y = sampling.test_images(fake_run, 16, 2)
+    rows = sampling.interpolate(vae, x[:8], x[8:], 9, y=(y[:8], y[8:]), slerp=True)
+    assert np.array_equal(_png(out), grid(rows, nrow=9))
+    with pytest.raises(UserError):  # 21 pairs take 42 of the 40 test images
+        sampling.write(fake_run, vae, "interpolate", n=21, out=out)
+    sampling.write(fake_run, vae, "interpolate", n=20, steps=2, scale=2, out=out)
+    assert _png(out).shape == (2 * (20 * 29 + 1), 2 * (2 * 29 + 1))
+
+
+def test_write_progress_and_codes_pictures_and_notes(fake_run, tmp_path):
+    """Kills the default frame interval (one frame every ceil(D / 24) subpixels), the note's
+    counts, the strip and GIF frame limits and the GIF's minimum scale of 2, and the code
+    picture's layout (codes beside images, 4 pairs a row) and its usage file's name."""
+    made = _random_made((1, 7, 7))
+    out = tmp_path / "p.png"
+    (strip, gif), note = sampling.write(fake_run, made, "progress", n=2, label=1, seed=1, out=out)
+    assert note == "17 frames, one every 3 of 49 subpixels"  # 3, 6, ..., 48, then 49
+    assert strip == out and gif == out.with_suffix(".gif")
+    assert _png(strip).shape == (2 * 8 + 1, 16 * 8 + 1)  # 16 of the 17 frames, a row per image
+    frames = [x for _, x in sampling.progress(made, 2, every=3, label=1, seed=1)]
+    with Image.open(gif) as animation:
+        assert animation.size == (2 * (2 * 8 + 1), 2 * (8 + 1))  # GIF merges unchanged frames: no count
+        animation.seek(animation.n_frames - 1)
+        last = np.asarray(animation.convert("L"))[::2, ::2]
+    from workbench.images import grid
+
+    assert np.array_equal(last, grid(frames[-1]))
+    _, note = sampling.write(fake_run, made, "progress", n=1, every=10, out=out)
+    assert note == "5 frames, one every 10 of 49 subpixels"
+    for bad in ({"steps": 3}, {"slerp": True}, {"every": 2}, {"scale": 0}, {"scale": 17}, {"scale": 1.5}):
+        with pytest.raises(UserError):
+            sampling.write(fake_run, made, "samples", n=2, out=out, **bad)
+    with pytest.raises(UserError):
+        sampling.write(fake_run, made, "samples", n=2, out=tmp_path / "p.jpg")
+    sampling.write(fake_run, made, "samples", n=2, scale=16, out=out)
+    assert _png(out).shape == (16 * 9, 16 * 17)  # two 7x7 images side by side, 16 times
+
+    vq = build("vqvae", num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=0)
+    prior = build("vqvae_prior", vqvae=vq, num_classes=3, hidden_channels=8, num_layers=2, head_channels=8)
+    (picture, usage), note = sampling.write(fake_run, prior, "codes", n=5, label=2, seed=3, out=out)
+    assert usage == tmp_path / "p-usage.png" and "codes of 5 prior samples; usage over 5 prior samples" in note
+    grid_of = sampling.code_grid(prior, n=5, seed=3, label=2)
+    assert np.array_equal(_png(picture), grid(grid_of.picture, nrow=8))
+    assert _png(usage).shape[:2] == (48 + 2, 8 * 2 + 2)
+    _, note = sampling.write(fake_run, prior, "progress", n=1, out=out)
+    assert note == "17 frames, one every 3 of 49 codes"  # 7x7 codes: ceil(49 / 24) = 3
+
+
+def test_codes_view_of_a_bare_vqvae_counts_usage_over_other_test_images(fake_run):
+    """Kills usage counted over the shown images instead of USAGE_IMAGES (at most the split) other
+    test images, and a note that misstates what was counted."""
+    vq = build("vqvae", num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=0)
+    grid, note = sampling.codes_view(fake_run, vq, 3, seed=4)
+    x, _ = sampling.test_images(fake_run, 3, 4)
+    assert torch.equal(grid.codes, vq.encode_codes(x))
+    everything = sampling.test_images(fake_run, 40, 5)[0]
+    assert torch.equal(grid.usage, torch.bincount(vq.encode_codes(everything).flatten(), minlength=8))
+    assert note.startswith(f"codes of 3 test images; usage over 40 test images: {grid.used} of 8 codes used, ")
+    assert note.endswith(f"perplexity {grid.perplexity:.1f}")
+
+
+def test_load_takes_the_checkpoint_asked_for_or_the_other_one(tmp_path, monkeypatch):
+    """Kills a load that ignores ``which``, that does not fall back to the other checkpoint when
+    the asked one is missing, or that loads a missing one: each case against a stand-in run."""
+    from workbench import runs
+
+    class Stand:
+        path = tmp_path
+
+        def checkpoint_path(self, which):
+            return tmp_path / f"{which}.pt"
+
+        def status(self):
+            return {"state": "running"}
+
+        def no_checkpoint(self, otherwise):
+            return otherwise
+
+        def load_model(self, which, device):
+            assert self.checkpoint_path(which).exists()
+            return which, str(device)
+
+    monkeypatch.setattr(runs, "open_run", lambda run_dir: Stand())
+    with pytest.raises(UserError, match="no checkpoint yet"):
+        sampling.load(tmp_path)
+    (tmp_path / "last.pt").touch()
+    assert sampling.load(tmp_path, "best", device="cpu")[1] == ("last", "cpu")
+    (tmp_path / "best.pt").touch()
+    assert sampling.load(tmp_path)[1] == ("best", "cpu")
+    assert sampling.load(tmp_path, "last")[1][0] == "last"
+    (tmp_path / "last.pt").unlink()
+    assert sampling.load(tmp_path, "last")[1][0] == "best"
+    with pytest.raises(UserError):
+        sampling.load(tmp_path, "worst")
