@@ -238,3 +238,145 @@ def test_cvae_log_prob_is_conditional():
     with torch.no_grad():
         a, b = m.log_prob(x, torch.zeros(8, dtype=torch.long)), m.log_prob(x, torch.ones(8, dtype=torch.long))
     assert a.shape == (8,) and not torch.allclose(a, b)
+
+
+# -- from mutation testing of models/vae.py (each test names the mutants it kills) ---------------
+class _Recorder(torch.nn.Module):
+    """A decoder that records the latents it is given and outputs zeros of ``shape``."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape, self.seen = shape, []
+
+    def forward(self, z):
+        self.seen.append(z.detach().clone())
+        return torch.zeros(len(z), *self.shape)
+
+
+def _fixed_posterior(m, mu, logvar):
+    """Make an MLP encoder output (mu, logvar) for every input: zero weights, the bias set."""
+    last = m.encoder[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([*mu, *logvar]))
+
+
+def test_the_reparameterised_latents_have_the_encoders_mean_and_standard_deviation():
+    """z = mu + exp(logvar / 2) eps in ``loss`` and in ``log_prob``: with q(z|x) fixed at
+    N((1, -0.5), diag(0.25, 2.25)), the latents reaching the decoder have that mean and standard
+    deviation (20,000 draws: 5 standard errors). Kills `exp(1.5 * logvar)`, `exp(0.5 / logvar)`,
+    `mu * ...` and a latent that is mu alone."""
+    torch.manual_seed(0)
+    m = models.build("vae", (1, 2, 2), 2, arch="mlp", latent_dim=2, hidden=8)
+    _fixed_posterior(m, (1.0, -0.5), (math.log(0.25), math.log(2.25)))
+    m.decoder = _Recorder((1, 2, 2))
+    x = torch.zeros(20_000, 1, 2, 2)
+    with torch.no_grad():
+        m.loss(x)
+        m.log_prob(x[:2000], samples=10)
+    std = torch.tensor([0.5, 1.5])
+    for z in m.decoder.seen:  # from loss, then from log_prob
+        n = len(z)
+        assert ((z.mean(0) - torch.tensor([1.0, -0.5])).abs() < 5 * std / n ** 0.5).all()
+        assert ((z.std(0) - std).abs() < 5 * std / (2 * n) ** 0.5).all()
+
+
+def test_iwae_bound_is_log_p_x_when_the_decoder_ignores_z():
+    """With a decoder that ignores z, p(x) = p(x|z) exactly and the weights p(z)/q(z|x) have mean
+    1: the IWAE bound with K = 1000 is log p(x|z) to within its bias Var(w)/2K (~1e-4 here, for
+    q = N(0.3, 1.5 I) in 2 dimensions), and with K = 1 its mean is the loss's ELBO (analytic KL).
+    Kills a wrong sign or factor on log q's `0.5 * logvar.sum`, log p(z) taken at eps, `+ log K`,
+    and a K = 1 bound that is not the ELBO."""
+    torch.manual_seed(0)
+    m = models.build("vae", (1, 2, 2), 2, arch="mlp", latent_dim=2, hidden=8).eval()
+    _fixed_posterior(m, (0.3, 0.3), (math.log(1.5),) * 2)
+    with torch.no_grad():
+        m.decoder[0][0].weight.zero_()  # the decoder's output no longer depends on z
+        x = batch((1, 2, 2), 2, n=8)
+        exact = m.likelihood.log_prob(m._decode(torch.zeros(8, 2), None), x)
+        bound = m.log_prob(x.repeat(32, 1, 1, 1), samples=1000).view(32, 8).mean(0)
+        assert (bound - exact).abs().max() < 0.02  # 7 standard errors of the 32 repeats' mean
+        elbo = m.loss(x)["elbo"]  # recon is exact here: the decoder ignores the sampled z
+        one = m.log_prob(x.repeat(4000, 1, 1, 1), samples=1)
+    kl = 0.5 * 2 * (0.09 + 1.5 - 1 - math.log(1.5))
+    assert elbo.item() == pytest.approx(exact.mean().item() - kl, abs=1e-5)
+    assert abs(one.mean().item() - elbo.item()) < 5 * one.std().item() / len(one) ** 0.5
+
+
+@pytest.mark.parametrize("kind", ["logistic", "categorical"])
+def test_draws_follow_the_probabilities_of_log_prob(kind):
+    """Each subpixel's draws land on level k as often as exp(log_prob) says (20,000 draws, 5
+    sigma per level), including a logistic with its log-scale far below the floor of -7 and its
+    location just past a bin edge, where the floor decides the masses. Kills samplers with a
+    wrong spread or sign (`log u + log(1-u)`, `- gumbel`, a scale not exp(log-scale)) and a floor
+    changed in one of log_prob, mean or sample only; the means are checked against the same
+    masses."""
+    torch.manual_seed(0)
+    levels, n = 4, 20_000
+    lik = Likelihood(kind, 1, levels)
+    out = torch.randn(1, lik.out_channels, 1, 4) * 1.5
+    if kind == "logistic":
+        out[0, 0, 0, 3], out[0, 1, 0, 3] = 0.5 + 4e-4, -9.0  # 0.5: the edge between levels 1 and 2
+    with torch.no_grad():
+        draws = lik.sample(out.expand(n, -1, -1, -1)) * (levels - 1)
+        for j in range(4):
+            sub = out[..., j : j + 1]
+            p = torch.stack([lik.log_prob(sub, torch.full((1, 1, 1, 1), k / (levels - 1))) for k in range(levels)])
+            p = p.exp().flatten()
+            freq = torch.stack([(draws[:, 0, 0, j].round() == k).float().mean() for k in range(levels)])
+            assert ((freq - p).abs() <= 5 * (p * (1 - p) / n).sqrt() + 1e-4).all(), (j, freq, p)
+            mean = lik.mean(sub).item()
+            assert mean == pytest.approx((p * torch.arange(levels) / (levels - 1)).sum().item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("kind,spread", [("mse", "std"), ("mae", "mean_abs")])
+def test_continuous_draws_have_the_likelihoods_scale(kind, spread):
+    """A Gaussian draw has standard deviation sigma, a Laplace one mean absolute deviation b
+    (sigma = b = 0.05 about 0.5, 256 levels: the grid and the clamp at 10 scales change them by
+    < 1e-4; 20,000 draws, tolerance 5 standard errors of the mean absolute deviation, the larger
+    one). Kills a sampler that ignores sigma, uses exp(-log sigma) or the other family (a
+    Gaussian's mean absolute deviation is 0.8 sigma, a Laplace's std 1.41 b)."""
+    torch.manual_seed(0)
+    lik = Likelihood(kind, 1, 256, sigma=0.05)
+    draws = lik.sample(torch.full((20_000, 1, 1, 1), 0.5)).flatten() - 0.5
+    value = draws.std() if spread == "std" else draws.abs().mean()
+    assert abs(value.item() - 0.05) < 5 * 0.05 / 20_000 ** 0.5 + 1e-4
+
+
+@pytest.mark.parametrize("kind", ["mse", "mae"])
+def test_learned_sigma_is_a_parameter_for_both_continuous_likelihoods(kind):
+    """Kills the learned scale of one of the two ("mse" or "mae" dropped from the test)."""
+    m = models.build("vae", (1, 2, 2), 256, likelihood=kind, learn_sigma=True)
+    assert any(p is m.likelihood.log_sigma for p in m.parameters())
+
+
+def test_hyper_parameter_bounds():
+    """The smallest allowed values build and the next ones down raise. Kills `< 1` -> `< 2` or
+    `<= 1`, `beta < 0` -> `<= 0`, and `sigma <= 0` -> `< 0`."""
+    models.build("vae", (1, 2, 2), 2, latent_dim=1, channels=1, hidden=1, iw_samples=1, beta=0.0, kl_warmup_steps=0)
+    models.build("vae", (1, 2, 2), 256, likelihood="mse", sigma=1e-3)
+    for bad in ({"latent_dim": 0}, {"channels": 0}, {"hidden": 0}, {"iw_samples": 0}, {"beta": -0.1},
+                {"kl_warmup_steps": -1}, {"likelihood": "mse", "sigma": 0.0}, {"arch": "resnet"}):
+        with pytest.raises(ValueError):
+            models.build("vae", (1, 2, 2), 256, **bad)
+
+
+def test_conv_nets_halve_at_most_twice_and_double_their_width():
+    """num_downsamples halves while both sides are even, at most ``most`` times; widths doubles
+    after each halving. Kills `d < most` -> `d <= most`, `% 2 == 0` -> `% 3` and `<<` -> `>>`."""
+    from models.vae import num_downsamples, widths
+
+    assert [num_downsamples(*s) for s in ((28, 28), (8, 8), (12, 8), (8, 6), (2, 2), (3, 3), (6, 3))] == [2, 2, 2, 1, 1, 0, 0]
+    assert num_downsamples(8, 8, most=3) == 3
+    assert widths(8, 2) == [8, 8, 16] and widths(8, 0) == [8]
+
+
+def test_sampling_more_than_one_chunk_decodes_every_latent():
+    """sample decodes in chunks of 1024: with 2,100 given latents, image i is decode(z_i). Kills
+    a chunk step or slice end that is not 1024 (a skipped or repeated latent)."""
+    torch.manual_seed(0)
+    m = models.build("vae", (1, 2, 2), 2, arch="mlp", latent_dim=2, hidden=8).eval()
+    z = torch.randn(2100, 2)
+    images = m.sample(2100, z=z, mean=True)
+    assert images.shape == (2100, 1, 2, 2)
+    torch.testing.assert_close(images, m.decode(z), atol=1e-6, rtol=0)

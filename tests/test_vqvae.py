@@ -300,3 +300,88 @@ def test_latent_hooks_for_interpolation_and_code_grids():
     mid = m.decode_latent(0.5 * (z_e[:2] + z_e[2:]))
     assert mid.shape == (2, 1, 8, 8)
     assert all(torch.equal(v, state[k]) for k, v in m.quantizer.state_dict().items())
+
+
+# -- from mutation testing of models/vqvae.py (each test names the mutants it kills) -------------
+def test_logged_elbo_is_the_mean_of_log_prob():
+    """The loss's "elbo" is the bound log_prob reports, log p(x | z_q) - h w log K, averaged over
+    the batch (in evaluation the two see the same codes). Kills `prior_log_prob + recon` and a
+    bce reconstruction scaled by the batch size instead of divided by it."""
+    torch.manual_seed(0)
+    for levels in (2, 4):
+        m = models.build("vqvae", (1, 4, 4), levels, num_codes=8, code_dim=4, channels=8, res_channels=4,
+                         res_blocks=1).eval()
+        x = batch((1, 4, 4), levels)
+        with torch.no_grad():
+            out = m.loss(x)
+            assert out["elbo"].item() == pytest.approx(m.log_prob(x).mean().item(), rel=1e-5)
+            assert out["recon"].item() == pytest.approx(-m.recon_log_prob(x, m.encode_codes(x)).mean().item(), rel=1e-5)
+
+
+def test_samples_decode_codes_drawn_uniformly_from_the_k_codes():
+    """With K = 2 codes on a 1x1 grid, every sample's mean is the decoding of code 0 or of code 1,
+    each drawn about half the time (2,000 samples, 5 sigma). Kills a draw over K + 1 codes (an
+    index past the codebook) or one that always picks the same code."""
+    torch.manual_seed(0)
+    m = models.build("vqvae", (1, 2, 2), 2, num_codes=2, code_dim=2, channels=4, res_channels=2, res_blocks=1)
+    assert m.code_shape == (1, 1)
+    with torch.no_grad():
+        images = m.sample(2000, mean=True).flatten(1)
+        decoded = m.decode_codes(torch.tensor([[[0]], [[1]]])).flatten(1)
+    assert not torch.allclose(decoded[0], decoded[1])
+    dist = torch.cdist(images, decoded)
+    assert dist.min(1).values.max() < 1e-5
+    share = (dist.argmin(1) == 0).float().mean().item()
+    assert abs(share - 0.5) < 5 * 0.5 / 2000 ** 0.5
+    assert m.sample(0).shape == (0, 1, 2, 2)
+
+
+def test_random_rows_are_distinct_when_there_are_enough():
+    """Kills `k <= n` -> `k < n`: k = n rows must be a permutation (k-means and restarts start
+    from distinct encoder outputs), and k > n rows still come back (with repeats)."""
+    from models.vqvae import random_rows
+
+    torch.manual_seed(0)
+    assert sorted(random_rows(6, 6, "cpu").tolist()) == list(range(6))
+    assert len(set(random_rows(10, 4, "cpu").tolist())) == 4
+    more = random_rows(3, 7, "cpu")
+    assert len(more) == 7 and more.min() >= 0 and more.max() < 3
+
+
+def test_kmeans_keeps_the_centre_of_an_empty_cluster():
+    """Three centres started on three of four points of which two coincide: when both copies
+    are picked, one cluster stays empty and keeps its start, and the centre on 4 or 6 moves to
+    their mean 5. Kills `counts > 0` -> `>= 0` (0/0) and a mean that is not sum / count."""
+    from models.vqvae import kmeans
+
+    z = torch.tensor([[0.0, 0.0], [0.0, 0.0], [4.0, 0.0], [6.0, 0.0]])
+    empty_seen = 0
+    for seed in range(8):
+        torch.manual_seed(seed)
+        centres = sorted(tuple(c) for c in kmeans(z, 3).tolist())
+        if centres[1] == (0.0, 0.0):
+            assert centres == [(0.0, 0.0), (0.0, 0.0), (5.0, 0.0)]
+            empty_seen += 1
+        else:
+            assert centres == [(0.0, 0.0), (4.0, 0.0), (6.0, 0.0)]
+    assert 0 < empty_seen < 8  # both starts occurred
+
+
+def test_quantizer_hyper_parameter_bounds():
+    """decay 0 (no memory) is allowed, 1 (no update) is not; one code and one dimension are
+    allowed, zero are not. Kills the boundary mutants of those checks."""
+    VectorQuantizer(1, 1, decay=0.0, usage_window=1)
+    for kw in ({"decay": 1.0}, {"decay": -0.1}, {"usage_window": 0}):
+        with pytest.raises(ValueError):
+            VectorQuantizer(4, 2, **kw)
+    for k, d in ((0, 2), (4, 0)):
+        with pytest.raises(ValueError):
+            VectorQuantizer(k, d)
+
+
+def test_only_a_quantizer_without_dead_code_restarts_is_graph_capturable():
+    """A restart is decided on the host at steps a CUDA graph would not replay. Kills the
+    negation dropped in loss_capturable."""
+    kw = {"num_codes": 4, "code_dim": 2, "channels": 4, "res_channels": 2, "res_blocks": 1}
+    assert not models.build("vqvae", (1, 2, 2), 2, **kw).loss_capturable()
+    assert models.build("vqvae", (1, 2, 2), 2, restart_dead=False, **kw).loss_capturable()
