@@ -369,6 +369,24 @@ async def test_overlay_marks_a_run_that_follows_another_for_part_of_its_steps(tm
 
 
 @pytest.mark.asyncio
+async def test_home_curve_status_shows_the_values_at_80x24(tmp_path):
+    """Bug caught (tmux walk at 80x24): the status line began with the run's name, which the
+    pane's border already shows, and the pane cut it before the validation NLL."""
+    run = make_run(tmp_path / "runs", "made-20261205-124124")
+    app = create_app(tmp_path / "runs", queue=FixedQueue([job_info("j1", "done", step=24, run_dir=str(run))]),
+                     image_protocol="halfcell")
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            found = app.screen.query(CurvesPanel)
+            if found and found.first()._loaded and found.first()._drawn is not None:
+                break
+        status = app.screen.query_one("#curves-status")
+        visible = str(status.render())[:status.content_size.width]
+        assert "val NLL 468 (best 468)" in visible and run.name not in visible, visible
+
+
+@pytest.mark.asyncio
 async def test_curve_keys_on_the_home_screen_and_in_the_help(tmp_path):
     """Bugs caught: the curve keys missing from the home screen or from `?`; the home's curve
     forgetting the view settings when another job is selected, or the detail not taking them."""

@@ -95,6 +95,21 @@ async def test_help_on_the_home_lists_the_keys_by_heading(tmp_path):
         assert sections == ["Jobs", "Curves", "List", "General"]
 
 
+async def test_help_scrolls_to_its_last_key_at_80x24(tmp_path):
+    """Bug caught (tmux walk at 80x24): the list, taller than its box, was clipped rather than
+    scrolled, so G put the cursor on a row nobody could see and the last keys were out of reach."""
+    app = create_app(tmp_path / "runs", queue=FixedQueue([job_info("j1", "running")]), image_protocol="halfcell")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        shown = await open_help(pilot)
+        table = shown.query_one("#help-keys")
+        await pilot.press("G")
+        await pilot.pause()
+        assert table.cursor_row == table.row_count - 1
+        box = shown.query_one("Vertical").region
+        assert table.region.bottom <= box.bottom and table.max_scroll_y > 0 and table.scroll_y == table.max_scroll_y
+
+
 async def test_help_on_the_detail_groups_tabs_and_samples(tmp_path):
     run = make_run(tmp_path / "runs", "tiny-a")
     app = create_app(tmp_path / "runs", queue=FixedQueue([]), image_protocol="halfcell")

@@ -16,7 +16,7 @@ from workbench import events as ev
 from workbench.tui.app import create_app
 from workbench.tui.screens.detail import DetailScreen
 from workbench.tui.steplog import ROW, StepLog
-from workbench.tui.widgets.job_panes import JobPanes
+from workbench.tui.widgets.job_panes import JobPanes, metrics_line
 
 
 async def wait_for(pilot, condition, timeout=20.0):
@@ -116,3 +116,11 @@ def test_steplog_holds_events_that_arrived_after_the_read_started():
     for step in (3, 1, 2):
         small.add(step, str(step), ROW)
     assert small.lines() == ["2", "3"]  # full: the lowest steps go
+
+
+def test_home_log_line_leaves_out_a_part_equal_to_the_loss():
+    """Bug caught (tmux walk at 80x24): "70: train loss 415.6 nll 41…" in the 30-column log
+    pane, an autoregressive model's nll repeating its loss and cutting the line."""
+    assert metrics_line({"step": 70, "split": "train", "loss": 415.6, "nll": 415.6, "lr": 1e-3}) == "70: train loss 415.6"
+    assert metrics_line({"step": 7, "loss": 9.0, "recon": 7.0, "kl": 2.0}) == "7: train loss 9 recon 7 kl 2"
+    assert metrics_line({"step": 6, "split": "val", "nll": 5.0, "bpd": 0.01}) == "6: val nll 5 bpd 0.01"

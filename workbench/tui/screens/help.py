@@ -116,7 +116,8 @@ class HelpScreen(ModalScreen[None]):
     HelpScreen > Vertical { width: 72; max-width: 100%; height: auto; max-height: 90%;
                             border: thick $accent; background: $surface; padding: 0 1; }
     HelpScreen #help-title { height: 1; text-style: bold; }
-    HelpScreen ListTable { height: auto; max-height: 30; }
+    /* A table taller than its box is clipped, not scrolled: it gets the box's room itself. */
+    HelpScreen ListTable { height: auto; max-height: 70vh; }
     HelpScreen #help-hint { height: 1; color: $text-muted; }
     """
     BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "Close", show=False)]

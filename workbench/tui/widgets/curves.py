@@ -152,7 +152,7 @@ class CurvesPanel(Vertical):
         prefs = getattr(self.app, "curve_prefs", None) or {}
         for key, value in prefs.items():  # the session's view settings (CurveKeys), kept across panels
             setattr(self, key, value)
-        self.query_one("#curves-status", Static).update(f"{self.main.run_dir.name} · reading metrics…")
+        self.query_one("#curves-status", Static).update("reading metrics…")
         self._load()
         self.set_interval(0.5, self.refresh_curves)
 
@@ -341,7 +341,9 @@ class CurvesPanel(Vertical):
         curves = self.main.curves
         train = curves.get("train/loss")
         val = curves.get("val/nll")
-        bits = [f"{self.main.run_dir.name}"]
+        # The run's name is in the title above (the detail's, the home pane's border): here it only
+        # pushed the values out of a narrow pane.
+        bits = []
         if train is not None and train.last is not None:
             bits.append(f"loss {train.last:.4g} @ {int(train.latest[0])}")
         if val is not None and val.last is not None:
