@@ -648,3 +648,72 @@ def test_load_takes_the_checkpoint_asked_for_or_the_other_one(tmp_path, monkeypa
     assert sampling.load(tmp_path, "last")[1][0] == "best"
     with pytest.raises(UserError):
         sampling.load(tmp_path, "worst")
+
+
+def test_the_operations_table_follows_what_each_model_can_do():
+    """Kills mutants of the table of modes. ``_operations`` runs once at import, so it is called
+    here for a mutant of it to be seen: every model samples; exactly the latent models
+    reconstruct and interpolate; progress exactly where the model generates step by step
+    (``sample_progress``), classes there and for the two Gaussian VAEs; codes for the VQ-VAE
+    and its prior."""
+    ops = sampling._operations()
+    names = set(models.names())
+    stepwise = {n for n in names if hasattr(models.get(n), "sample_progress")}
+    assert {"made", "pixelcnn", "vqvae_prior"} <= stepwise and not {"vae", "vqvae"} & stepwise
+    assert ops == {"samples": names, "recon": {"vae", "cvae", "vqvae", "vqvae_prior"},
+                   "interpolate": {"vae", "cvae", "vqvae", "vqvae_prior"}, "classes": stepwise | {"vae", "cvae"},
+                   "progress": stepwise, "codes": {"vqvae", "vqvae_prior"}}
+    assert ops == sampling.OPERATIONS
+
+
+def test_check_accepts_what_goes_with_each_mode():
+    """Kills a temperature check that fires at T = 1 (``t != 1`` -> ``t != 2``), --mean refused
+    for draws (the recon/progress test negated), class 0 refused as a label (``0 <=`` -> ``1 <=``
+    or ``0 <``), class weights of the right shape refused, a zero weight in --mix refused, and a
+    class sweep whose default seed is not draw's (row 0 is the draw of each class)."""
+    vae = build("vae", latent_dim=2, arch="mlp", hidden=8)
+    for op in ("samples", "recon", "interpolate"):
+        sampling.check(vae, op)
+    sampling.check(vae, "samples", mean=True, temperature=0.5)
+    sampling.check(vae, "interpolate", mean=True)
+    made = _random_made((1, 2, 2))
+    sampling.check(made, "samples", label=0)
+    sampling.check(made, "samples", label=sampling.soft_label(3, {0: 1.0}))
+    assert sampling.parse_mix("3:0,7:1") == {3: 0.0, 7: 1.0}
+    sweep = sampling.class_sweep(made, 1)
+    assert all(torch.equal(sweep[k], sampling.draw(made, 1, label=k)[0]) for k in range(3))
+
+
+def test_check_rejects_what_does_not_go_with_the_mode():
+    """Kills the temperature refused for recon but not for interpolate, --mean allowed where the
+    mode always shows the mean (recon, and the prior's progress), labels allowed where the test
+    images' own labels are used, and class weights of the wrong shape accepted."""
+    vae = build("vae", latent_dim=2, arch="mlp", hidden=8)
+    cvae = build("cvae", num_classes=3, latent_dim=2, arch="mlp", hidden=8)
+    prior = build("vqvae_prior", vqvae=build("vqvae", num_codes=4, code_dim=2, channels=4, res_channels=2, res_blocks=0),
+                  hidden_channels=8, num_layers=2, head_channels=8)
+    made = build("made", (1, 2, 2), num_classes=3, hidden=[8])
+    cases = [(vae, "interpolate", {"temperature": 0.5}, "drawn samples"),
+             (vae, "recon", {"temperature": 2.0}, "drawn samples"),
+             (vae, "recon", {"mean": True}, "always shows"),
+             (prior, "progress", {"mean": True}, "always shows"),
+             (cvae, "recon", {"label": 1}, "own labels"),
+             (cvae, "interpolate", {"mix": {1: 1.0}}, "own labels"),
+             (made, "samples", {"label": torch.ones(4) / 4}, "shape")]
+    for model, op, kwargs, words in cases:
+        with pytest.raises(UserError, match=words):
+            sampling.check(model, op, **kwargs)
+
+
+def test_test_images_read_the_runs_own_split_settings(tmp_path, monkeypatch):
+    """Kills test_images ignoring the run's data root or levels (the split's quantisation
+    depends on them), and refusing 1 image or all of them."""
+    seen = []
+    x, y = squares(6)
+    monkeypatch.setattr(sampling, "_test_split", lambda *args: seen.append(args) or (x, y))
+    run = _Run(tmp_path)
+    run.config.data = SimpleNamespace(dataset="mnist", root="/data/here", binarize="none", levels=4)
+    one, _ = sampling.test_images(run, 1, seed=2)
+    _, every = sampling.test_images(run, 6)
+    assert seen[0] == ("mnist", "/data/here", "none", 4)
+    assert len(one) == 1 and sorted(every.tolist()) == sorted(y.tolist())
