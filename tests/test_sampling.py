@@ -717,3 +717,33 @@ def test_test_images_read_the_runs_own_split_settings(tmp_path, monkeypatch):
     _, every = sampling.test_images(run, 6)
     assert seen[0] == ("mnist", "/data/here", "none", 4)
     assert len(one) == 1 and sorted(every.tolist()) == sorted(y.tolist())
+
+
+def test_slerp_between_opposite_pairs_in_a_batch():
+    """Kills the opposite-vector branch computed for the first pair only: norms over the whole
+    batch (``norm(dim=-1)`` -> ``norm(dim=None)``), the projection without ``keepdim`` (which
+    broadcasts across pairs), a one-hot axis sized by its index (a vector whose smallest component
+    is not the last); and the branch taken for 1-D latents, which have no orthogonal direction
+    (there the path is the line, finite)."""
+    a = torch.tensor([[0.5, 3.0, -1.0, 2.0], [1.0, -0.25, 2.0, -3.0]])
+    b = -a * torch.tensor([[2.0], [0.5]])
+    t = torch.linspace(0, 1, 5)
+    path = sampling._path(a, b, t, True)
+    for i, scale in enumerate((2.0, 0.5)):
+        torch.testing.assert_close(path[i].norm(dim=1), a[i].norm() * (1 + (scale - 1) * t), atol=1e-5, rtol=0)
+        assert abs(float(path[i, 2] @ a[i])) < 1e-4  # the midpoint is a quarter turn from both ends
+    one = sampling._path(torch.tensor([[2.0]]), torch.tensor([[-3.0]]), t, True)[0]
+    torch.testing.assert_close(one, (2.0 - 5.0 * t).view(5, 1), atol=1e-6, rtol=0)
+
+
+def test_class_sweep_of_an_autoregressive_model_without_mask_sets():
+    """Kills the mask-set branch taken for models that have none (``getattr(model, "num_masks",
+    1)`` -> 2 or None): an FVSBN's row 0 is the draw of each class from the seed's uniforms."""
+    torch.manual_seed(0)
+    fvsbn = models.build("fvsbn", (1, 3, 3), 2, 3).eval()
+    with torch.no_grad():
+        for p in fvsbn.parameters():
+            p.normal_(0, 1.0)
+    sweep = sampling.class_sweep(fvsbn, 2, seed=1)
+    assert sweep.shape == (6, 1, 3, 3)
+    assert all(torch.equal(sweep[k], sampling.draw(fvsbn, 1, label=k, seed=1)[0]) for k in range(3))
