@@ -565,15 +565,16 @@ def test_write_draws_what_the_sampler_draws_with_the_defaults_users_get(fake_run
 
 def test_write_progress_and_codes_pictures_and_notes(fake_run, tmp_path):
     """Kills the default frame interval (one frame every ceil(D / 24) subpixels), the note's
-    counts, the strip and GIF frame limits and the GIF's minimum scale of 2, and the code
-    picture's layout (codes beside images, 4 pairs a row) and its usage file's name."""
+    counts, the strip and GIF frame limits and the GIF's minimum scale of 2, the temperature
+    not reaching progress or the prior's codes, and the code picture's layout (codes beside
+    images, 4 pairs a row) and its usage file's name."""
     made = _random_made((1, 7, 7))
     out = tmp_path / "p.png"
-    (strip, gif), note = sampling.write(fake_run, made, "progress", n=2, label=1, seed=1, out=out)
+    (strip, gif), note = sampling.write(fake_run, made, "progress", n=2, label=1, temperature=0.5, seed=1, out=out)
     assert note == "17 frames, one every 3 of 49 subpixels"  # 3, 6, ..., 48, then 49
     assert strip == out and gif == out.with_suffix(".gif")
     assert _png(strip).shape == (2 * 8 + 1, 16 * 8 + 1)  # 16 of the 17 frames, a row per image
-    frames = [x for _, x in sampling.progress(made, 2, every=3, label=1, seed=1)]
+    frames = [x for _, x in sampling.progress(made, 2, every=3, label=1, temperature=0.5, seed=1)]
     with Image.open(gif) as animation:
         assert animation.size == (2 * (2 * 8 + 1), 2 * (8 + 1))  # GIF merges unchanged frames: no count
         animation.seek(animation.n_frames - 1)
@@ -593,9 +594,10 @@ def test_write_progress_and_codes_pictures_and_notes(fake_run, tmp_path):
 
     vq = build("vqvae", num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=0)
     prior = build("vqvae_prior", vqvae=vq, num_classes=3, hidden_channels=8, num_layers=2, head_channels=8)
-    (picture, usage), note = sampling.write(fake_run, prior, "codes", n=5, label=2, seed=3, out=out)
+    (picture, usage), note = sampling.write(fake_run, prior, "codes", n=5, label=2, temperature=0.5, seed=3, out=out)
     assert usage == tmp_path / "p-usage.png" and "codes of 5 prior samples; usage over 5 prior samples" in note
-    grid_of = sampling.code_grid(prior, n=5, seed=3, label=2)
+    grid_of = sampling.code_grid(prior, n=5, seed=3, label=2, temperature=0.5)
+    assert not torch.equal(grid_of.codes, sampling.code_grid(prior, n=5, seed=3, label=2).codes)  # T matters
     assert np.array_equal(_png(picture), grid(grid_of.picture, nrow=8))
     assert _png(usage).shape[:2] == (48 + 2, 8 * 2 + 2)
     _, note = sampling.write(fake_run, prior, "progress", n=1, out=out)
