@@ -154,6 +154,7 @@ def test_test_likelihood_is_the_mean_nll_and_its_bits_per_dimension():
     assert result["test_nll"] == pytest.approx(nll, rel=1e-12)
     assert result["test_bpd"] == pytest.approx(nll / (4 * np.log(2)), rel=1e-12)
     assert result["test_images"] == 7 and result["likelihood"] == "exact" and seen == [3, 3, 1]
+    assert result["checkpoint"] == "best"
 
 
 def test_evaluation_arguments_and_cache_keys():
@@ -219,3 +220,22 @@ def test_reference_ceiling_is_uniform_noise_on_the_models_level_grid(tiny_data, 
     grid = torch.arange(levels) / (levels - 1)
     assert torch.equal(torch.unique(noise), grid)
     assert torch.isin(torch.unique(train), grid).all()  # the floor: training images in the model's domain
+
+
+def test_results_table_shows_each_value_in_its_format():
+    """Mutants: a value left out of the table (None in its cell), and the switch to scientific
+    notation below 1e-3 moved (``>=`` -> ``>``, ``value == 0`` -> ``!= 0``)."""
+    from rich.console import Console
+
+    from workbench.evaluate import _fmt, results_table
+
+    assert (_fmt(12.3456), _fmt(0.001), _fmt(0.0005), _fmt(0.0), _fmt(-0.0002)) == \
+        ("12.35", "0.001", "5.000e-04", "0", "-2.000e-04")
+    result = {"labels": {"fid": "FID", "kid": "KID", "is": "IS", "precision": "P", "recall": "R"}, "n": 10, "seed": 0,
+              "extractor_label": "x", "real_images": 5, "fid": 12.3456, "kid_mean": 0.000123, "kid_std": 4.56e-05,
+              "is_mean": 3.14159, "is_std": 0.01, "precision": 0.123, "recall": 0.456}
+    console = Console(record=True, width=200)
+    console.print(results_table(result))
+    text = console.export_text()
+    for shown in ("12.35", "1.230e-04 ± 4.560e-05", "3.142 ± 0.010", "0.123", "0.456"):
+        assert shown in text, shown

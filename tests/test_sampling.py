@@ -594,12 +594,13 @@ def test_write_progress_and_codes_pictures_and_notes(fake_run, tmp_path):
 
     vq = build("vqvae", num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=0)
     prior = build("vqvae_prior", vqvae=vq, num_classes=3, hidden_channels=8, num_layers=2, head_channels=8)
-    (picture, usage), note = sampling.write(fake_run, prior, "codes", n=5, label=2, temperature=0.5, seed=3, out=out)
+    (picture, usage), note = sampling.write(fake_run, prior, "codes", n=5, label=2, temperature=0.5, seed=3, out=out,
+                                            scale=2)
     assert usage == tmp_path / "p-usage.png" and "codes of 5 prior samples; usage over 5 prior samples" in note
     grid_of = sampling.code_grid(prior, n=5, seed=3, label=2, temperature=0.5)
     assert not torch.equal(grid_of.codes, sampling.code_grid(prior, n=5, seed=3, label=2).codes)  # T matters
-    assert np.array_equal(_png(picture), grid(grid_of.picture, nrow=8))
-    assert _png(usage).shape[:2] == (48 + 2, 8 * 2 + 2)
+    assert np.array_equal(_png(picture)[::2, ::2], grid(grid_of.picture, nrow=8))  # at --scale 2
+    assert _png(usage).shape[:2] == (2 * (48 + 2), 2 * (8 * 2 + 2))
     _, note = sampling.write(fake_run, prior, "progress", n=1, out=out)
     assert note == "17 frames, one every 3 of 49 codes"  # 7x7 codes: ceil(49 / 24) = 3
 
