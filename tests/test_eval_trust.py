@@ -154,6 +154,7 @@ def test_test_likelihood_is_the_mean_nll_and_its_bits_per_dimension():
     assert result["test_nll"] == pytest.approx(nll, rel=1e-12)
     assert result["test_bpd"] == pytest.approx(nll / (4 * np.log(2)), rel=1e-12)
     assert result["test_images"] == 7 and result["likelihood"] == "exact" and seen == [3, 3, 1]
+    assert result["checkpoint"] == "best"
 
 
 def test_evaluation_arguments_and_cache_keys():
@@ -187,10 +188,11 @@ class ShownExtractor:
     name, label, version = "recording", "recording", "v1"
 
     def __init__(self):
-        self.shown = {}
+        self.shown, self.progress = {}, {}
 
     def extract(self, images, batch_size=500, progress=True, description="features", on_advance=None):
         self.shown[description] = images.clone()
+        self.progress[description] = progress
         gen = torch.Generator().manual_seed(len(self.shown))
         features = images.flatten(1)[:, :8].double() + 0.01 * torch.randn(len(images), 8, generator=gen, dtype=torch.float64)
         return Extracted(features.numpy(), np.eye(10)[np.arange(len(images)) % 10])
@@ -200,15 +202,40 @@ class ShownExtractor:
 def test_reference_ceiling_is_uniform_noise_on_the_models_level_grid(tiny_data, monkeypatch, binarize, levels):
     """Mutants: noise on a grid other than the model's (2 levels where there are 4, a scale of
     1/(L+1), so never reaching 1), the count of images off by one: n noise images that take every
-    level k/(L-1) and only those, beside n training images on the same grid."""
+    level k/(L-1) and only those, beside n training images on the same grid; the data root not
+    passed on (only the given root holds the data here); progress bars off by default or for one
+    of the three sets; the settings missing from the result (bench_fid prints them)."""
     from workbench import evaluate
 
-    ext = ShownExtractor()
-    monkeypatch.setattr(evaluate, "get_extractor", lambda *args, **kwargs: ext)
-    ref = evaluate.reference_figures("fashion-mnist", n=30, binarize=binarize, levels=levels, device="cpu",
-                                     progress=False)
+    ext, asked = ShownExtractor(), []
+    monkeypatch.setattr(evaluate, "get_extractor", lambda *args, **kwargs: asked.append(args) or ext)
+    monkeypatch.delenv("GENWB_DATA")
+    ref = evaluate.reference_figures("fashion-mnist", n=30, binarize=binarize, levels=levels, root=str(tiny_data),
+                                     device="cpu")
+    assert asked[0][:3] == ("classifier", "fashion-mnist", str(tiny_data))
+    assert set(ext.progress.values()) == {True} and len(ext.progress) == 3
+    assert (ref["dataset"], ref["binarize"], ref["levels"], ref["real_images"]) == ("fashion-mnist", binarize, levels, 60)
     noise, train = ext.shown["uniform noise"], ext.shown["real train images"]
     assert noise.shape == (30, 1, 28, 28) and train.shape == (30, 1, 28, 28) and ref["n"] == 30
     grid = torch.arange(levels) / (levels - 1)
     assert torch.equal(torch.unique(noise), grid)
     assert torch.isin(torch.unique(train), grid).all()  # the floor: training images in the model's domain
+
+
+def test_results_table_shows_each_value_in_its_format():
+    """Mutants: a value left out of the table (None in its cell), and the switch to scientific
+    notation below 1e-3 moved (``>=`` -> ``>``, ``value == 0`` -> ``!= 0``)."""
+    from rich.console import Console
+
+    from workbench.evaluate import _fmt, results_table
+
+    assert (_fmt(12.3456), _fmt(0.001), _fmt(0.0005), _fmt(0.0), _fmt(-0.0002)) == \
+        ("12.35", "0.001", "5.000e-04", "0", "-2.000e-04")
+    result = {"labels": {"fid": "FID", "kid": "KID", "is": "IS", "precision": "P", "recall": "R"}, "n": 10, "seed": 0,
+              "extractor_label": "x", "real_images": 5, "fid": 12.3456, "kid_mean": 0.000123, "kid_std": 4.56e-05,
+              "is_mean": 3.14159, "is_std": 0.01, "precision": 0.123, "recall": 0.456}
+    console = Console(record=True, width=200)
+    console.print(results_table(result))
+    text = console.export_text()
+    for shown in ("12.35", "1.230e-04 ± 4.560e-05", "3.142 ± 0.010", "0.123", "0.456"):
+        assert shown in text, shown

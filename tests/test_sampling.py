@@ -565,15 +565,16 @@ def test_write_draws_what_the_sampler_draws_with_the_defaults_users_get(fake_run
 
 def test_write_progress_and_codes_pictures_and_notes(fake_run, tmp_path):
     """Kills the default frame interval (one frame every ceil(D / 24) subpixels), the note's
-    counts, the strip and GIF frame limits and the GIF's minimum scale of 2, and the code
-    picture's layout (codes beside images, 4 pairs a row) and its usage file's name."""
+    counts, the strip and GIF frame limits and the GIF's minimum scale of 2, the temperature
+    not reaching progress or the prior's codes, and the code picture's layout (codes beside
+    images, 4 pairs a row) and its usage file's name."""
     made = _random_made((1, 7, 7))
     out = tmp_path / "p.png"
-    (strip, gif), note = sampling.write(fake_run, made, "progress", n=2, label=1, seed=1, out=out)
+    (strip, gif), note = sampling.write(fake_run, made, "progress", n=2, label=1, temperature=0.5, seed=1, out=out)
     assert note == "17 frames, one every 3 of 49 subpixels"  # 3, 6, ..., 48, then 49
     assert strip == out and gif == out.with_suffix(".gif")
     assert _png(strip).shape == (2 * 8 + 1, 16 * 8 + 1)  # 16 of the 17 frames, a row per image
-    frames = [x for _, x in sampling.progress(made, 2, every=3, label=1, seed=1)]
+    frames = [x for _, x in sampling.progress(made, 2, every=3, label=1, temperature=0.5, seed=1)]
     with Image.open(gif) as animation:
         assert animation.size == (2 * (2 * 8 + 1), 2 * (8 + 1))  # GIF merges unchanged frames: no count
         animation.seek(animation.n_frames - 1)
@@ -593,11 +594,13 @@ def test_write_progress_and_codes_pictures_and_notes(fake_run, tmp_path):
 
     vq = build("vqvae", num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=0)
     prior = build("vqvae_prior", vqvae=vq, num_classes=3, hidden_channels=8, num_layers=2, head_channels=8)
-    (picture, usage), note = sampling.write(fake_run, prior, "codes", n=5, label=2, seed=3, out=out)
+    (picture, usage), note = sampling.write(fake_run, prior, "codes", n=5, label=2, temperature=0.5, seed=3, out=out,
+                                            scale=2)
     assert usage == tmp_path / "p-usage.png" and "codes of 5 prior samples; usage over 5 prior samples" in note
-    grid_of = sampling.code_grid(prior, n=5, seed=3, label=2)
-    assert np.array_equal(_png(picture), grid(grid_of.picture, nrow=8))
-    assert _png(usage).shape[:2] == (48 + 2, 8 * 2 + 2)
+    grid_of = sampling.code_grid(prior, n=5, seed=3, label=2, temperature=0.5)
+    assert not torch.equal(grid_of.codes, sampling.code_grid(prior, n=5, seed=3, label=2).codes)  # T matters
+    assert np.array_equal(_png(picture)[::2, ::2], grid(grid_of.picture, nrow=8))  # at --scale 2
+    assert _png(usage).shape[:2] == (2 * (48 + 2), 2 * (8 * 2 + 2))
     _, note = sampling.write(fake_run, prior, "progress", n=1, out=out)
     assert note == "17 frames, one every 3 of 49 codes"  # 7x7 codes: ceil(49 / 24) = 3
 
@@ -648,3 +651,102 @@ def test_load_takes_the_checkpoint_asked_for_or_the_other_one(tmp_path, monkeypa
     assert sampling.load(tmp_path, "last")[1][0] == "best"
     with pytest.raises(UserError):
         sampling.load(tmp_path, "worst")
+
+
+def test_the_operations_table_follows_what_each_model_can_do():
+    """Kills mutants of the table of modes. ``_operations`` runs once at import, so it is called
+    here for a mutant of it to be seen: every model samples; exactly the latent models
+    reconstruct and interpolate; progress exactly where the model generates step by step
+    (``sample_progress``), classes there and for the two Gaussian VAEs; codes for the VQ-VAE
+    and its prior."""
+    ops = sampling._operations()
+    names = set(models.names())
+    stepwise = {n for n in names if hasattr(models.get(n), "sample_progress")}
+    assert {"made", "pixelcnn", "vqvae_prior"} <= stepwise and not {"vae", "vqvae"} & stepwise
+    assert ops == {"samples": names, "recon": {"vae", "cvae", "vqvae", "vqvae_prior"},
+                   "interpolate": {"vae", "cvae", "vqvae", "vqvae_prior"}, "classes": stepwise | {"vae", "cvae"},
+                   "progress": stepwise, "codes": {"vqvae", "vqvae_prior"}}
+    assert ops == sampling.OPERATIONS
+
+
+def test_check_accepts_what_goes_with_each_mode():
+    """Kills a temperature check that fires at T = 1 (``t != 1`` -> ``t != 2``), --mean refused
+    for draws (the recon/progress test negated), class 0 refused as a label (``0 <=`` -> ``1 <=``
+    or ``0 <``), class weights of the right shape refused, a zero weight in --mix refused, and a
+    class sweep whose default seed is not draw's (row 0 is the draw of each class)."""
+    vae = build("vae", latent_dim=2, arch="mlp", hidden=8)
+    for op in ("samples", "recon", "interpolate"):
+        sampling.check(vae, op)
+    sampling.check(vae, "samples", mean=True, temperature=0.5)
+    sampling.check(vae, "interpolate", mean=True)
+    made = _random_made((1, 2, 2))
+    sampling.check(made, "samples", label=0)
+    sampling.check(made, "samples", label=sampling.soft_label(3, {0: 1.0}))
+    assert sampling.parse_mix("3:0,7:1") == {3: 0.0, 7: 1.0}
+    sweep = sampling.class_sweep(made, 1)
+    assert all(torch.equal(sweep[k], sampling.draw(made, 1, label=k)[0]) for k in range(3))
+
+
+def test_check_rejects_what_does_not_go_with_the_mode():
+    """Kills the temperature refused for recon but not for interpolate, --mean allowed where the
+    mode always shows the mean (recon, and the prior's progress), labels allowed where the test
+    images' own labels are used, and class weights of the wrong shape accepted."""
+    vae = build("vae", latent_dim=2, arch="mlp", hidden=8)
+    cvae = build("cvae", num_classes=3, latent_dim=2, arch="mlp", hidden=8)
+    prior = build("vqvae_prior", vqvae=build("vqvae", num_codes=4, code_dim=2, channels=4, res_channels=2, res_blocks=0),
+                  hidden_channels=8, num_layers=2, head_channels=8)
+    made = build("made", (1, 2, 2), num_classes=3, hidden=[8])
+    cases = [(vae, "interpolate", {"temperature": 0.5}, "drawn samples"),
+             (vae, "recon", {"temperature": 2.0}, "drawn samples"),
+             (vae, "recon", {"mean": True}, "always shows"),
+             (prior, "progress", {"mean": True}, "always shows"),
+             (cvae, "recon", {"label": 1}, "own labels"),
+             (cvae, "interpolate", {"mix": {1: 1.0}}, "own labels"),
+             (made, "samples", {"label": torch.ones(4) / 4}, "shape")]
+    for model, op, kwargs, words in cases:
+        with pytest.raises(UserError, match=words):
+            sampling.check(model, op, **kwargs)
+
+
+def test_test_images_read_the_runs_own_split_settings(tmp_path, monkeypatch):
+    """Kills test_images ignoring the run's data root or levels (the split's quantisation
+    depends on them), and refusing 1 image or all of them."""
+    seen = []
+    x, y = squares(6)
+    monkeypatch.setattr(sampling, "_test_split", lambda *args: seen.append(args) or (x, y))
+    run = _Run(tmp_path)
+    run.config.data = SimpleNamespace(dataset="mnist", root="/data/here", binarize="none", levels=4)
+    one, _ = sampling.test_images(run, 1, seed=2)
+    _, every = sampling.test_images(run, 6)
+    assert seen[0] == ("mnist", "/data/here", "none", 4)
+    assert len(one) == 1 and sorted(every.tolist()) == sorted(y.tolist())
+
+
+def test_slerp_between_opposite_pairs_in_a_batch():
+    """Kills the opposite-vector branch computed for the first pair only: norms over the whole
+    batch (``norm(dim=-1)`` -> ``norm(dim=None)``), the projection without ``keepdim`` (which
+    broadcasts across pairs), a one-hot axis sized by its index (a vector whose smallest component
+    is not the last); and the branch taken for 1-D latents, which have no orthogonal direction
+    (there the path is the line, finite)."""
+    a = torch.tensor([[0.5, 3.0, -1.0, 2.0], [1.0, -0.25, 2.0, -3.0]])
+    b = -a * torch.tensor([[2.0], [0.5]])
+    t = torch.linspace(0, 1, 5)
+    path = sampling._path(a, b, t, True)
+    for i, scale in enumerate((2.0, 0.5)):
+        torch.testing.assert_close(path[i].norm(dim=1), a[i].norm() * (1 + (scale - 1) * t), atol=1e-5, rtol=0)
+        assert abs(float(path[i, 2] @ a[i])) < 1e-4  # the midpoint is a quarter turn from both ends
+    one = sampling._path(torch.tensor([[2.0]]), torch.tensor([[-3.0]]), t, True)[0]
+    torch.testing.assert_close(one, (2.0 - 5.0 * t).view(5, 1), atol=1e-6, rtol=0)
+
+
+def test_class_sweep_of_an_autoregressive_model_without_mask_sets():
+    """Kills the mask-set branch taken for models that have none (``getattr(model, "num_masks",
+    1)`` -> 2 or None): an FVSBN's row 0 is the draw of each class from the seed's uniforms."""
+    torch.manual_seed(0)
+    fvsbn = models.build("fvsbn", (1, 3, 3), 2, 3).eval()
+    with torch.no_grad():
+        for p in fvsbn.parameters():
+            p.normal_(0, 1.0)
+    sweep = sampling.class_sweep(fvsbn, 2, seed=1)
+    assert sweep.shape == (6, 1, 3, 3)
+    assert all(torch.equal(sweep[k], sampling.draw(fvsbn, 1, label=k, seed=1)[0]) for k in range(3))
