@@ -372,11 +372,59 @@ def test_conv_nets_halve_at_most_twice_and_double_their_width():
 
 
 def test_sampling_more_than_one_chunk_decodes_every_latent():
-    """sample decodes in chunks of 1024: with 2,100 given latents, image i is decode(z_i). Kills
-    a chunk step or slice end that is not 1024 (a skipped or repeated latent)."""
+    """sample decodes in chunks of 1024: with 2,100 given latents (and labels), image i is
+    decode(z_i, y_i). Kills a chunk step or slice end that is not 1024 (a skipped or repeated
+    latent, or labels out of step with the latents)."""
+    torch.manual_seed(0)
+    for name, classes in (("vae", None), ("cvae", 3)):
+        m = models.build(name, (1, 2, 2), 2, classes, arch="mlp", latent_dim=2, hidden=8).eval()
+        z, y = torch.randn(2100, 2), (None if classes is None else torch.arange(2100) % 3)
+        images = m.sample(2100, y, z=z, mean=True)
+        assert images.shape == (2100, 1, 2, 2)
+        torch.testing.assert_close(images, m.decode(z, y), atol=1e-6, rtol=0)
+
+
+def test_continuous_means_are_the_location_clamped_to_the_unit_interval():
+    """Kills a mean for mse/mae that drops either end of its clamp or clamps at 2."""
+    out = torch.tensor([-0.5, 0.3, 1.7]).view(3, 1, 1, 1)
+    for kind in ("mse", "mae"):
+        assert Likelihood(kind, 1, 256).mean(out).flatten().tolist() == pytest.approx([0.0, 0.3, 1.0])
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 2), (1, 2, 4), (1, 6, 3)])
+def test_conv_vae_works_on_non_square_images(shape):
+    """The conv nets size their flattened features from the height and the width. Kills
+    `size[0]` -> `size[1]` in the encoder's or the decoder's feature map (square images, the
+    tiny shapes above, cannot tell them apart)."""
+    torch.manual_seed(0)
+    m = models.build("vae", shape, 2, channels=4, hidden=8, latent_dim=2)
+    x = batch(shape, 2, n=4)
+    assert torch.isfinite(m.loss(x)["loss"])
+    assert m.log_prob(x).shape == (4,) and m.sample(3).shape == (3, *shape)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_temperature_scales_the_latents_standard_deviation(temperature):
+    """sample draws z ~ N(0, T^2 I): the latents reaching the decoder have standard deviation T
+    (20,000 draws, 5 standard errors). Kills a temperature applied only when T != 2 (or never)."""
     torch.manual_seed(0)
     m = models.build("vae", (1, 2, 2), 2, arch="mlp", latent_dim=2, hidden=8).eval()
-    z = torch.randn(2100, 2)
-    images = m.sample(2100, z=z, mean=True)
-    assert images.shape == (2100, 1, 2, 2)
-    torch.testing.assert_close(images, m.decode(z), atol=1e-6, rtol=0)
+    m.decoder = _Recorder((1, 2, 2))
+    m.sample(20_000, mean=True, temperature=temperature)
+    z = torch.cat(m.decoder.seen)
+    assert ((z.std(0) - temperature).abs() < 5 * temperature / (2 * len(z)) ** 0.5).all()
+
+
+def test_samples_are_draws_by_default_and_none_for_zero():
+    """Without ``mean`` a binarised VAE's samples are 0 or 1, drawn around the mean (which is
+    not); sample(0) is an empty batch of the image shape. Kills a sampler that always returns
+    the mean, and mutants of the empty result. The VAE's loss is graph-capturable."""
+    torch.manual_seed(0)
+    m = models.build("vae", (1, 2, 2), 2, arch="mlp", latent_dim=2, hidden=8).eval()
+    z = torch.zeros(4000, 2)
+    draws, mean = m.sample(4000, z=z), m.sample(1, z=z[:1], mean=True)
+    assert set(draws.unique().tolist()) == {0.0, 1.0}
+    assert ((mean > 0.05) & (mean < 0.95)).all()
+    assert (draws.mean(0) - mean[0]).abs().max() < 5 * 0.5 / 4000 ** 0.5
+    assert m.sample(0).shape == (0, 1, 2, 2)
+    assert m.loss_capturable()
