@@ -384,6 +384,10 @@ async def test_home_curve_status_shows_the_values_at_80x24(tmp_path):
         status = app.screen.query_one("#curves-status")
         visible = str(status.render())[:status.content_size.width]
         assert "val NLL 468 (best 468)" in visible and run.name not in visible, visible
+        plot = app.screen.query_one("#plot-loss", PlotWidget)
+        columns = plot.query_one("#plot").content_size.width
+        xs = plot._x_formatter.get_ticks(2, 24)  # the ticks this plot asks for at its width
+        assert len(xs) >= 2 and (xs[1] - xs[0]) / 22 * columns >= 4, (columns, xs)
 
 
 @pytest.mark.asyncio
@@ -453,3 +457,19 @@ def test_y_ticks_stay_three_rows_apart_whatever_the_plot_height(rows, low, high)
     assert all(low <= t <= high for t in ticks) and len(ticks) >= (2 if rows >= 12 else 1)
     row_of = [(t - low) / (high - low) * rows for t in ticks]
     assert all(b - a >= 3 - 1e-9 for a, b in zip(row_of, row_of[1:]))
+
+
+def test_x_ticks_leave_room_between_their_labels():
+    """Bug caught (tmux walk at 80x24): textual-plot's x steps aim at five intervals whatever the
+    width, so a 35-column plot of 8790 steps read "1000200030004000500060007008000"."""
+    from workbench.tui.widgets.plotting import ColumnTicks
+
+    for columns, lo, hi in [(35, 0, 8790), (35, 2, 24), (20, 0, 1), (120, 0, 100_000), (30, 40, 60)]:
+        ticks = ColumnTicks(lambda c=columns: c)
+        xs = ticks.get_ticks(lo, hi)
+        labels = ticks.get_labels_for_ticks(xs)
+        assert len(xs) >= 2 and all(lo <= x <= hi for x in xs), (columns, xs)
+        cells_apart = (xs[1] - xs[0]) / (hi - lo) * columns
+        assert cells_apart >= max(map(len, labels)) + 2, (columns, xs, labels)
+        assert len(set(labels)) == len(labels), labels  # every label says its own value
+    assert ColumnTicks(lambda: 35).get_ticks(0, 8790) == [0, 2000, 4000, 6000, 8000]

@@ -145,7 +145,8 @@ async def test_footer_keeps_quit_and_keys_at_80_columns(tmp_path):
 async def test_footer_shows_every_home_key_at_100_columns(tmp_path):
     """Bug caught (tmux walk, 100x30): the footer cutting `r Runs` and `f FID/IS`, the keys that
     lead to the other screens, because each key took its roomy padding and + and - two entries."""
-    app, queue = fixed_app(tmp_path, [job_info("j1", "running")])
+    run = make_run(tmp_path / "runs", "tiny-a", state="paused", checkpoint=True)
+    app, queue = fixed_app(tmp_path, [job_info("j1", "queued", run_dir=str(run)), job_info("j2", "running")])
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         footer = app.screen.query_one(KeyFooter)
@@ -154,6 +155,36 @@ async def test_footer_shows_every_home_key_at_100_columns(tmp_path):
         assert {"r", "f", "s", "e", "n", "c"} <= visible
         move = [k for k in keys if k.key == "plus"]
         assert move and move[0].key_display == "+ -" and move[0].description == "Move"
+
+
+async def test_footer_shows_only_the_keys_that_fit_the_selected_job(tmp_path):
+    """Bug caught (tmux walk, 80x24): the footer offered R for a running job and c/p/R/e/s with
+    no job at all, and so cut `s Sample`, `r Runs` and `f FID/IS` at 80 columns. A hidden key
+    pressed still says why it does nothing; `?` still lists it."""
+    run = make_run(tmp_path / "runs", "tiny-a", state="running", checkpoint=True)
+    app, queue = fixed_app(tmp_path, [job_info("j1", "running", run_dir=str(run)), job_info("j2", "done")])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+
+        def shown():
+            footer = app.screen.query_one(KeyFooter)
+            return {k.key for k in footer.children if k.region.width and k.region.right <= 80}
+
+        assert {"c", "p", "e", "s", "r", "f"} <= shown() and "R" not in shown()
+        await pilot.press("R")
+        await pilot.pause()
+        assert queue.calls == [] and any("only a paused" in n.message for n in app._notifications)
+        await pilot.press("j")  # the finished job: nothing to cancel, pause or evaluate
+        await pilot.pause(0.3)
+        assert not {"c", "p", "e", "s", "R"} & shown() and {"r", "f"} <= shown()
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert {"c", "p", "R"} <= {key for keys, _, _ in app.screen.keys for key in keys.split()}
+    app, queue = fixed_app(tmp_path, [])
+    async with app.run_test(size=(80, 24)) as pilot:  # no job: only the keys that need none
+        await pilot.pause()
+        footer = app.screen.query_one(KeyFooter)
+        assert not {"c", "p", "R", "plus", "e", "s"} & {k.key for k in footer.children}
 
 
 async def test_quit_question_says_what_happens_to_training_and_evaluation(tmp_path):

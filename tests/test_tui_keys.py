@@ -182,8 +182,11 @@ async def test_sampling_keys_of_a_cvae_follow_the_mode(trained):
         assert screen.error is None and screen.mean  # a binarised CVAE shows the mean: e offers draws
         labels = footer_labels(screen)
         assert {"Mix", "T−", "T+", "Sample", "Interpolate", "Recon"} <= labels and not {"Animate", "Codes"} & labels
+        await pilot.press("m", "7")  # a mixture: ←/→ move its weight
+        await settle(pilot, screen)
         shown = await open_help(pilot)
         assert has(shown, "0-9", "Class", "Drawing") and has(shown, "i", "Interpolate", "Modes")
+        assert has(shown, "←", "Mix weight − / path ←", "Drawing")
         await pilot.press("escape")
         for key, mode in (("i", "interpolate"), ("o", "recon")):
             await pilot.press(key)
@@ -193,9 +196,12 @@ async def test_sampling_keys_of_a_cvae_follow_the_mode(trained):
             assert not {"Mix", "T−", "T+"} & labels and "Draw again" in labels, (mode, labels)
             described = {d for _, d, _ in (await open_help(pilot)).keys}
             assert not {"Mix", "T−", "T+"} & described, (mode, described)
+            walks = mode == "interpolate"  # ←/→ walk the path; in recon they would move nothing shown
+            assert ("Mix weight − / path ←" in described) == walks, (mode, described)
             await pilot.press("escape")
             await pilot.pause()
         draws, temperature = screen.draws, screen.temperature
         await pilot.press("t")
         await wait_for(pilot, lambda: any("temperature steers drawn samples" in n for n in notes(app)))
+        assert [n.title for n in app._notifications][-1] == "Not in this mode"  # the model has a temperature
         assert screen.draws == draws and screen.temperature == temperature and screen.mode == "recon"

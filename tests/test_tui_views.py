@@ -241,3 +241,25 @@ def test_fid_panel_drops_columns_in_order_never_the_run_or_model():
         dropped = [k for k in everything if k not in keys]
         assert set(dropped) == set(DROP_ORDER[:len(dropped)])
     assert shown[-1] == ["run", "model"]
+
+
+@pytest.mark.asyncio
+async def test_fid_panel_title_shows_n_at_80_columns(tmp_path):
+    """Bug caught (tmux walk at 80x24): the title ended in "e evaluates with n = " cut off after
+    the runs folder, so pressing n changed a number nobody could see."""
+    from workbench.tui.screens.evaluation import SAMPLE_COUNTS, EvaluationScreen
+
+    runs = tmp_path / "a-runs-folder-with-a-long-name" / "runs"
+    make_run(runs, "made-20261205-123918")
+    app = create_app(runs, queue=FixedQueue([]), image_protocol="halfcell")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(EvaluationScreen())
+        await pilot.pause(0.5)
+        title = app.screen.query_one("#eval-title", Static)
+
+        def visible():
+            return str(title.render())[:title.content_size.width]
+
+        await wait_for(pilot, lambda: f"n = {SAMPLE_COUNTS[0]}" in visible())
+        await pilot.press("n")
+        await wait_for(pilot, lambda: f"n = {SAMPLE_COUNTS[1]}" in visible())

@@ -159,8 +159,9 @@ class EvaluationScreen(Screen):
         if table.row_count:
             table.move_cursor(row=min(keep, table.row_count - 1), animate=False)
         self.query_one("#eval-title", Static).update(
-            f"FID/IS · {len(self.rows)} run(s) under {self.app.runs_dir} · "
-            f"{len(self.app.marked_runs)} marked · e evaluates with n = {self.n}")
+            # What n and space change first: the runs folder, the longest part, may be cut.
+            f"FID/IS · e evaluates with n = {self.n} · {len(self.app.marked_runs)} marked · "
+            f"{len(self.rows)} run(s) under {self.app.runs_dir}")
         self.query_one("#eval-note", Static).update(
             "Lower is better for FID, KID, NLL, bits/dim; higher for IS, precision, recall, cond. acc.\n"
             f"Features: {'; '.join(extractors) or 'none yet'}.\n"

@@ -6,6 +6,7 @@ j/k, g/G and the arrows cover) show only where the app binds the same action, it
 in ("j ↓ Down"). Any of escape, q or ? closes it."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 
@@ -88,7 +89,16 @@ def screen_keys(screen: Screen, app) -> list[tuple[str, str, str]]:
     """(keys, what it does, heading) for each action a user can press on ``screen`` now, the
     screen's own headings first, then the curves, the focused list's, and the general keys."""
     by_action: dict[tuple, list] = {}
-    for key, (node, binding, _enabled, _tooltip) in screen.active_bindings.items():
+    active = [(key, node, binding) for key, (node, binding, _enabled, _tooltip) in screen.active_bindings.items()]
+    # Keys hidden for the selected item only (the jobs screen's c, p, R on a job they do not fit)
+    # are still the screen's keys: listed, at their place among the screen's.
+    always = getattr(screen, "HELP_ALWAYS", ())
+    bound = {key for key, _, _ in active}
+    hidden = [(key, screen, dataclasses.replace(binding, key=key)) for binding in screen.BINDINGS if isinstance(binding, Binding)
+              and parse(binding.action)[1] in always for key in binding.key.split(",") if key not in bound]
+    first_screen = next((i for i, (_, node, _) in enumerate(active) if node is screen), len(active))
+    active[first_screen:first_screen] = hidden
+    for key, node, binding in active:
         section = section_of(screen, node, app, binding)
         if section is None or binding.system:
             continue

@@ -19,6 +19,29 @@ from workbench.tui.widgets.job_table import JobTable
 
 
 RESUMABLE = ("paused", "cancelled", "failed")
+#: The actions on the selected job: the footer shows each only where it does something.
+JOB_ACTIONS = ("cancel_job", "pause_job", "resume_job", "move", "evaluate", "sample", "mark", "remove_job")
+
+
+def applicable(action: str, job, jobs: list) -> bool:
+    """Whether ``action`` does something for the selected ``job`` (None: no job selected)."""
+    if job is None:
+        return False
+    if action == "cancel_job":
+        return job.state not in FINISHED
+    if action == "pause_job":  # a paused job resumes with R
+        return job.state not in FINISHED and job.state != "paused"
+    if action == "resume_job":
+        return job.state in RESUMABLE
+    if action == "move":  # the order decides which job starts next: it matters for those not started
+        return len(jobs) > 1 and job.state in ("queued", "waiting", "paused")
+    if action == "remove_job":
+        return job.state in FINISHED
+    if action == "mark":
+        return bool(job.run_dir)
+    if action in ("evaluate", "sample"):
+        return bool(job.run_dir) and (job.kind == "train" or action == "sample") and has_checkpoint(job.run_dir)
+    return True
 FOLLOW_S = 0.15  # the panes follow the table's cursor after it rests this long
 
 
@@ -30,6 +53,7 @@ class JobsScreen(CurveKeys, Screen):
 
     HELP_TITLE = "the jobs screen"
     HELP_HEADING = "Jobs"
+    HELP_ALWAYS = JOB_ACTIONS  # in `?` whatever the selected job
     BINDINGS = [
         Binding("q", "app.quit", "Quit"),
         Binding("n", "new_job", "New"),
@@ -83,11 +107,44 @@ class JobsScreen(CurveKeys, Screen):
     def on_data_table_row_highlighted(self, event) -> None:
         self._update_title()
         self._follow_selection()
+        self._refresh_keys()
 
     def on_jobs_updated(self, message: JobsUpdated) -> None:
         self.query_one(JobTable).show(message.jobs, self.app.sparks, self.app.marked_runs)
         self._update_title()
         self._follow_selection()
+        self._refresh_keys()
+
+    # -- the footer: the keys that do something for the selected job ------------------------------
+    def _selected_job(self):
+        tables = list(self.query(JobTable))
+        return self.app.job(tables[0].selected_id) if tables else None
+
+    def _refresh_keys(self) -> None:
+        """Refresh the footer when the keys that apply changed (not at every 4 Hz update)."""
+        job = self._selected_job()
+        keys = tuple(applicable(action, job, self.app.jobs) for action in JOB_ACTIONS)
+        if keys != getattr(self, "_keys_shown", None):
+            self._keys_shown = keys
+            self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in JOB_ACTIONS:
+            return applicable(action, self._selected_job(), self.app.jobs)
+        return True
+
+    def on_key(self, event) -> None:
+        # A key hidden for the selected job still answers: its action says why it does nothing
+        # ("j1 is running: only a paused, cancelled or failed job resumes").
+        for binding in self.BINDINGS:
+            name, _, rest = binding.action.partition("(")
+            if name in JOB_ACTIONS and event.key in binding.key.split(","):
+                if not applicable(name, self._selected_job(), self.app.jobs):
+                    event.stop()
+                    event.prevent_default()
+                    args = [int(a) for a in rest.rstrip(")").split(",") if a.strip()]
+                    getattr(self, f"action_{name}")(*args)
+                return
 
     def _follow_selection(self) -> None:
         """The panes show the selected job (by id: rows may have moved), once the cursor rests for

@@ -127,8 +127,8 @@ class SamplingScreen(Screen):
         Binding("pagedown,full_stop", "page(1)", "Page+", key_display="pgdn", group=PAGE),
         *[Binding(str(k), f"digit({k})", f"Class {k}", show=False) for k in range(10)],
         Binding("m", "mix", "Mix"),
-        Binding("left", "arrow(-1)", "◀", show=False),
-        Binding("right", "arrow(1)", "▶", show=False),
+        Binding("left", "arrow(-1)", "Mix weight − / path ←", show=False),
+        Binding("right", "arrow(1)", "Mix weight + / path →", show=False),
         Binding("t", "temperature(-1)", "T−"),
         Binding("T", "temperature(1)", "T+"),
         Binding("i", "interpolate", "Interpolate"),
@@ -629,7 +629,7 @@ class SamplingScreen(Screen):
                 return f"{self.mode} starts from test images: the temperature steers drawn samples (space draws them)"
             return self.why_not("temperature")
         if action == "arrow":
-            if self.mode == "interpolate" or self.mix is not None:
+            if self.mode == "interpolate" or (self.mix is not None and self.mode == "samples"):
                 return None
             return "←/→ move the mixture weight (m) or walk an interpolation (i)"
         op = {"interpolate": "interpolate", "reconstruct": "recon", "codes": "codes", "animate": "progress"}.get(action)
@@ -650,8 +650,17 @@ class SamplingScreen(Screen):
             event.prevent_default()
             if self.awaiting_mix:
                 self.awaiting_mix = False
-            self.notify(reason, title="Not for this model" if self.model is not None else None,
-                        severity="warning", timeout=4)
+            title = None if self.model is None else "Not in this mode" if self._mode_refusal(event.key) else "Not for this model"
+            self.notify(reason, title=title, severity="warning", timeout=4)
+
+    def _mode_refusal(self, key: str) -> bool:
+        """Whether ``key`` would do something in the samples mode (it is refused for this mode only)."""
+        mode = self.mode
+        try:
+            self.mode = "samples"
+            return self._hidden_key_reason(key) is None
+        finally:
+            self.mode = mode
 
     def _hidden_key_reason(self, key: str) -> str | None:
         """The reason a key of this screen is hidden now, if every binding of it is hidden."""

@@ -33,6 +33,7 @@ from workbench.runindex import Curves, MetricsTail
 from workbench.tui.widgets.plotting import (
     SMOOTHING,
     ZOOMS,
+    ColumnTicks,
     LogAxisFormatter,
     SpacedTicks,
     ema,
@@ -289,6 +290,7 @@ class CurvesPanel(Vertical):
                 plot.add_v_line(self.cursor, CURSOR_STYLE)
             plot.set_y_formatter(SpacedTicks(LogAxisFormatter() if log else NumericAxisFormatter(),
                                              lambda plot=plot: plot.query_one("#plot").content_size.height))
+            plot.set_x_formatter(ColumnTicks(lambda plot=plot: plot.query_one("#plot").content_size.width))
             plot.set_ylabel(ylabels[name] + (" (log)" if log else ""))
             self.query_one(f"#legend-{name}", Static).update(self.legend(mine))
         self._update_status()

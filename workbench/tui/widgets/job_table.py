@@ -88,6 +88,9 @@ class JobTable(ListTable):
     def on_mount(self) -> None:
         self._fit()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.row_count > 0 if action == "select_cursor" else True  # no ⏎ Open on an empty queue
+
     def on_resize(self) -> None:
         self._fit()
 
