@@ -289,3 +289,82 @@ def test_evaluation_picks_the_classifier_of_the_runs_domain(monkeypatch, tmp_pat
     with pytest.raises(_StopAfterTheExtractor):
         evaluate.evaluate_run(tmp_path, n=10, device="cpu", progress=False)
     assert asked[0][7] == domain
+
+
+class _Judge:
+    """A stand-in extractor: random features, and (as a judge) the class a NoiseModel wrote."""
+
+    version = "v0"
+
+    def __init__(self, name):
+        self.name = self.label = name
+
+    def extract(self, images, batch_size=500, progress=True, description="", on_advance=None):
+        features = np.random.default_rng(len(images)).standard_normal((len(images), 8))
+        return Extracted(features, _judge(images, 10))
+
+
+def test_evaluate_run_passes_the_runs_settings_on_and_reports_them(monkeypatch, tmp_path):
+    """Mutants of evaluate_run's wiring, on a stand-in run (no training): the data root not
+    passed to the judging classifier, the test split loaded without its levels, no warning for
+    a paused run, the likelihood fields (which the table reads) missing from the result."""
+    from types import SimpleNamespace
+
+    from workbench import evaluate, runs
+
+    class Run:
+        path = tmp_path
+        config = SimpleNamespace(data=SimpleNamespace(dataset="fashion-mnist", root="/the/root", binarize="none", levels=256),
+                                 model=SimpleNamespace(name="noise"))
+        saved = {"test_nll": 80.0, "test_bpd": 0.1, "likelihood": "exact"}
+
+        def load_model(self, which, device):
+            model = NoiseModel(num_classes=10)
+            model.exact_likelihood, model.registered_name = True, "noise"
+            return model
+
+        def read_eval(self):
+            return dict(self.saved)
+
+        def update_eval(self, values):
+            self.written = values
+
+        def status(self):
+            return {"state": "paused", "step": 7}
+
+    run, asked = Run(), {}
+    features = np.random.default_rng(0).standard_normal((60, 8))
+    real = RealStatistics(*metrics.gaussian_statistics(features), features, np.full((60, 10), 0.1), np.arange(60) % 10)
+    monkeypatch.setattr(runs, "open_run", lambda run_dir: run)
+    monkeypatch.setattr(evaluate, "get_extractor", lambda *args, **kwargs: _Judge("inception"))
+    monkeypatch.setattr(evaluate, "real_statistics", lambda *args, **kwargs: real)
+    monkeypatch.setattr(evaluate, "load_classifier",
+                        lambda *args, **kwargs: asked.setdefault("judge", args) and _Judge("classifier"))
+    result = evaluate.evaluate_run(tmp_path, n=20, batch_size=5, extractor="inception", device="cpu", progress=False)
+    assert asked["judge"][:2] == ("fashion-mnist", "/the/root")
+    assert result["conditional_accuracy"] == 1.0 and result["conditional_accuracy_by"] == "classifier"
+    assert "still training" in result["warning"] and result["run"] == str(tmp_path)
+    assert (result["test_nll"], result["likelihood"], result["bound"], result["density"]) == (80.0, "exact", "exact", False)
+    assert run.written["inception"]["n"] == 20 and run.written["test_nll"] == 80.0
+
+    run.saved = {}  # no test NLL yet: it is computed on the run's own test split
+
+    def load_test_split(*args):
+        asked["split"] = args
+        raise _StopAfterTheExtractor
+
+    monkeypatch.setattr(evaluate, "load_test_split", load_test_split)
+    with pytest.raises(_StopAfterTheExtractor):
+        evaluate.evaluate_run(tmp_path, n=20, batch_size=5, extractor="inception", device="cpu", progress=False)
+    assert asked["split"] == ("fashion-mnist", "none", 256, "/the/root")
+
+
+def test_kid_uses_the_conventional_subsets_by_default(monkeypatch):
+    """Mutant: a default KID subset size or count other than the convention of the KID paper
+    and torch-fidelity (100 subsets of 1000), which changes the figure users compare."""
+    asked = []
+    monkeypatch.setattr(metrics, "kernel_distance", lambda *args, **kwargs: asked.append(kwargs) or (0.0, 0.0))
+    features = np.random.default_rng(0).standard_normal((20, 3))
+    real = RealStatistics(*metrics.gaussian_statistics(features), features, np.full((20, 4), 0.25), np.arange(20) % 4)
+    sample_quality(real, Extracted(features[:12] + 0.1, np.full((12, 4), 0.25)), seed=3)
+    assert asked == [{"subsets": 100, "subset_size": 1000, "seed": 3}]
