@@ -223,8 +223,9 @@ def test_reference_ceiling_is_uniform_noise_on_the_models_level_grid(tiny_data, 
 
 
 def test_results_table_shows_each_value_in_its_format():
-    """Mutants: a value left out of the table (None in its cell), and the switch to scientific
-    notation below 1e-3 moved (``>=`` -> ``>``, ``value == 0`` -> ``!= 0``)."""
+    """Mutants: a value left out of the table (None in its cell, or the conditional accuracy's
+    value dropped), and the switch to scientific notation below 1e-3 moved (``>=`` -> ``>``,
+    ``value == 0`` -> ``!= 0``)."""
     from rich.console import Console
 
     from workbench.evaluate import _fmt, results_table
@@ -233,9 +234,137 @@ def test_results_table_shows_each_value_in_its_format():
         ("12.35", "0.001", "5.000e-04", "0", "-2.000e-04")
     result = {"labels": {"fid": "FID", "kid": "KID", "is": "IS", "precision": "P", "recall": "R"}, "n": 10, "seed": 0,
               "extractor_label": "x", "real_images": 5, "fid": 12.3456, "kid_mean": 0.000123, "kid_std": 4.56e-05,
-              "is_mean": 3.14159, "is_std": 0.01, "precision": 0.123, "recall": 0.456}
+              "is_mean": 3.14159, "is_std": 0.01, "precision": 0.123, "recall": 0.456, "conditional_accuracy": 0.875,
+              "conditional_accuracy_by": "the judge", "test_nll": 87.654, "test_bpd": 0.16125, "likelihood": "exact",
+              "bound": "exact", "density": False}
     console = Console(record=True, width=200)
     console.print(results_table(result))
     text = console.export_text()
-    for shown in ("12.35", "1.230e-04 ± 4.560e-05", "3.142 ± 0.010", "0.123", "0.456"):
+    for shown in ("12.35", "1.230e-04 ± 4.560e-05", "3.142 ± 0.010", "0.123", "0.456", "conditional accuracy",
+                  "0.875", "the judge", "test NLL (nats)", "87.654", "bits/dim", "0.1613"):
         assert shown in text, shown
+
+
+def test_keep_evaluation_keeps_every_extractor_and_n():
+    """Mutants: the previous list of evaluations ignored (only the headline survives, so a third
+    n loses the second), and an old flat record joining the list without its extractor's name."""
+    from workbench.evaluate import keep_evaluation
+
+    def rec(extractor, n, fid):
+        return {"extractor": extractor, "n": n, "fid": fid}
+
+    previous = {"evaluations": [rec("classifier", 40, 1.0), rec("classifier", 30, 2.0)], "classifier": rec("classifier", 40, 1.0)}
+    kept = keep_evaluation(previous, rec("classifier", 20, 3.0))
+    assert [(r["n"], r["fid"]) for r in kept["evaluations"]] == [(40, 1.0), (30, 2.0), (20, 3.0)]
+    assert kept["classifier"]["n"] == 40  # the headline stays the largest n
+    old = {"classifier": {"n": 100, "fid": 5.0}, "test_nll": 80.0}  # before the list, without the field
+    kept = keep_evaluation(old, rec("inception", 100, 6.0))
+    assert [(r["extractor"], r["n"]) for r in kept["evaluations"]] == [("classifier", 100), ("inception", 100)]
+    assert kept["inception"]["fid"] == 6.0 and "classifier" not in kept  # the caller keeps the rest of the file
+
+
+class _StopAfterTheExtractor(Exception):
+    pass
+
+
+@pytest.mark.parametrize("binarize, levels, domain", [("none", 2, "binary"), ("none", 256, "grey"),
+                                                      ("dynamic", 2, "binary")])
+def test_evaluation_picks_the_classifier_of_the_runs_domain(monkeypatch, tmp_path, binarize, levels, domain):
+    """Mutant: the classifier's domain chosen without the run's levels (2 levels without
+    binarisation are binary images, judged by the binary classifier)."""
+    from types import SimpleNamespace
+
+    from workbench import evaluate, runs
+
+    data = SimpleNamespace(dataset="fashion-mnist", root="", binarize=binarize, levels=levels)
+    stand_in = SimpleNamespace(config=SimpleNamespace(data=data), load_model=lambda which, dev: NoiseModel())
+    monkeypatch.setattr(runs, "open_run", lambda run_dir: stand_in)
+    asked = []
+
+    def get_extractor(*args, **kwargs):
+        asked.append(args)
+        raise _StopAfterTheExtractor
+
+    monkeypatch.setattr(evaluate, "get_extractor", get_extractor)
+    with pytest.raises(_StopAfterTheExtractor):
+        evaluate.evaluate_run(tmp_path, n=10, device="cpu", progress=False)
+    assert asked[0][7] == domain
+
+
+class _Judge:
+    """A stand-in extractor: random features, and (as a judge) the class a NoiseModel wrote."""
+
+    version = "v0"
+
+    def __init__(self, name):
+        self.name = self.label = name
+
+    def extract(self, images, batch_size=500, progress=True, description="", on_advance=None):
+        features = np.random.default_rng(len(images)).standard_normal((len(images), 8))
+        return Extracted(features, _judge(images, 10))
+
+
+def test_evaluate_run_passes_the_runs_settings_on_and_reports_them(monkeypatch, tmp_path):
+    """Mutants of evaluate_run's wiring, on a stand-in run (no training): the data root not
+    passed to the judging classifier, the test split loaded without its levels, no warning for
+    a paused run, the likelihood fields (which the table reads) missing from the result."""
+    from types import SimpleNamespace
+
+    from workbench import evaluate, runs
+
+    class Run:
+        path = tmp_path
+        config = SimpleNamespace(data=SimpleNamespace(dataset="fashion-mnist", root="/the/root", binarize="none", levels=256),
+                                 model=SimpleNamespace(name="noise"))
+        saved = {"test_nll": 80.0, "test_bpd": 0.1, "likelihood": "exact"}
+
+        def load_model(self, which, device):
+            model = NoiseModel(num_classes=10)
+            model.exact_likelihood, model.registered_name = True, "noise"
+            return model
+
+        def read_eval(self):
+            return dict(self.saved)
+
+        def update_eval(self, values):
+            self.written = values
+
+        def status(self):
+            return {"state": "paused", "step": 7}
+
+    run, asked = Run(), {}
+    features = np.random.default_rng(0).standard_normal((60, 8))
+    real = RealStatistics(*metrics.gaussian_statistics(features), features, np.full((60, 10), 0.1), np.arange(60) % 10)
+    monkeypatch.setattr(runs, "open_run", lambda run_dir: run)
+    monkeypatch.setattr(evaluate, "get_extractor", lambda *args, **kwargs: _Judge("inception"))
+    monkeypatch.setattr(evaluate, "real_statistics", lambda *args, **kwargs: real)
+    monkeypatch.setattr(evaluate, "load_classifier",
+                        lambda *args, **kwargs: asked.setdefault("judge", args) and _Judge("classifier"))
+    result = evaluate.evaluate_run(tmp_path, n=20, batch_size=5, extractor="inception", device="cpu", progress=False)
+    assert asked["judge"][:2] == ("fashion-mnist", "/the/root")
+    assert result["conditional_accuracy"] == 1.0 and result["conditional_accuracy_by"] == "classifier"
+    assert "still training" in result["warning"] and result["run"] == str(tmp_path)
+    assert (result["test_nll"], result["likelihood"], result["bound"], result["density"]) == (80.0, "exact", "exact", False)
+    assert run.written["inception"]["n"] == 20 and run.written["test_nll"] == 80.0
+
+    run.saved = {}  # no test NLL yet: it is computed on the run's own test split
+
+    def load_test_split(*args):
+        asked["split"] = args
+        raise _StopAfterTheExtractor
+
+    monkeypatch.setattr(evaluate, "load_test_split", load_test_split)
+    with pytest.raises(_StopAfterTheExtractor):
+        evaluate.evaluate_run(tmp_path, n=20, batch_size=5, extractor="inception", device="cpu", progress=False)
+    assert asked["split"] == ("fashion-mnist", "none", 256, "/the/root")
+
+
+def test_kid_uses_the_conventional_subsets_by_default(monkeypatch):
+    """Mutant: a default KID subset size or count other than the convention of the KID paper
+    and torch-fidelity (100 subsets of 1000), which changes the figure users compare."""
+    asked = []
+    monkeypatch.setattr(metrics, "kernel_distance", lambda *args, **kwargs: asked.append(kwargs) or (0.0, 0.0))
+    features = np.random.default_rng(0).standard_normal((20, 3))
+    real = RealStatistics(*metrics.gaussian_statistics(features), features, np.full((20, 4), 0.25), np.arange(20) % 4)
+    sample_quality(real, Extracted(features[:12] + 0.1, np.full((12, 4), 0.25)), seed=3)
+    assert asked == [{"subsets": 100, "subset_size": 1000, "seed": 3}]
