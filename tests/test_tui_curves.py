@@ -464,7 +464,7 @@ def test_x_ticks_leave_room_between_their_labels():
     width, so a 35-column plot of 8790 steps read "1000200030004000500060007008000"."""
     from workbench.tui.widgets.plotting import ColumnTicks
 
-    for columns, lo, hi in [(35, 0, 8790), (35, 2, 24), (20, 0, 1), (120, 0, 100_000), (30, 40, 60)]:
+    for columns, lo, hi in [(35, 0, 8790), (35, 2, 24), (20, 0, 1), (120, 0, 100_000), (30, 40, 60), (35, 0, 15240)]:
         ticks = ColumnTicks(lambda c=columns: c)
         xs = ticks.get_ticks(lo, hi)
         labels = ticks.get_labels_for_ticks(xs)
@@ -472,4 +472,5 @@ def test_x_ticks_leave_room_between_their_labels():
         cells_apart = (xs[1] - xs[0]) / (hi - lo) * columns
         assert cells_apart >= max(map(len, labels)) + 2, (columns, xs, labels)
         assert len(set(labels)) == len(labels), labels  # every label says its own value
+        assert (hi - xs[-1]) / (hi - lo) * columns >= len(labels[-1]) / 2, (columns, xs)  # not cut at the edge
     assert ColumnTicks(lambda: 35).get_ticks(0, 8790) == [0, 2000, 4000, 6000, 8000]

@@ -187,6 +187,17 @@ async def test_footer_shows_only_the_keys_that_fit_the_selected_job(tmp_path):
         assert not {"c", "p", "R", "plus", "e", "s"} & {k.key for k in footer.children}
 
 
+async def test_title_shows_the_job_counts_at_80_columns(tmp_path):
+    """Bug caught (tmux walk at 80x24): the counts came after the runs folder and the owner's
+    words, so the line ended "1 running, 1" and the queued job went unsaid."""
+    queue = FixedQueue([job_info("j1", "running"), job_info("j2", "queued")])
+    app = create_app(tmp_path / "a-long-folder-name" / "runs", queue=queue, image_protocol="halfcell")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        title = app.screen.query_one("#jobs-title")
+        assert "1 running, 1 queued" in str(title.render())[:title.content_size.width]
+
+
 async def test_quit_question_says_what_happens_to_training_and_evaluation(tmp_path):
     """Bug caught (issue 16): the question saying every running job "stops at a checkpoint",
     which an evaluation does not do."""

@@ -69,6 +69,7 @@ async def test_home_log_pane_orders_events_among_the_rows_by_step(tmp_path):
         append_rows(run, 8, 10)  # then the poll reads the rows of their step and the next
         await wait_for(pilot, lambda: any(line.startswith("10: train") for line in panes.log_lines))
         check_order(panes.log_lines)
+        assert "8: checkpoint last.pt" in panes.log_lines  # as the rows read, without "step "
         shown = str(app.screen.query_one("#pane-log").render())
         check_order([line for line in shown.splitlines() if line.strip()])
 

@@ -164,3 +164,24 @@ async def test_resize_both_ways_redraws_the_columns(tmp_path):
         assert [str(c) for c in table.get_row_at(0)][table.shown_columns.index("state")] == "running"
         await pilot.resize_terminal(160, 48)
         await wait_for(pilot, lambda: table.shown_columns == [k for k, _ in COLUMNS])
+
+
+@pytest.mark.asyncio
+async def test_a_long_job_name_is_cut_before_the_name_column_goes(tmp_path):
+    """Bug caught (tmux walk at 80x24): an evaluation job's name ("eval-cvae-20261205-123937")
+    was too wide, so the name column was dropped for every job and its row read "j2 queued"."""
+    from workbench.tui.widgets.job_table import MIN_NAME
+
+    run = make_run(tmp_path / "runs", "made-a", state="running")
+    jobs = [job_info("j1", "running", name="made", step=8790, total=100000, loss=252.7, eta_s=24660, run_dir=str(run)),
+            job_info("j2", "queued", kind="eval", name="eval-cvae-20261205-123937", model="cvae")]
+    app = fixed_app(tmp_path, jobs, ResourceMonitor(1, nvml=FakeNVML(count=0), psutil=FakePsutil()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one(JobTable)
+        await wait_for(pilot, lambda: table.row_count == 2 and "name" in table.shown_columns)
+        names = [str(table.get_row_at(i)[table.shown_columns.index("name")]) for i in range(2)]
+        assert names[0] == "made" and names[1].startswith("eval-cvae") and names[1].endswith("…")
+        assert len(names[1]) >= MIN_NAME and "state" in table.shown_columns
+        assert table.virtual_size.width <= table.size.width
+        await pilot.resize_terminal(160, 48)  # room again: the whole name
+        await wait_for(pilot, lambda: str(table.get_row_at(1)[table.shown_columns.index("name")]) == jobs[1].name)

@@ -93,7 +93,8 @@ class JobsScreen(CurveKeys, Screen):
         for job in app.jobs:
             counts[job.state] = counts.get(job.state, 0) + 1
         summary = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no jobs"
-        self.query_one("#jobs-title", Static).update(f"genwb · {app.runs_dir} · {role} · {summary}")
+        # The counts first: at 80 columns the end of the line is cut, and they change, the rest does not.
+        self.query_one("#jobs-title", Static).update(f"genwb · {summary} · {app.runs_dir} · {role}")
         hint = "" if app.jobs else "The queue is empty: press n to start a job from a preset, r to browse runs."
         selected = app.job(self.query_one(JobTable).selected_id)
         if selected is not None and selected.error:

@@ -194,6 +194,8 @@ class JobPanes(Vertical):
         this job up to ``upto_seq``, into the log in step order."""
         events = self.app.event_log.get(self.job_id, ()) if self.job_id else ()
         before = len(self.step_log), self.step_log.event_seq
+        # "15200: samples step-15200.png", as the rows read: "step " only pushed the file name out.
+        events = [(seq, step, line.removeprefix("step ")) for seq, step, line in events]
         self.step_log.take([(row.get("step"), metrics_line(row)) for row in rows], events, upto_seq)
         if rows or (len(self.step_log), self.step_log.event_seq) != before:
             self._draw_log()

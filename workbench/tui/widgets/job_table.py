@@ -60,6 +60,27 @@ def job_cells(job, curve: str = "", marked: bool = False) -> dict[str, object]:
 #: Columns dropped first when the table does not fit its width, in this order; id and state stay.
 DROP_ORDER = ["dataset", "device", "model", "speed", "name", "eta", "loss", "curve", "progress"]
 LABELS = dict(COLUMNS)
+#: A long name (an evaluation's "eval-cvae-20261205-123937") is cut to no fewer cells than this
+#: before the name column is dropped: without it a row says only "j2 queued".
+MIN_NAME = 10
+
+
+def fitting_layout(widths: dict[str, int], available: int) -> tuple[list[str], int | None]:
+    """``fitting_columns``, except that where the name column would go it is first cut (to
+    MIN_NAME cells at least): the columns, and the name's width when it is cut (else None)."""
+    shown = fitting_columns(widths, available)
+    if "name" in shown or widths.get("name", 0) <= MIN_NAME:
+        return shown, None
+    capped = {**widths, "name": MIN_NAME}
+    cut = fitting_columns(capped, available)
+    if "name" not in cut:
+        return shown, None
+    room = available - sum(capped.get(k, 0) + 2 for k in cut)
+    return cut, min(widths["name"], MIN_NAME + room)
+
+
+def clip(text: str, width: int | None) -> str:
+    return text if width is None or len(text) <= width else text[:width - 1] + "…"
 
 
 def fitting_columns(widths: dict[str, int], available: int) -> list[str]:
@@ -84,6 +105,7 @@ class JobTable(ListTable):
         self._cells: dict[str, dict[str, object]] = {}
         self._order: list[str] = []
         self.shown_columns: list[str] = []
+        self.name_width: int | None = None  # the name column's cut, where it had to be cut
 
     def on_mount(self) -> None:
         self._fit()
@@ -110,18 +132,22 @@ class JobTable(ListTable):
     def _fit(self) -> None:
         """Show the columns that fit; rebuild the table when that set changed (cursor kept by id)."""
         available = self.size.width or self.app.size.width
-        shown = fitting_columns(self._widths(), available - 1)  # a cell for the scrollbar's edge
-        if shown == self.shown_columns:
+        shown, name_width = fitting_layout(self._widths(), available - 1)  # a cell for the scrollbar's edge
+        if (shown, name_width) == (self.shown_columns, self.name_width):
             return
         keep = self.selected_id
         self.clear(columns=True)
-        self.shown_columns = shown
+        self.shown_columns, self.name_width = shown, name_width
         for key in shown:
             self.add_column(LABELS[key], key=key)
         for job_id in self._order:
-            self.add_row(*(self._cells[job_id][k] for k in shown), key=job_id)
+            self.add_row(*(self._cell(job_id, k) for k in shown), key=job_id)
         if keep in self._order:
             self.move_cursor(row=self._order.index(keep), animate=False)
+
+    def _cell(self, job_id: str, key: str):
+        value = self._cells[job_id][key]
+        return clip(value, self.name_width) if key == "name" else value
 
     def show(self, jobs: list, curves: dict[str, str], marked: set = frozenset()) -> None:
         order = [job.id for job in jobs]
@@ -133,14 +159,16 @@ class JobTable(ListTable):
             self.clear()
             self._order = order
             for job_id in order:
-                self.add_row(*(cells[job_id][k] for k in self.shown_columns), key=job_id)
+                self.add_row(*(self._cell(job_id, k) for k in self.shown_columns), key=job_id)
             if keep in order:
                 self.move_cursor(row=order.index(keep), animate=False)
         else:
             for job_id in order:
                 old = old_cells.get(job_id, {})
                 for key in self.shown_columns:
-                    value = cells[job_id][key]
-                    if str(old.get(key)) != str(value) or (isinstance(value, Text) and old.get(key) != value):
+                    value, was = self._cell(job_id, key), old.get(key)
+                    if key == "name" and isinstance(was, str):
+                        was = clip(was, self.name_width)
+                    if str(was) != str(value) or (isinstance(value, Text) and was != value):
                         self.update_cell(job_id, key, value, update_width=True)
         self._fit()

@@ -132,8 +132,12 @@ class ColumnTicks(AxisFormatter):
                     continue
                 if len(ticks) < 2:
                     return ticks or [min_]
-                width = max(len(label) for label in self.inner.get_labels_for_ticks(ticks))
+                labels = self.inner.get_labels_for_ticks(ticks)
+                width = max(len(label) for label in labels)
                 if step / span * cols >= width + 2:
+                    # A label is centred on its tick: one too near the right edge would be cut.
+                    if len(ticks) > 2 and (max_ - ticks[-1]) / span * cols < len(labels[-1]) / 2:
+                        ticks = ticks[:-1]
                     return ticks
         return [min_]
 
