@@ -368,3 +368,23 @@ def test_kid_uses_the_conventional_subsets_by_default(monkeypatch):
     real = RealStatistics(*metrics.gaussian_statistics(features), features, np.full((20, 4), 0.25), np.arange(20) % 4)
     sample_quality(real, Extracted(features[:12] + 0.1, np.full((12, 4), 0.25)), seed=3)
     assert asked == [{"subsets": 100, "subset_size": 1000, "seed": 3}]
+
+
+def test_a_prior_over_a_density_vqvae_reports_a_density():
+    """Mutant: is_density not looking through a prior at its VQ-VAE's likelihood (a prior over an
+    MSE VQ-VAE has a log density, whose bits/dim may be negative and do not compare)."""
+    import models
+    from workbench.evaluate import is_density, likelihood_notes
+
+    def vq(likelihood):
+        return models.build("vqvae", (1, 4, 4), 256, num_codes=4, code_dim=2, channels=4, res_channels=2, res_blocks=0,
+                            likelihood=likelihood)
+
+    def prior(likelihood):
+        return models.build("vqvae_prior", (1, 4, 4), 256, vqvae=vq(likelihood), hidden_channels=4, num_layers=1,
+                            head_channels=4)
+
+    assert is_density(vq("mse")) and is_density(prior("mse"))
+    assert not is_density(prior("logistic"))  # a probability mass: not a density
+    notes = likelihood_notes(prior("mse"))
+    assert notes["density"] is True and notes["bound"] == "point-mass ELBO, PixelCNN code prior"
