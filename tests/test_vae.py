@@ -31,6 +31,14 @@ def test_kl_closed_form_matches_monte_carlo():
     assert torch.all((mc - gaussian_kl(mu, logvar)).abs() < 4 * stderr + 1e-3)
 
 
+def test_standard_normal_log_prob_is_the_log_density():
+    """Kills `+ log 2 pi` -> `-` (it cancels in the KL and in the IWAE weights, so only the value
+    itself tells)."""
+    z = torch.randn(5, 3)
+    ref = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    torch.testing.assert_close(standard_normal_log_prob(z), ref)
+
+
 def test_kl_is_zero_only_at_the_prior():
     assert gaussian_kl(torch.zeros(5), torch.zeros(5)).item() == 0.0
     assert gaussian_kl(torch.full((5,), 0.1), torch.zeros(5)).item() > 0
@@ -363,10 +371,11 @@ def test_hyper_parameter_bounds():
 
 def test_conv_nets_halve_at_most_twice_and_double_their_width():
     """num_downsamples halves while both sides are even, at most ``most`` times; widths doubles
-    after each halving. Kills `d < most` -> `d <= most`, `% 2 == 0` -> `% 3` and `<<` -> `>>`."""
+    after each halving. Kills `d < most` -> `d <= most`, `% 2 == 0` -> `% 3`, `and` -> `or`
+    between the two sides' tests, and `<<` -> `>>`."""
     from models.vae import num_downsamples, widths
 
-    assert [num_downsamples(*s) for s in ((28, 28), (8, 8), (12, 8), (8, 6), (2, 2), (3, 3), (6, 3))] == [2, 2, 2, 1, 1, 0, 0]
+    assert [num_downsamples(*s) for s in ((28, 28), (8, 8), (12, 8), (8, 6), (2, 2), (3, 3), (6, 3), (3, 8))] == [2, 2, 2, 1, 1, 0, 0, 0]
     assert num_downsamples(8, 8, most=3) == 3
     assert widths(8, 2) == [8, 8, 16] and widths(8, 0) == [8]
 
