@@ -290,5 +290,8 @@ async def test_runs_browser_footer_keeps_sample_and_evaluate_at_80_columns(tmp_p
         assert app.screen.selected_path().name == "made-a" and {"s", "e", "o"} <= shown() and "R" not in shown()
         await pilot.press("R")
         await wait_for(pilot, lambda: any("nothing to resume" in n.message for n in app._notifications))
-        await pilot.press("j")
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert ("R", "Resume") in {(keys, description) for keys, description, _ in app.screen.keys}  # ? lists it
+        await pilot.press("escape", "j")
         await wait_for(pilot, lambda: "R" in shown())  # made-b was interrupted: R resumes it

@@ -96,6 +96,7 @@ SORT = Binding.Group("Sort")  # o and O show as one footer entry, "o O Sort"
 class RunsScreen(Screen):
     HELP_TITLE = "the runs browser"
     HELP_HEADING = "Runs"
+    HELP_ALWAYS = ("resume",)  # in `?` whatever the selected run
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("q", "app.quit", "Quit"),
