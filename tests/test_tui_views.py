@@ -295,3 +295,34 @@ async def test_runs_browser_footer_keeps_sample_and_evaluate_at_80_columns(tmp_p
         assert ("R", "Resume") in {(keys, description) for keys, description, _ in app.screen.keys}  # ? lists it
         await pilot.press("escape", "j")
         await wait_for(pilot, lambda: "R" in shown())  # made-b was interrupted: R resumes it
+
+
+@pytest.mark.asyncio
+async def test_detail_footer_shows_the_keys_of_the_open_tab(tmp_path):
+    """Bug caught (tmux walk at 80x24): on the Samples tab the footer showed the curve keys and
+    cut `[ ] Step` and `z Zoom`. Each tab's keys show on it; a key of another tab, pressed,
+    brings its tab and works."""
+    from workbench.tui.widgets.footer import KeyFooter
+
+    run = make_run(tmp_path / "runs", "made-a")
+    (run / "samples" / "step-12.png").write_bytes((run / "samples" / "step-24.png").read_bytes())
+    app = create_app(tmp_path / "runs", queue=FixedQueue([]), image_protocol="halfcell")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(DetailScreen(run))
+        await pilot.pause(0.5)
+        screen = app.screen
+
+        def shown():
+            return {k.key for k in screen.query_one(KeyFooter).children if k.region.width and k.region.right <= 80}
+
+        assert {"l", "m"} <= shown() and "left_square_bracket" not in shown()
+        await pilot.press("2")
+        await wait_for(pilot, lambda: "left_square_bracket" in shown() and "z" in shown())
+        assert not {"l", "m"} & shown()
+        await pilot.press("l")  # a curve key on the Samples tab: back to the curves, in log scale
+        await wait_for(pilot, lambda: screen.query_one("TabbedContent").active == "curves")
+        from workbench.tui.widgets.curves import CurvesPanel
+
+        assert screen.query_one(CurvesPanel).log_scale
+        await pilot.press("left_square_bracket")  # and [ brings the samples, one step back
+        await wait_for(pilot, lambda: screen.query_one("TabbedContent").active == "samples" and screen.shown_step() == 12)
