@@ -110,4 +110,5 @@ async def test_footer_shows_every_samples_key_at_160_columns(tmp_path):
         footer = app.screen.query_one(KeyFooter)
         keys = [k for k in footer.children if k.region.width]
         visible = {k.key_display for k in keys if k.region.right <= 160}
-        assert {"esc", "q", "?", "pgup pgdn", "z", "[ ]", "< >", "s", "e"} <= visible
+        assert {"esc", "q", "?", "pgup pgdn", "z", "[ ]", "s", "e"} <= visible
+        assert "< >" not in visible  # the curve keys show on the Curves tab (tests/test_tui_views.py)

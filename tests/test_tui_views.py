@@ -263,3 +263,66 @@ async def test_fid_panel_title_shows_n_at_80_columns(tmp_path):
         await wait_for(pilot, lambda: f"n = {SAMPLE_COUNTS[0]}" in visible())
         await pilot.press("n")
         await wait_for(pilot, lambda: f"n = {SAMPLE_COUNTS[1]}" in visible())
+
+
+
+@pytest.mark.asyncio
+async def test_runs_browser_footer_keeps_sample_and_evaluate_at_80_columns(tmp_path):
+    """Bug caught (tmux walk at 80x24): the footer offered R for finished runs and o, O as two
+    entries, and so cut `s Sample` and `e Evaluate`. R shows for a run it resumes; pressed on a
+    finished one it still says why."""
+    from workbench.tui.widgets.footer import KeyFooter
+
+    make_run(tmp_path / "runs", "made-a")
+    make_run(tmp_path / "runs", "made-b", state="interrupted")
+    app = create_app(tmp_path / "runs", queue=FixedQueue([]), image_protocol="halfcell")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(RunsScreen())
+        await pilot.pause()
+        table = app.screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2)
+        await pilot.press("g")
+        await pilot.pause(0.2)
+
+        def shown():
+            return {k.key for k in app.screen.query_one(KeyFooter).children if k.region.width and k.region.right <= 80}
+
+        assert app.screen.selected_path().name == "made-a" and {"s", "e", "o"} <= shown() and "R" not in shown()
+        await pilot.press("R")
+        await wait_for(pilot, lambda: any("nothing to resume" in n.message for n in app._notifications))
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert ("R", "Resume") in {(keys, description) for keys, description, _ in app.screen.keys}  # ? lists it
+        await pilot.press("escape", "j")
+        await wait_for(pilot, lambda: "R" in shown())  # made-b was interrupted: R resumes it
+
+
+@pytest.mark.asyncio
+async def test_detail_footer_shows_the_keys_of_the_open_tab(tmp_path):
+    """Bug caught (tmux walk at 80x24): on the Samples tab the footer showed the curve keys and
+    cut `[ ] Step` and `z Zoom`. Each tab's keys show on it; a key of another tab, pressed,
+    brings its tab and works."""
+    from workbench.tui.widgets.footer import KeyFooter
+
+    run = make_run(tmp_path / "runs", "made-a")
+    (run / "samples" / "step-12.png").write_bytes((run / "samples" / "step-24.png").read_bytes())
+    app = create_app(tmp_path / "runs", queue=FixedQueue([]), image_protocol="halfcell")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(DetailScreen(run))
+        await pilot.pause(0.5)
+        screen = app.screen
+
+        def shown():
+            return {k.key for k in screen.query_one(KeyFooter).children if k.region.width and k.region.right <= 80}
+
+        assert {"l", "m"} <= shown() and "left_square_bracket" not in shown()
+        await pilot.press("2")
+        await wait_for(pilot, lambda: "left_square_bracket" in shown() and "z" in shown())
+        assert not {"l", "m"} & shown()
+        await pilot.press("l")  # a curve key on the Samples tab: back to the curves, in log scale
+        await wait_for(pilot, lambda: screen.query_one("TabbedContent").active == "curves")
+        from workbench.tui.widgets.curves import CurvesPanel
+
+        assert screen.query_one(CurvesPanel).log_scale
+        await pilot.press("left_square_bracket")  # and [ brings the samples, one step back
+        await wait_for(pilot, lambda: screen.query_one("TabbedContent").active == "samples" and screen.shown_step() == 12)

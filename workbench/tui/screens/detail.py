@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.syntax import Syntax
 from rich.table import Table
 from textual import work
+from textual.actions import parse
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -42,6 +43,10 @@ from workbench.tui.widgets.image_grid import ImageGrid
 STEP = Binding.Group("Step")  # footer entries: "[ ] Step", "pgup pgdn Page"
 PAGE = Binding.Group("Page")
 TABS = ["curves", "samples", "log", "config", "evaluation"]
+#: Keys of one tab: the footer shows them there only (at 80 columns the curve keys cut [ ] and z
+#: off the Samples tab's footer); pressed elsewhere they bring their tab (``on_key``).
+TAB_OF = {"curves_log": "curves", "curves_smooth": "curves", "curves_zoom": "curves", "curves_cursor": "curves",
+          "overlay": "curves", "step": "samples"}
 LOG_LINES = 5000
 PAGE_KEYS = "pgup/pgdn · z zoom"
 _SAMPLE = re.compile(r"^(recon-)?step-(\d+)\.png$")
@@ -148,6 +153,7 @@ class DetailScreen(CurveKeys, Screen):
     HELP_TITLE = "the run detail"
     HELP_HEADING = "Run"
     HELP_SECTIONS = {"step": "Samples", "page": "Samples", "zoom": "Samples", "tab": "Tabs"}
+    HELP_ALWAYS = tuple(TAB_OF)  # in `?` whatever the open tab
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("q", "app.quit", "Quit"),
@@ -326,7 +332,13 @@ class DetailScreen(CurveKeys, Screen):
             return []
         return [g for g in self.query(ImageGrid).results(ImageGrid) if g.display and g.parent.display]
 
+    def _active_tab(self) -> str | None:
+        tabs = list(self.query(TabbedContent))
+        return tabs[0].active if tabs else None
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in TAB_OF:
+            return self._active_tab() == TAB_OF[action]
         if action == "page":
             return any(g.paged for g in self._sample_grids())
         if action == "zoom":
@@ -335,6 +347,18 @@ class DetailScreen(CurveKeys, Screen):
 
     def on_tabbed_content_tab_activated(self) -> None:
         self.refresh_bindings()
+
+    def on_key(self, event) -> None:
+        # A key of another tab (hidden in this one's footer) still works, and brings its tab.
+        tab = self._active_tab()
+        matches = [parse(b.action) for b in self.BINDINGS if event.key in b.key.split(",")]
+        if not matches or any(name not in TAB_OF or TAB_OF[name] == tab for _, name, _ in matches):
+            return  # a key of this tab (or of none): Textual's bindings run it
+        _, name, args = matches[0]
+        event.stop()
+        event.prevent_default()
+        self.action_tab(TAB_OF[name])
+        getattr(self, f"action_{name}")(*args)
 
     def on_resize(self) -> None:
         self.call_after_refresh(self.refresh_bindings)  # the grids page or not at the new size

@@ -90,16 +90,20 @@ def sorted_rows(rows: list[RunRow], column: int, reverse: bool) -> list[RunRow]:
     return sorted(rows, key=COLUMNS[column][2], reverse=reverse)
 
 
+SORT = Binding.Group("Sort")  # o and O show as one footer entry, "o O Sort"
+
+
 class RunsScreen(Screen):
     HELP_TITLE = "the runs browser"
     HELP_HEADING = "Runs"
+    HELP_ALWAYS = ("resume",)  # in `?` whatever the selected run
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("q", "app.quit", "Quit"),
         Binding("enter", "open", "Open", show=False),
         Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("o", "sort", "Sort"),
-        Binding("O", "reverse", "Reverse", key_display="O"),
+        Binding("o", "sort", "Sort by the next column", group=SORT),
+        Binding("O", "reverse", "Reverse the order", key_display="O", group=SORT),
         Binding("space", "mark", "Mark"),
         Binding("R", "resume", "Resume", key_display="R"),
         Binding("s", "sample", "Sample"),
@@ -125,7 +129,7 @@ class RunsScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Static("", id="runs-title", classes="title-bar")
         yield Input(self._saved_filter,
-                    placeholder="filter: words to match in name, model, dataset, state (/ to edit, esc to leave)",
+                    placeholder="filter: words in name, model, dataset, state (/ edits, esc leaves)",
                     id="filter")
         yield OpenTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield KeyFooter()
@@ -219,6 +223,7 @@ class RunsScreen(Screen):
         self.query_one("#runs-title", Static).update(
             f"runs in {self.app.runs_dir} · {len(rows)} of {len(self.rows)} shown · "
             f"sorted by {COLUMNS[self.sort_column][1]} {arrow} · {len(self.app.marked_runs)} marked")
+        self.refresh_bindings()  # R follows the selected run's state
 
     def selected_path(self) -> Path | None:
         table = self.query_one(DataTable)
@@ -232,6 +237,24 @@ class RunsScreen(Screen):
         if row is None:
             self.notify("no run selected", severity="warning")
         return row
+
+    # -- the footer: R only for a run it resumes (at 80 columns it cut s and e) ---------------------
+    def _resumable(self) -> bool:
+        path = self.selected_path() if self.query(DataTable) else None  # not composed yet: none
+        row = next((r for r in self.rows if r.path == path), None)
+        return row is not None and not row.finished and self.app.active_job(row.path) is None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self._resumable() if action == "resume" else True
+
+    def on_data_table_row_highlighted(self, event) -> None:
+        self.refresh_bindings()
+
+    def on_key(self, event) -> None:
+        if event.key == "R" and not self.query_one("#filter", Input).has_focus and not self._resumable():
+            event.stop()
+            event.prevent_default()
+            self.action_resume()  # says why there is nothing to resume
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.redraw()

@@ -475,8 +475,11 @@ class SamplingScreen(Screen):
                     "codes": "code grid"}.get(self.mode, f"{len(message.images)} images")
             self._status = (f"animated in {message.seconds:.2f} s, {self.frames_shown} frames shown"
                             if message.total is not None else f"{what} in {message.seconds:.2f} s")
-            if message.note:
-                self._status += f" · {message.note}"
+            if message.note:  # "usage over 1000 test images: 11 of 16 codes used, perplexity 7.2; codes of ..."
+                # The figures first: at 80 columns the status line is cut after some 78 characters.
+                head, sep, tail = message.note.partition("; ")
+                self._status = f"{tail}; {head}" if sep else message.note
+                self._status += f" · {what} in {message.seconds:.2f} s"
             if self._relayout_pending:
                 self._relayout_pending = False
                 self.call_after_refresh(self._relayout)
