@@ -625,9 +625,13 @@ def test_write_progress_and_codes_pictures_and_notes(fake_run, tmp_path):
 
 def test_codes_view_of_a_bare_vqvae_counts_usage_over_other_test_images(fake_run):
     """Kills usage counted over the shown images instead of USAGE_IMAGES (at most the split) other
-    test images, and a note that misstates what was counted."""
-    vq = build("vqvae", num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=0)
+    test images, the shown images not picked by the seed, and a note that misstates what was
+    counted."""
+    vq = build("vqvae", num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=0).train()
+    vq.loss(sampling.test_images(fake_run, 40, 0)[0])  # k-means initialisation: codes differ between images
+    vq.eval()
     grid, note = sampling.codes_view(fake_run, vq, 3, seed=4)
+    assert not torch.equal(grid.codes, vq.encode_codes(sampling.test_images(fake_run, 3, 0)[0]))  # the seed picks
     x, _ = sampling.test_images(fake_run, 3, 4)
     assert torch.equal(grid.codes, vq.encode_codes(x))
     everything = sampling.test_images(fake_run, 40, 5)[0]
@@ -657,7 +661,7 @@ def test_load_takes_the_checkpoint_asked_for_or_the_other_one(tmp_path, monkeypa
             assert self.checkpoint_path(which).exists()
             return which, str(device)
 
-    monkeypatch.setattr(runs, "open_run", lambda run_dir: Stand())
+    monkeypatch.setattr(runs, "open_run", lambda run_dir: Stand() if run_dir == tmp_path else None)
     with pytest.raises(UserError, match="no checkpoint yet"):
         sampling.load(tmp_path)
     (tmp_path / "last.pt").touch()
