@@ -414,13 +414,17 @@ def test_reconstructions_are_the_decoder_means_at_the_posterior_means():
 
 def test_interpolation_and_class_sweep_in_small_batches_equal_one_batch():
     """Kills the batch arithmetic of interpolate and class_sweep (pairs or rows per call, the
-    slices of a later batch): a batch size that splits the pairs and rows gives the same images."""
+    slices of a later batch, the VQ-VAE's loop stopped after its first batch): a batch size that
+    splits the pairs and rows gives the same images."""
     vae = build("vae", latent_dim=4, arch="mlp", hidden=32)
     x, _ = squares(6, seed=7)
     for slerp in (False, True):
         whole = sampling.interpolate(vae, x[:3], x[3:], 5, slerp=slerp)
         torch.testing.assert_close(sampling.interpolate(vae, x[:3], x[3:], 5, slerp=slerp, batch_size=6), whole,
                                    atol=1e-6, rtol=0)
+    vq = build("vqvae", num_codes=16, code_dim=4, channels=8, res_channels=4, res_blocks=1)
+    whole = sampling.interpolate(vq, x[:3], x[3:], 4)
+    torch.testing.assert_close(sampling.interpolate(vq, x[:3], x[3:], 4, batch_size=4), whole, atol=1e-6, rtol=0)
     made = _random_made()
     whole = sampling.class_sweep(made, 5, seed=3, temperature=0.8)
     assert torch.equal(sampling.class_sweep(made, 5, seed=3, temperature=0.8, batch_size=4), whole)
@@ -512,8 +516,15 @@ class _Run:
 
 @pytest.fixture
 def fake_run(tmp_path, monkeypatch):
-    x, y = squares(40, seed=9)
-    monkeypatch.setattr(sampling, "_test_split", lambda *args: (x, y))
+    """A stand-in run whose test split is 40 distinct binary images, read with the run's settings."""
+    x = (torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(9)) < 0.3).float()
+    y = torch.arange(40) % 10
+
+    def split(*args):
+        assert args == ("fashion-mnist", None, "dynamic", 2)
+        return x, y
+
+    monkeypatch.setattr(sampling, "_test_split", split)
     return _Run(tmp_path)
 
 
@@ -532,7 +543,8 @@ def test_paired_rows_put_each_original_above_its_reconstruction():
 def test_write_draws_what_the_sampler_draws_with_the_defaults_users_get(fake_run, tmp_path):
     """Kills write passing the wrong seed, label, temperature or mean to the sampler, and changed
     defaults: 64 samples, 32 reconstructions in rows of 8 under their originals, 8 pairs of 9
-    steps, 8 rows of classes; each picture equals the grid of the sampler's own images."""
+    steps, 8 rows of classes; a short recon row laid out at its own width; each picture equals the
+    grid of the sampler's own images, from the split the run names."""
     from workbench.images import grid
 
     made = _random_made()
@@ -557,6 +569,10 @@ def test_write_draws_what_the_sampler_draws_with_the_defaults_users_get(fake_run
     x, y = sampling.test_images(fake_run, 16, 2)
     rows = sampling.interpolate(vae, x[:8], x[8:], 9, y=(y[:8], y[8:]), slerp=True)
     assert np.array_equal(_png(out), grid(rows, nrow=9))
+    sampling.write(fake_run, vae, "recon", n=5, out=out)  # a short row: 5 originals above their 5 reconstructions
+    x, y = sampling.test_images(fake_run, 5, 0)
+    both = sampling.reconstruct(vae, x, y)
+    assert np.array_equal(_png(out), grid(sampling._paired_rows(both[:5], both[5:], 5), nrow=5))
     with pytest.raises(UserError):  # 21 pairs take 42 of the 40 test images
         sampling.write(fake_run, vae, "interpolate", n=21, out=out)
     sampling.write(fake_run, vae, "interpolate", n=20, steps=2, scale=2, out=out)
@@ -564,7 +580,7 @@ def test_write_draws_what_the_sampler_draws_with_the_defaults_users_get(fake_run
 
 
 def test_write_progress_and_codes_pictures_and_notes(fake_run, tmp_path):
-    """Kills the default frame interval (one frame every ceil(D / 24) subpixels), the note's
+    """Kills the default frame interval (one frame every ceil(D / 24) subpixels, at least 1), the note's
     counts, the strip and GIF frame limits and the GIF's minimum scale of 2, the temperature
     not reaching progress or the prior's codes, and the code picture's layout (codes beside
     images, 4 pairs a row) and its usage file's name."""
@@ -584,6 +600,8 @@ def test_write_progress_and_codes_pictures_and_notes(fake_run, tmp_path):
     assert np.array_equal(last, grid(frames[-1]))
     _, note = sampling.write(fake_run, made, "progress", n=1, every=10, out=out)
     assert note == "5 frames, one every 10 of 49 subpixels"
+    _, note = sampling.write(fake_run, _random_made((1, 3, 3)), "progress", n=1, out=out)
+    assert note == "9 frames, one every 1 of 9 subpixels"  # ceil(9 / 24) = 1
     for bad in ({"steps": 3}, {"slerp": True}, {"every": 2}, {"scale": 0}, {"scale": 17}, {"scale": 1.5}):
         with pytest.raises(UserError):
             sampling.write(fake_run, made, "samples", n=2, out=out, **bad)
@@ -607,9 +625,13 @@ def test_write_progress_and_codes_pictures_and_notes(fake_run, tmp_path):
 
 def test_codes_view_of_a_bare_vqvae_counts_usage_over_other_test_images(fake_run):
     """Kills usage counted over the shown images instead of USAGE_IMAGES (at most the split) other
-    test images, and a note that misstates what was counted."""
-    vq = build("vqvae", num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=0)
+    test images, the shown images not picked by the seed, and a note that misstates what was
+    counted."""
+    vq = build("vqvae", num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=0).train()
+    vq.loss(sampling.test_images(fake_run, 40, 0)[0])  # k-means initialisation: codes differ between images
+    vq.eval()
     grid, note = sampling.codes_view(fake_run, vq, 3, seed=4)
+    assert not torch.equal(grid.codes, vq.encode_codes(sampling.test_images(fake_run, 3, 0)[0]))  # the seed picks
     x, _ = sampling.test_images(fake_run, 3, 4)
     assert torch.equal(grid.codes, vq.encode_codes(x))
     everything = sampling.test_images(fake_run, 40, 5)[0]
@@ -639,7 +661,7 @@ def test_load_takes_the_checkpoint_asked_for_or_the_other_one(tmp_path, monkeypa
             assert self.checkpoint_path(which).exists()
             return which, str(device)
 
-    monkeypatch.setattr(runs, "open_run", lambda run_dir: Stand())
+    monkeypatch.setattr(runs, "open_run", lambda run_dir: Stand() if run_dir == tmp_path else None)
     with pytest.raises(UserError, match="no checkpoint yet"):
         sampling.load(tmp_path)
     (tmp_path / "last.pt").touch()
@@ -726,7 +748,7 @@ def test_slerp_between_opposite_pairs_in_a_batch():
     """Kills the opposite-vector branch computed for the first pair only: norms over the whole
     batch (``norm(dim=-1)`` -> ``norm(dim=None)``), the projection without ``keepdim`` (which
     broadcasts across pairs), a one-hot axis sized by its index (a vector whose smallest component
-    is not the last); and the branch taken for 1-D latents, which have no orthogonal direction
+    is not the last), a unit vector clamped for norms below 1; and the branch taken for 1-D latents, which have no orthogonal direction
     (there the path is the line, finite)."""
     a = torch.tensor([[0.5, 3.0, -1.0, 2.0], [1.0, -0.25, 2.0, -3.0]])
     b = -a * torch.tensor([[2.0], [0.5]])
@@ -735,6 +757,8 @@ def test_slerp_between_opposite_pairs_in_a_batch():
     for i, scale in enumerate((2.0, 0.5)):
         torch.testing.assert_close(path[i].norm(dim=1), a[i].norm() * (1 + (scale - 1) * t), atol=1e-5, rtol=0)
         assert abs(float(path[i, 2] @ a[i])) < 1e-4  # the midpoint is a quarter turn from both ends
+    small = torch.tensor([[0.3, -0.1, 0.2, 0.05]])  # a norm below 1: the unit vector is still a / |a|
+    torch.testing.assert_close(sampling._path(small, -small, t, True)[0].norm(dim=1), small.norm().expand(5), atol=1e-6, rtol=0)
     one = sampling._path(torch.tensor([[2.0]]), torch.tensor([[-3.0]]), t, True)[0]
     torch.testing.assert_close(one, (2.0 - 5.0 * t).view(5, 1), atol=1e-6, rtol=0)
 
