@@ -394,8 +394,11 @@ def test_only_a_quantizer_without_dead_code_restarts_is_graph_capturable():
 
 
 def test_perplexity_of_given_counts():
-    """Kills `clamp(min=1)` -> `min=2` on the total of given counts: one observation of one
-    code has perplexity 1, counts (1, 1) perplexity 2."""
+    """Kills `clamp(min=1)` -> `min=2` on the total of given counts, and `max(total, 1)` ->
+    `max(total, 2)`: one observation of one code has perplexity 1 (given as counts, as codes,
+    or quantised), counts (1, 1) perplexity 2."""
+    assert perplexity(torch.tensor([2]), 3).item() == pytest.approx(1.0)
+    assert quantizer(k=4, d=2)(torch.zeros(1, 2, 1, 1))["perplexity"].item() == pytest.approx(1.0)
     assert perplexity(None, 3, counts=torch.tensor([0.0, 1.0, 0.0])).item() == pytest.approx(1.0)
     assert perplexity(None, 3, counts=torch.tensor([1.0, 0.0, 1.0])).item() == pytest.approx(2.0)
 
