@@ -453,3 +453,18 @@ def test_decode_latent_passes_mean_on():
     z_e = m.encode(batch((1, 4, 4)))
     assert set(m.decode_latent(z_e, mean=False).unique().tolist()) <= {0.0, 1.0}
     assert not set(m.decode_latent(z_e).unique().tolist()) <= {0.0, 1.0}
+
+
+def test_vqvae_hyper_parameter_bounds_and_downsampling():
+    """The smallest allowed values build and the next ones down raise; ``downsamples`` caps the
+    halvings (4x4 -> a 2x2 grid with 1, 4x4 with 0); a learned scale is a parameter. Kills the
+    boundary and `or` -> `and` mutants of the check, `most=downsamples` dropped and
+    `learn_sigma` not passed on."""
+    kw = {"num_codes": 4, "code_dim": 2, "channels": 2, "res_channels": 1}
+    assert models.build("vqvae", (1, 4, 4), 2, res_blocks=0, downsamples=1, beta=0.0, **kw).code_shape == (2, 2)
+    assert models.build("vqvae", (1, 4, 4), 2, downsamples=0, **kw).code_shape == (4, 4)
+    for bad in ({"channels": 1}, {"res_channels": 0}, {"res_blocks": -1}, {"downsamples": -1}, {"beta": -0.1}):
+        with pytest.raises(ValueError):
+            models.build("vqvae", (1, 4, 4), 2, **{**kw, **bad})
+    m = models.build("vqvae", (1, 4, 4), 256, likelihood="mse", learn_sigma=True, **kw)
+    assert any(p is m.likelihood.log_sigma for p in m.parameters())
