@@ -353,9 +353,11 @@ def test_continuous_draws_have_the_likelihoods_scale(kind, spread):
 
 @pytest.mark.parametrize("kind", ["mse", "mae"])
 def test_learned_sigma_is_a_parameter_for_both_continuous_likelihoods(kind):
-    """Kills the learned scale of one of the two ("mse" or "mae" dropped from the test)."""
-    m = models.build("vae", (1, 2, 2), 256, likelihood=kind, learn_sigma=True)
+    """A learned scale is a parameter that starts at ``sigma``. Kills the learned scale of one
+    of the two ("mse" or "mae" dropped from the test) and `nn.Parameter(None)` (an empty scale)."""
+    m = models.build("vae", (1, 2, 2), 256, likelihood=kind, learn_sigma=True, sigma=0.2)
     assert any(p is m.likelihood.log_sigma for p in m.parameters())
+    assert m.likelihood.log_sigma.item() == pytest.approx(math.log(0.2))
 
 
 def test_hyper_parameter_bounds():

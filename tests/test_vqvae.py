@@ -333,7 +333,7 @@ def test_samples_decode_codes_drawn_uniformly_from_the_k_codes():
     assert dist.min(1).values.max() < 1e-5
     share = (dist.argmin(1) == 0).float().mean().item()
     assert abs(share - 0.5) < 5 * 0.5 / 2000 ** 0.5
-    assert m.sample(0).shape == (0, 1, 2, 2)
+    assert m.sample(0).shape == (0, 1, 2, 2) and m.sample(1).shape == (1, 1, 2, 2)
 
 
 def test_random_rows_are_distinct_when_there_are_enough():
@@ -365,6 +365,12 @@ def test_kmeans_keeps_the_centre_of_an_empty_cluster():
         else:
             assert centres == [(0.0, 0.0), (4.0, 0.0), (6.0, 0.0)]
     assert 0 < empty_seen < 8  # both starts occurred
+    # 0, 1 and 10 in two clusters: from every start Lloyd reaches {0.5, 10}; started on 0 and 1,
+    # the singleton {10} must move its centre from 5.5 to 10 (kills `counts > 0` -> `> 1`)
+    line = torch.tensor([[0.0], [1.0], [10.0]])
+    for seed in range(6):
+        torch.manual_seed(seed)
+        assert sorted(kmeans(line, 2).flatten().tolist()) == [0.5, 10.0]
 
 
 def test_quantizer_hyper_parameter_bounds():
@@ -385,3 +391,80 @@ def test_only_a_quantizer_without_dead_code_restarts_is_graph_capturable():
     kw = {"num_codes": 4, "code_dim": 2, "channels": 4, "res_channels": 2, "res_blocks": 1}
     assert not models.build("vqvae", (1, 2, 2), 2, **kw).loss_capturable()
     assert models.build("vqvae", (1, 2, 2), 2, restart_dead=False, **kw).loss_capturable()
+
+
+def test_perplexity_of_given_counts():
+    """Kills `clamp(min=1)` -> `min=2` on the total of given counts, and `max(total, 1)` ->
+    `max(total, 2)`: one observation of one code has perplexity 1 (given as counts, as codes,
+    or quantised), counts (1, 1) perplexity 2."""
+    assert perplexity(torch.tensor([2]), 3).item() == pytest.approx(1.0)
+    assert quantizer(k=4, d=2)(torch.zeros(1, 2, 1, 1))["perplexity"].item() == pytest.approx(1.0)
+    assert perplexity(None, 3, counts=torch.tensor([0.0, 1.0, 0.0])).item() == pytest.approx(1.0)
+    assert perplexity(None, 3, counts=torch.tensor([1.0, 0.0, 1.0])).item() == pytest.approx(2.0)
+
+
+def test_a_loaded_uninitialised_state_is_initialised_again():
+    """load_state_dict forgets that the codebook was initialised: loading a state whose k-means
+    start has not happened yet makes the next training call run it. Kills the flag set to True
+    on load (the codebook would stay at the previous batch's centres)."""
+    torch.manual_seed(0)
+    centres = torch.tensor([[5.0, 0.0], [-5.0, 0.0], [0.0, 5.0], [0.0, -5.0]])
+    z = (centres.repeat(16, 1) + 0.1 * torch.randn(64, 2)).t().reshape(1, 2, 8, 8)
+    q = quantizer(k=4, d=2, kmeans_init=True)
+    q(z)
+    q.load_state_dict(quantizer(k=4, d=2, kmeans_init=True).state_dict())
+    q(z + 20.0)
+    dist = torch.cdist(centres + 20.0, q.embedding.data)
+    assert dist.min(1).values.max() < 0.2
+
+
+def test_counts_stay_right_when_the_batch_size_changes():
+    """The quantizer caches its vector of ones by size: calls of 2, 3 and 2 images report the
+    perplexity of their own codes. Kills a cache reused at another size (`or` -> `and`,
+    `!= n` -> `== n`)."""
+    torch.manual_seed(0)
+    q = quantizer(k=8, d=2)
+    for n in (2, 3, 2):
+        out = q(torch.randn(n, 2, 2, 2) * 0.5)
+        p = torch.bincount(out["codes"].flatten(), minlength=8).double() / out["codes"].numel()
+        expected = math.exp(-sum(x * math.log(x) for x in p.tolist() if x > 0))
+        assert out["perplexity"].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_loss_reports_the_codebook_health_of_its_batch():
+    """The loss's perplexity, codes_used and restarted are the quantizer's for that batch.
+    Kills the keys renamed (the panels that show codebook health would find nothing)."""
+    torch.manual_seed(0)
+    m = models.build("vqvae", (1, 4, 4), 2, num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=1,
+                     ema=False, kmeans_init=False, restart_dead=False)  # the call leaves the codebook as it is
+    x = batch((1, 4, 4))
+    out = m.loss(x)
+    codes = m.encode_codes(x)
+    assert out["perplexity"].item() == pytest.approx(perplexity(codes, 8).item(), rel=1e-5)
+    assert out["codes_used"].item() == m.quantizer.codes_used().item() >= 1
+    assert out["restarted"].item() == 0
+
+
+def test_decode_latent_passes_mean_on():
+    """Kills `mean=mean` dropped in decode_latent: with mean=False the images are draws (0 or 1
+    for binarised data), not the Bernoulli means."""
+    torch.manual_seed(0)
+    m = models.build("vqvae", (1, 4, 4), 2, num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=1).eval()
+    z_e = m.encode(batch((1, 4, 4)))
+    assert set(m.decode_latent(z_e, mean=False).unique().tolist()) <= {0.0, 1.0}
+    assert not set(m.decode_latent(z_e).unique().tolist()) <= {0.0, 1.0}
+
+
+def test_vqvae_hyper_parameter_bounds_and_downsampling():
+    """The smallest allowed values build and the next ones down raise; ``downsamples`` caps the
+    halvings (4x4 -> a 2x2 grid with 1, 4x4 with 0); a learned scale is a parameter. Kills the
+    boundary and `or` -> `and` mutants of the check, `most=downsamples` dropped and
+    `learn_sigma` not passed on."""
+    kw = {"num_codes": 4, "code_dim": 2, "channels": 2, "res_channels": 1}
+    assert models.build("vqvae", (1, 4, 4), 2, res_blocks=0, downsamples=1, beta=0.0, **kw).code_shape == (2, 2)
+    assert models.build("vqvae", (1, 4, 4), 2, downsamples=0, **kw).code_shape == (4, 4)
+    for bad in ({"channels": 1}, {"res_channels": 0}, {"res_blocks": -1}, {"downsamples": -1}, {"beta": -0.1}):
+        with pytest.raises(ValueError):
+            models.build("vqvae", (1, 4, 4), 2, **{**kw, **bad})
+    m = models.build("vqvae", (1, 4, 4), 256, likelihood="mse", learn_sigma=True, **kw)
+    assert any(p is m.likelihood.log_sigma for p in m.parameters())
