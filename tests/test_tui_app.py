@@ -14,7 +14,7 @@ import pytest
 from textual.widgets import DataTable, Input, RichLog, Select, Static
 from textual_plot import PlotWidget
 
-from tests.tui_fakes import FixedQueue, classifier_eval, job_info, make_run
+from tests.tui_fakes import FixedQueue, classifier_eval, job_info, make_run, wait_for
 from workbench.tui.app import create_app
 from workbench.tui.screens.confirm import ConfirmScreen
 from workbench.tui.screens.detail import DetailScreen
@@ -35,22 +35,13 @@ def table_rows(table: DataTable) -> list[list[str]]:
     return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
 
 
-async def wait_for(pilot, condition, timeout=60.0, step=0.1):
-    """Let the app run until ``condition()`` holds (a real queue works in threads)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await pilot.pause(step)
-
-
 async def open_table(pilot, key, screen_type, ready):
     """Press ``key`` (on the jobs screen): the ``screen_type`` it opens and its table, once ``ready(table)``."""
     await pilot.press(key)
     screen = pilot.app.screen
     assert isinstance(screen, screen_type)
     table = screen.query_one(DataTable)
-    await wait_for(pilot, lambda: ready(table), timeout=10)
+    await wait_for(pilot, lambda: ready(table))
     return screen, table
 
 
@@ -69,7 +60,7 @@ async def test_jobs_table_shows_queue_with_sparkline(tmp_path):
         await pilot.pause()
         assert isinstance(app.screen, JobsScreen)
         table = app.screen.query_one(JobTable)
-        await wait_for(pilot, lambda: len(table_rows(table)[0][10]) > 4, timeout=10)  # read in a thread
+        await wait_for(pilot, lambda: len(table_rows(table)[0][10]) > 4)  # read in a thread
         rows = table_rows(table)
         assert rows[0][:7] == ["j1", "tiny", "made", "fashion-mnist", "cpu", "running", "12/24"]
         assert rows[0][7:10] == ["510.2", "4,310", "1m15s"]
@@ -112,7 +103,7 @@ async def test_failure_is_announced_and_its_error_shown(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         queue.set("j1", state="failed", error="loss became NaN at step 7; lower train.lr")
-        await wait_for(pilot, lambda: app.jobs[0].state == "failed", timeout=5)
+        await wait_for(pilot, lambda: app.jobs[0].state == "failed")
         await pilot.pause()
         assert any("j1 (tiny) failed: loss became NaN" in n.message for n in app._notifications)
         assert "j1: loss became NaN" in str(app.screen.query_one("#jobs-hint", Static).render())
@@ -191,7 +182,7 @@ async def test_quit_asks_when_jobs_run_and_shuts_down_with_checkpoints(tmp_path)
         await pilot.press("q")
         await pilot.pause()
         await pilot.press("y")
-        await wait_for(pilot, lambda: queue.closed, timeout=10)
+        await wait_for(pilot, lambda: queue.closed)
     assert ("shutdown", True, True) in queue.calls
 
 
@@ -241,7 +232,7 @@ async def _fill_form(pilot, app, preset: Path):
     screen = app.screen
     assert isinstance(screen, NewJobScreen)
     screen.choose(preset)
-    await wait_for(pilot, lambda: len(screen.query("#fields Input")) > 0, timeout=10)
+    await wait_for(pilot, lambda: len(screen.query("#fields Input")) > 0)
     return screen
 
 
@@ -258,7 +249,7 @@ async def test_new_job_form_validates_inline_then_submits_overrides(tiny_preset,
         assert steps.value == "24"
         steps.value = "-3"
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: "minimum" in str(screen.query_one("#error", Static).render()), timeout=30)
+        await wait_for(pilot, lambda: "minimum" in str(screen.query_one("#error", Static).render()))
         error = str(screen.query_one("#error", Static).render())
         assert "max_steps = -3 is below its minimum 0" in error and "\n" not in error.strip()
         assert queue.calls == [] and app.screen is screen
@@ -266,7 +257,7 @@ async def test_new_job_form_validates_inline_then_submits_overrides(tiny_preset,
         screen.query_one("#after", Select).value = "j1"
         screen.query_one("#device", Select).value = "cpu"
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: not isinstance(app.screen, NewJobScreen), timeout=30)
+        await wait_for(pilot, lambda: not isinstance(app.screen, NewJobScreen))
         assert queue.calls == [("submit", str(preset), ("train.max_steps=8",), "j1", "cpu")]
 
 
@@ -287,10 +278,10 @@ async def test_new_job_form_adds_a_schema_key_the_preset_lacks(tiny_preset, tmp_
         add = screen.query_one("#add-key", Input)
         add.focus()
         await pilot.press(*"run.th")
-        await wait_for(pilot, lambda: add._suggestion == "run.threads", timeout=10)  # completion from the schema
+        await wait_for(pilot, lambda: add._suggestion == "run.threads")  # completion from the schema
         await pilot.press("right")
         assert add.value == "run.threads"
-        await wait_for(pilot, lambda: "model.hidden" in screen.known, timeout=30)  # the model's hyper-parameters too
+        await wait_for(pilot, lambda: "model.hidden" in screen.known)  # the model's hyper-parameters too
         await pilot.press(*" = 1", "enter")
         await pilot.pause()
         assert screen.query_one("#field-run--threads", Input).value == "1" and add.value == ""
@@ -299,7 +290,7 @@ async def test_new_job_form_adds_a_schema_key_the_preset_lacks(tiny_preset, tmp_
         await pilot.pause()
         assert "unknown key 'run.thread' (did you mean run.threads?)" in str(screen.query_one("#error", Static).render())
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: not isinstance(app.screen, NewJobScreen), timeout=30)
+        await wait_for(pilot, lambda: not isinstance(app.screen, NewJobScreen))
         assert queue.calls == [("submit", str(preset), ("run.threads=1",), None, None)]
         assert parse_config(preset.read_text(), str(preset), list(queue.calls[0][2])).run.threads == 1
 
@@ -318,13 +309,13 @@ async def test_new_job_form_keeps_edits_when_the_cursor_visits_another_preset(ti
         screen = await _fill_form(pilot, app, first)
         screen.query_one("#field-train--max_steps", Input).value = "8"
         screen.choose(second)
-        await wait_for(pilot, lambda: screen.preset == second and len(screen.query("#fields Input")) > 0, timeout=10)
+        await wait_for(pilot, lambda: screen.preset == second and len(screen.query("#fields Input")) > 0)
         assert screen.query_one("#field-train--max_steps", Input).value == "24"
         screen.choose(first)
-        await wait_for(pilot, lambda: screen.preset == first and len(screen.query("#fields Input")) > 0, timeout=10)
+        await wait_for(pilot, lambda: screen.preset == first and len(screen.query("#fields Input")) > 0)
         assert screen.query_one("#field-train--max_steps", Input).value == "8"
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: not isinstance(app.screen, NewJobScreen), timeout=30)
+        await wait_for(pilot, lambda: not isinstance(app.screen, NewJobScreen))
         assert queue.calls == [("submit", str(first), ("train.max_steps=8",), None, None)]
 
 
@@ -390,7 +381,7 @@ async def test_new_job_form_error_is_one_clean_line(tmp_path, monkeypatch):
         screen.query_one("#field-model--num_masks", Input).value = '"x"'
         await pilot.press("ctrl+s")
         error = lambda: str(screen.query_one("#error", Static).render())  # noqa: E731
-        await wait_for(pilot, lambda: "must be" in error(), timeout=30)
+        await wait_for(pilot, lambda: "must be" in error())
         assert error() == 'made.toml: model.num_masks must be an integer, got "x"'
         assert queue.calls == []
 
@@ -627,4 +618,4 @@ async def test_fid_panel_fills_from_eval_json_with_references(tmp_path):
         assert queue.calls == [("submit_eval", str(pending), 5000)]
         assert "j1" in table_rows(table)[1][-1]
         (pending / "eval.json").write_text(__import__("json").dumps(classifier_eval(30.0)))
-        await wait_for(pilot, lambda: table_rows(table)[1][4] == "30", timeout=10)
+        await wait_for(pilot, lambda: table_rows(table)[1][4] == "30")

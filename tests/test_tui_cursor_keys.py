@@ -3,12 +3,11 @@ the home, the runs browser, the FID/IS panel, the new-job form's presets and the
 Each list takes these keys from ``workbench.tui.widgets.table.CURSOR_BINDINGS``."""
 from __future__ import annotations
 
-import time
 
 import pytest
 from textual.widgets import DataTable, OptionList
 
-from tests.tui_fakes import FixedQueue, classifier_eval, job_info, make_run
+from tests.tui_fakes import FixedQueue, classifier_eval, job_info, make_run, wait_for
 from workbench.tui.app import create_app
 from workbench.tui.screens import newjob
 
@@ -21,13 +20,6 @@ def position(widget) -> int | None:
 
 def length(widget) -> int:
     return widget.row_count if isinstance(widget, DataTable) else widget.option_count
-
-
-async def wait_for(pilot, condition, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await pilot.pause(0.05)
 
 
 async def check_cursor_keys(pilot, widget) -> None:

@@ -6,14 +6,13 @@ unconditional MADE, mix and T while interpolating)."""
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from textual.app import App
 from textual.binding import Binding
 
 from tests.conftest import offline_workspace, preset_text, train_tiny
-from tests.tui_fakes import FixedQueue, job_info, make_run
+from tests.tui_fakes import FixedQueue, job_info, make_run, wait_for
 from workbench.tui import settings
 from workbench.tui.app import create_app
 from workbench.tui.screens.detail import DetailScreen
@@ -47,13 +46,6 @@ def halfcell():
     settings.use_image_protocol("halfcell")
     yield
     settings.use_image_protocol("auto")
-
-
-async def wait_for(pilot, condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await pilot.pause(0.05)
 
 
 async def open_help(pilot) -> HelpScreen:

@@ -6,24 +6,16 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.tui_fakes import FixedQueue, job_info, make_run
+from tests.tui_fakes import FixedQueue, job_info, make_run, wait_for
 from workbench import events as ev
 from workbench.tui.app import create_app
 from workbench.tui.screens.detail import DetailScreen
 from workbench.tui.steplog import ROW, StepLog
 from workbench.tui.widgets.job_panes import JobPanes, metrics_line
-
-
-async def wait_for(pilot, condition, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await pilot.pause(0.05)
 
 
 def append_rows(run: Path, *steps: int) -> None:

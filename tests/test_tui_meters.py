@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.tui_fakes import FixedQueue, job_info, make_run
+from tests.tui_fakes import FixedQueue, job_info, make_run, wait_for
 from workbench.resources import ResourceMonitor
 from workbench.tui.app import create_app, run_sparkline
 from workbench.tui.widgets.job_panes import JobPanes
@@ -110,14 +110,6 @@ def fixed_app(tmp_path, jobs, monitor=None):
     app = create_app(tmp_path / "runs", queue=FixedQueue(jobs), image_protocol="halfcell")
     app.resource_monitor = monitor
     return app
-
-
-async def wait_for(pilot, condition, tries=100):
-    for _ in range(tries):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not reached")
 
 
 @pytest.mark.asyncio

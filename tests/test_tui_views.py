@@ -12,21 +12,13 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input, Static
 
-from tests.tui_fakes import FixedQueue, count_reads, job_info, make_run
+from tests.tui_fakes import FixedQueue, count_reads, job_info, make_run, wait_for
 from workbench.tui import settings
 from workbench.tui.app import create_app
 from workbench.tui.screens.detail import DetailScreen
 from workbench.tui.screens.runs import RunsScreen
 
 SIZE = (120, 40)
-
-
-async def wait_for(pilot, condition, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await pilot.pause(0.05)
 
 
 def rows_of(table: DataTable) -> list[list[str]]:
@@ -265,7 +257,6 @@ async def test_fid_panel_title_shows_n_at_80_columns(tmp_path):
         await wait_for(pilot, lambda: f"n = {SAMPLE_COUNTS[1]}" in visible())
 
 
-
 @pytest.mark.asyncio
 async def test_runs_browser_footer_keeps_sample_and_evaluate_at_80_columns(tmp_path):
     """Bug caught (tmux walk at 80x24): the footer offered R for finished runs and o, O as two
@@ -315,7 +306,8 @@ async def test_detail_footer_shows_the_keys_of_the_open_tab(tmp_path):
         def shown():
             return {k.key for k in screen.query_one(KeyFooter).children if k.region.width and k.region.right <= 80}
 
-        assert {"l", "m"} <= shown() and "left_square_bracket" not in shown()
+        await wait_for(pilot, lambda: {"l", "m"} <= shown())
+        assert "left_square_bracket" not in shown()
         await pilot.press("2")
         await wait_for(pilot, lambda: "left_square_bracket" in shown() and "z" in shown())
         assert not {"l", "m"} & shown()

@@ -184,3 +184,15 @@ def count_reads(monkeypatch, module):
 
     monkeypatch.setattr(module, "open", lambda *a: Counting(real_open(*a)), raising=False)
     return reads
+
+
+async def wait_for(pilot, condition, timeout: float = 60.0, step: float = 0.05) -> None:
+    """Let the app run until ``condition()`` holds (workers and a real queue run in threads). The
+    timeout is a deadline for a failure, never a wait: long, because the suite must pass on a
+    2-core machine under load."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"condition not reached in {timeout:.0f} s"
+        await pilot.pause(step)
