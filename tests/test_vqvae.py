@@ -468,3 +468,60 @@ def test_vqvae_hyper_parameter_bounds_and_downsampling():
             models.build("vqvae", (1, 4, 4), 2, **{**kw, **bad})
     m = models.build("vqvae", (1, 4, 4), 256, likelihood="mse", learn_sigma=True, **kw)
     assert any(p is m.likelihood.log_sigma for p in m.parameters())
+
+
+def test_perplexity_of_no_codes_is_one():
+    """An empty code tensor (an empty batch) has perplexity exp(0) = 1, not NaN. Kills the
+    guard `max(total, 1)` skipped for an integer total (0 / 0)."""
+    assert perplexity(torch.zeros(0, 3, 3, dtype=torch.long), 4).item() == 1.0
+
+
+def test_default_likelihood_is_bernoulli_for_binarised_data_and_logistic_for_grey():
+    """likelihood = "auto" resolves with the model's levels. Kills the levels not passed to
+    resolve_likelihood (a binarised VQ-VAE would be scored with a 2-level logistic)."""
+    kw = {"num_codes": 4, "code_dim": 2, "channels": 4, "res_channels": 2, "res_blocks": 1}
+    assert models.build("vqvae", (1, 4, 4), 2, **kw).likelihood.kind == "bce"
+    assert models.build("vqvae", (1, 4, 4), 256, **kw).likelihood.kind == "logistic"
+
+
+def test_configured_decay_reaches_the_ema_update():
+    """One EMA step with decay 0.5 from a fresh codebook: N_k = 0.5 * 1 + 0.5 * n_k for the
+    configured decay. Kills `decay` not passed from VQVAE to its quantizer (0.99 instead)."""
+    m = models.build("vqvae", (1, 4, 4), 2, num_codes=4, code_dim=2, channels=4, res_channels=2,
+                     res_blocks=1, ema=True, decay=0.5, kmeans_init=False, restart_dead=False)
+    q = m.quantizer
+    before = q.ema_count.clone()
+    z = torch.randn(2, 2, 2, 2)
+    codes = q(z)["codes"]
+    n = torch.bincount(codes.flatten(), minlength=4).float()
+    assert torch.allclose(q.ema_count, 0.5 * before + 0.5 * n, atol=1e-6)
+
+
+def test_codebook_starts_uniform_in_plus_minus_one_over_k():
+    """Without k-means the codebook starts as U(-1/K, 1/K), the usual VQ-VAE start: every
+    entry inside the interval and both halves used. Kills a bound dropped, doubled or
+    multiplied by K."""
+    torch.manual_seed(0)
+    k = 16
+    e = quantizer(k=k, d=32).embedding.data
+    assert e.abs().max().item() <= 1.0 / k
+    assert e.max().item() > 0.9 / k and e.min().item() < -0.9 / k
+
+
+def test_a_bfloat16_encoder_output_is_quantised_in_float32():
+    """Under autocast the encoder hands over bfloat16: the quantizer computes its distances and
+    returns z_q in float32, and the loss's reconstruction term is float32 too, equal to the
+    float32 model's within bfloat16 rounding. Kills the casts inverted or dropped in
+    VectorQuantizer.forward and VQVAE.loss."""
+    torch.manual_seed(0)
+    q = quantizer(k=8, d=2)
+    z = torch.randn(2, 2, 3, 3).bfloat16()
+    out, ref = q(z), q(z.float())
+    assert out["z_q"].dtype == torch.float32 and torch.equal(out["codes"], ref["codes"])
+    m = models.build("vqvae", (1, 4, 4), 2, num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=1,
+                     ema=False, kmeans_init=False, restart_dead=False)
+    x = batch((1, 4, 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = m.loss(x)
+    assert low["recon"].dtype == torch.float32
+    assert low["recon"].item() == pytest.approx(m.loss(x)["recon"].item(), rel=0.05)
