@@ -138,3 +138,17 @@ def test_every_conditional_reads_its_immediate_predecessor(levels):
             out, prev = int(order[t]), int(order[t - 1])
             assert paths[out, prev] > 0, f"mask set {k}: conditional {t} has no path from its predecessor"
             assert jac[out, prev] != 0, f"mask set {k}: conditional {t} does not read its predecessor"
+
+
+def test_eval_loss_with_several_mask_sets_is_the_ensemble_nll():
+    """In eval mode a MADE with several mask sets reports the NLL of its mask ensemble,
+    -log_prob(x, y).mean(), with the labels passed on. Kills the sign flipped and x or y
+    dropped in that branch of loss (found by the 2026-12-06 mutmut run)."""
+    torch.manual_seed(0)
+    m = models.build("made", (1, 2, 2), 2, num_classes=3, hidden=(8,), num_masks=2).eval()
+    x = torch.randint(2, (5, 1, 2, 2)).float()
+    y = torch.tensor([0, 1, 2, 0, 1])
+    nll = m.loss(x, y)["loss"]
+    assert nll.item() > 0
+    assert torch.allclose(nll, -m.log_prob(x, y).mean())
+    assert not torch.allclose(nll, -m.log_prob(x, (y + 1) % 3).mean())
