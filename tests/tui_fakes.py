@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 
 from workbench.jobs import JobInfo
 
@@ -190,8 +191,6 @@ async def wait_for(pilot, condition, timeout: float = 60.0, step: float = 0.05) 
     """Let the app run until ``condition()`` holds (workers and a real queue run in threads). The
     timeout is a deadline for a failure, never a wait: long, because the suite must pass on a
     2-core machine under load."""
-    import time
-
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"condition not reached in {timeout:.0f} s"
