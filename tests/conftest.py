@@ -96,6 +96,15 @@ def user_config_home(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def halfcell():
+    """Images drawn as half-block cells whatever the terminal; the automatic choice after."""
+    from workbench.tui import settings  # only the app's tests import Textual
+    settings.use_image_protocol("halfcell")
+    yield
+    settings.use_image_protocol("auto")
+
+
+@pytest.fixture
 def isolated(tmp_path, monkeypatch):
     """No network, no user cache: every file the test touches lives under tmp_path."""
     monkeypatch.setenv("GENWB_CACHE", str(tmp_path / "cache"))

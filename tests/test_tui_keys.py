@@ -13,14 +13,13 @@ from textual.binding import Binding
 
 from tests.conftest import offline_workspace, preset_text, train_tiny
 from tests.tui_fakes import FixedQueue, job_info, make_run, wait_for
-from workbench.tui import settings
 from workbench.tui.app import create_app
 from workbench.tui.screens.detail import DetailScreen
 from workbench.tui.screens.help import HelpScreen
 from workbench.tui.screens.sampling import SamplingScreen
 from workbench.tui.widgets.footer import footer_bindings
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.usefixtures("halfcell")]
 CAMEL = re.compile(r"\b[A-Z][a-z0-9]+[A-Z]\w*")  # JobTable, DataTable, ListTable, CurvesPanel
 INTERNALS = {"Page up", "Page down", "Top", "Bottom", "Home", "End", "Cursor left", "Cursor right",
              "Copy selected text", "Focus Next", "Focus Previous", "palette", "Select"}
@@ -39,13 +38,6 @@ def trained(tmp_path_factory):
             (root / f"{name}.toml").write_text(text)
             out[name] = train_tiny(root / f"{name}.toml", root / "runs", ["train.max_steps=4"])
         yield out
-
-
-@pytest.fixture(autouse=True)
-def halfcell():
-    settings.use_image_protocol("halfcell")
-    yield
-    settings.use_image_protocol("auto")
 
 
 async def open_help(pilot) -> HelpScreen:

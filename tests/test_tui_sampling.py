@@ -21,6 +21,8 @@ from workbench.tui import settings
 from workbench.tui.screens.sampling import INTERP_STEPS, SamplingScreen
 from workbench.tui.widgets.image_grid import HIGHLIGHT, ImageGrid, arrange, enlarge, split_grid, whole_scale
 
+pytestmark = pytest.mark.usefixtures("halfcell")
+
 # Two mask sets: the animation must end on the draw even when each image picks its own.
 PRESETS = {
     "made": (preset_text('name = "made"\nconditional = true\nhidden = [32]\nnum_masks = 2', "made"), ["train.max_steps=6"]),
@@ -36,13 +38,6 @@ def runs(tmp_path_factory):
             (root / f"{name}.toml").write_text(text)
             made[name] = train_tiny(root / f"{name}.toml", root / "runs", overrides)
         yield made
-
-
-@pytest.fixture(autouse=True)
-def halfcell():
-    settings.use_image_protocol("halfcell")
-    yield
-    settings.use_image_protocol("auto")
 
 
 class SessionApp(App):
