@@ -4,6 +4,7 @@ conditional normalised over 256 levels, log_prob the sum of the conditionals the
 from, the R -> G -> B dependence inside the pixel, fast sampling equal to naive sampling, and
 samples against exp(log_prob)."""
 import itertools
+import math
 
 import pytest
 import torch
@@ -135,3 +136,51 @@ def test_rejects_bad_hyperparameters(hp):
     if "embed_levels" not in hp:
         with pytest.raises(ValueError):
             models.build("row_lstm", (1, 4, 4), 256, **hp)
+
+
+def _reference_conditionals(params, x, levels, temperature=1.0):
+    """PixelCNN++ (Salimans et al., 2017) written out in float64 for one pixel: P(x_c = k | x_<c)
+    (C, L). Rows of ``params`` (groups, M): mixture logits, locations, log-scales (at least -7),
+    then tanh coefficients of the pairs (1, 0), (2, 0), (2, 1); channel c's mean is its location
+    plus coef * v_c' for c' < c, where v = 2 k / (L - 1) - 1 is the level on [-1, 1]; level k
+    has the logistic mass between v_k -+ 1 / (L - 1), with open end bins."""
+    p = params.double().reshape(-1, params.shape[-1] // (1 + 2 * 3 + 3))
+    colors, half = x.shape[-1], 1.0 / (levels - 1)
+    logit_pi, loc, log_scale, coef = p[0] / temperature, p[1:4], p[4:7].clamp(min=-7) + math.log(temperature), p[7:].tanh()
+    k = (x.double() * (levels - 1)).round()
+    v = 2 * k / (levels - 1) - 1
+    pairs = {(1, 0): 0, (2, 0): 1, (2, 1): 2}
+    weights, out = torch.log_softmax(logit_pi, 0).exp(), torch.zeros(colors, levels, dtype=torch.float64)
+    for c in range(colors):
+        mean = loc[c] + sum(coef[pairs[(c, e)]] * v[e] for e in range(c))
+        scale = log_scale[c].exp()
+        grid = torch.linspace(-1, 1, levels, dtype=torch.float64)[:, None]
+        upper = torch.where(grid < 1, torch.sigmoid((grid + half - mean) / scale), torch.ones(()))
+        lower = torch.where(grid > -1, torch.sigmoid((grid - half - mean) / scale), torch.zeros(()))
+        mass = upper - lower  # (L, M)
+        out[c] = (mass * weights / weights.sum()).sum(1)
+        weights = weights * mass[int(k[c])]  # what x_c tells of each component
+    return out
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+def test_mixture_is_the_pixelcnnpp_formula_written_out(temperature):
+    """Kills a wrong centring of the conditioning level (``v = 2k / (L - 1) + 1``, ``- 2``,
+    ``* (L - 1)``, ``3 k``, ``L + 1``), the coefficients read from the log-scale rows
+    (``1 - 2 * colors``), the mixture logits read from a location row, the log-scale floor
+    moved (-8 for -7: one scale is set below the floor, at a mean just off a bin edge) and the
+    temperature skipped at T = 2."""
+    levels, m = 5, 2
+    torch.manual_seed(3)
+    params = torch.randn(1 + 6 + 3, m)
+    params[1, 0] = -1 + 2 * 1 / (levels - 1) + 1 / (levels - 1) + 0.001  # red's mean just above an edge
+    params[4, 0] = -7.5                                                    # and its scale below the floor
+    params = params.reshape(-1)
+    x = torch.tensor([[0.25, 0.5, 1.0], [0.0, 1.0, 0.25], [0.75, 0.0, 0.5]])
+    got = mixture_conditionals(params.expand(len(x), -1), x, levels, temperature).double().exp()
+    for i in range(len(x)):
+        assert torch.allclose(got[i], _reference_conditionals(params, x[i], levels, temperature), atol=1e-5), i
+    if temperature == 1.0:
+        joint = torch.stack([_reference_conditionals(params, xi, levels)[range(3), (xi * 4).round().long()].log().sum()
+                             for xi in x])
+        assert torch.allclose(mixture_log_prob(params.expand(len(x), -1), x, levels).double(), joint, atol=1e-5)
