@@ -188,10 +188,10 @@ def shift_down(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, 0, 0, 0, 1, 0))[:, : x.shape[1]]
 
 
-def skew(x: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-    """(n, H, W, ...) -> (n, H, W+H-1, ...) with row i shifted right by i (``fill`` elsewhere)."""
+def skew(x: torch.Tensor) -> torch.Tensor:
+    """(n, H, W, ...) -> (n, H, W+H-1, ...) with row i shifted right by i (zeros elsewhere)."""
     n, h, w, *rest = x.shape
-    padded = torch.cat([x, x.new_full((n, h, h, *rest), fill)], dim=2)
+    padded = torch.cat([x, x.new_zeros((n, h, h, *rest))], dim=2)
     return padded.flatten(1, 2)[:, : h * (w + h - 1)].reshape(n, h, w + h - 1, *rest)
 
 
@@ -411,12 +411,14 @@ class DiagonalBiLSTMLayer(nn.Module):
         hidden = self.hidden
         # Both streams' input-to-state on the image, then skewed into the scan's layout: column
         # by column, both streams stacked on the gates, (W+H-1, n, 2 * 4h, H). The skew fills
-        # the cells that hold no pixel with -inf: their o, f, i gates are exactly 0, so their
-        # c and h are exactly 0 and every row starts from a zero state, with no mask per step.
+        # the cells that hold no pixel with zero gates. The cells before row i's first pixel
+        # read only each other and start at zero, so they stay exactly zero (c = f * 0 + i *
+        # tanh(0), h = o * tanh(0)): every row starts from a zero state, with no mask per step.
+        # The cells after a row's last pixel are never read.
         gates = torch.stack([self.l2r_input(stream), self.r2l_input(self._r2l_source(stream, image).flip(2))], dim=3)
         if self.class_bias is not None:
             gates = gates + self.class_bias(y).view(n, 1, 1, 2, 4 * hidden)
-        gates = skew(gates, -math.inf).permute(2, 0, 3, 4, 1).reshape(-1, n, 8 * hidden, height)
+        gates = skew(gates).permute(2, 0, 3, 4, 1).reshape(-1, n, 8 * hidden, height)
         # The 2 x 1 kernel as a convolution down the column: tap 0 reads the state above (i-1),
         # tap 1 the state before (the previous column, same row); one group per stream.
         weight = self.state_to_state.view(2, 2, hidden, 4 * hidden).permute(0, 3, 2, 1).reshape(8 * hidden, hidden, 2)
@@ -437,8 +439,7 @@ class DiagonalBiLSTMLayer(nn.Module):
         return {
             "bias_l2r": bl, "bias_r2l": br,
             "stream": z(self.output.out_features),  # the stream entering this layer, this row
-            "h": z(self.hidden), "c": z(self.hidden),  # left-to-right, this row
-            "h_above": z(self.hidden),                 # left-to-right, row r-1
+            "h": z(self.hidden), "c": z(self.hidden),  # left-to-right, this row (begin_row keeps row r-1)
             "r2l": z(self.hidden),                     # right-to-left of row r-1: what row r adds
         }
 

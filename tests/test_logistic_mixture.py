@@ -184,3 +184,21 @@ def test_mixture_is_the_pixelcnnpp_formula_written_out(temperature):
         joint = torch.stack([_reference_conditionals(params, xi, levels)[range(3), (xi * 4).round().long()].log().sum()
                              for xi in x])
         assert torch.allclose(mixture_log_prob(params.expand(len(x), -1), x, levels).double(), joint, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", list(SMALL))
+def test_a_conditional_mixture_scores_with_its_labels(kind):
+    """A class-conditional mixture model's log_prob(x, y) is the sum of its conditionals given
+    y, another class scores otherwise, and the head gives ``mixture_param_count(C, mixtures)``
+    parameters per pixel. Kills the labels dropped from the mixture log_prob of Row LSTM and
+    Diagonal BiLSTM, and ``mixtures`` not passed on by DiagonalBiLSTM (it then gets 10)."""
+    model = build(kind, (3, 2, 2), 4, mixtures=3, num_classes=3)
+    x = torch.randint(4, (6, 3, 2, 2)).float() / 3
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        lp = model.log_prob(x, y)
+        assert torch.allclose(lp, discrete_log_prob(model.logits(x, y), model.to_levels(x), 4), atol=1e-4)
+        assert not torch.allclose(lp, model.log_prob(x, (y + 1) % 3), atol=1e-3)
+        out = model._head_output(x, y)
+    params_axis = 1 if kind.endswith("pixelcnn") else -1
+    assert out.shape[params_axis] == mixture_param_count(3, 3)

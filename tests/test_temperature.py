@@ -7,14 +7,15 @@ import torch
 from models.layers import inverse_cdf
 from tests.properties import TINY_HPARAMS, assert_samples_match, tiny_autoregressive
 
-KINDS = list(TINY_HPARAMS) + ["ar", "pixelcnn_mixture"]
+MIXTURES = ["pixelcnn_mixture", "row_lstm_mixture", "diagonal_bilstm_mixture"]
+KINDS = list(TINY_HPARAMS) + ["ar", *MIXTURES]
 
 
 def build(kind, shape=(1, 2, 2), levels=4, std=1.0, **hp):
     if kind == "ar":
         return _ar(shape, levels)
-    if kind == "pixelcnn_mixture":
-        return tiny_autoregressive("pixelcnn", shape, levels, std=std / 2, output="logistic_mixture", mixtures=2)
+    if kind in MIXTURES:  # T tempers the mixture itself (its logits and scales), not the levels' logits
+        return tiny_autoregressive(kind.removesuffix("_mixture"), shape, levels, std=std / 2, output="logistic_mixture", mixtures=2)
     return tiny_autoregressive(kind, shape, levels, std=std, **hp)
 
 
@@ -52,7 +53,7 @@ def test_temperature_one_is_the_untempered_sampler(kind, shape, levels):
     assert torch.equal(model.sample_naive(32, noise=noise, temperature=1.0), reference)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*TINY_HPARAMS, "ar", "pixelcnn_mixture"])
 def test_small_temperature_lowers_the_entropy_and_tends_to_greedy(kind):
     model = build(kind, (1, 3, 3), 4)
     torch.manual_seed(0)
@@ -72,14 +73,16 @@ def test_small_temperature_lowers_the_entropy_and_tends_to_greedy(kind):
     assert torch.equal(model.sample_naive(16, noise=noise_b, temperature=1e-6), greedy)
 
 
-@pytest.mark.parametrize("kind", ["fvsbn", "nade", "pixelcnn", "row_lstm", "ar", "pixelcnn_mixture"])
+@pytest.mark.parametrize("kind", ["fvsbn", "nade", "pixelcnn", "row_lstm", "ar", *MIXTURES])
 @pytest.mark.parametrize("temperature", [0.5, 2.0])
 def test_samples_at_temperature_follow_the_tempered_conditionals(kind, temperature):
     assert_samples_match(build(kind, (1, 2, 2), 4, std=0.5), n=8000, temperature=temperature)
 
 
-@pytest.mark.parametrize("kind", ["fvsbn", "pixelcnn_mixture"])
+@pytest.mark.parametrize("kind", ["fvsbn", *MIXTURES])
 def test_fast_sampler_equals_naive_at_a_temperature(kind):
+    """Kills the temperature dropped from a PixelRNN's mixture sampler or from its
+    ``sampling_logits`` (where the mixture branch is skipped, the levels' logits are divided)."""
     model = build(kind, (3, 2, 2), 4)
     noise = torch.rand(64, 3, 2, 2)
     assert torch.equal(model.sample(64, noise=noise, temperature=0.7), model.sample_naive(64, noise=noise, temperature=0.7))
