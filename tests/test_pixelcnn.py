@@ -134,3 +134,30 @@ def test_rejects_bad_hyperparameters(hp):
 def test_loss_decreases(variant):
     torch.manual_seed(0)
     assert_learns(models.build("pixelcnn", (1, 8, 8), 2, **VARIANTS[variant]), n=32, steps=20)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("shape,hp", [((1, 4, 2), {}), ((1, 4, 4), {"kernel_size": 5, "first_kernel_size": 5})])
+def test_tall_images_and_wider_kernels(variant, shape, hp):
+    """Normalised, and the cached sampler equals the naive one, for an image taller than wide
+    and for 5x5 kernels. Kills the sampler caches sized by the width for the height (a tall
+    image overruns them) and the residual blocks' padding k // 3 (equal to k // 2 at k = 3)."""
+    model = build(shape, 2, num_classes=3, variant=variant, **hp)
+    assert_normalised(model, y=1)
+    assert_fast_sampler_matches_naive(model, n=32)
+
+
+def test_the_label_enters_every_residual_block():
+    """Conditional PixelCNN adds a class bias in every layer, not only in the head: with every
+    other class embedding zeroed, block i's alone still makes the logits depend on the label.
+    Kills a block built without its class embedding (``cond = None``, ``num_classes`` not
+    passed to the blocks)."""
+    x, zeros, ones = torch.rand(4, 1, 3, 3), torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    for i in range(SMALL["num_layers"]):
+        model = build((1, 3, 3), 4, num_classes=3)
+        block = model.stack.blocks[i]
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.Embedding) and m is not block.cond:
+                    m.weight.zero_()
+            assert not torch.allclose(model.logits(x, zeros), model.logits(x, ones)), f"block {i} ignores the label"

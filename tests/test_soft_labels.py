@@ -95,3 +95,16 @@ def test_bad_soft_labels_are_refused():
         model.sample(4, torch.ones(3, K))
     with pytest.raises(ValueError, match="finite"):
         model.sample(4, torch.tensor([float("nan"), 0.0, 1.0]))
+
+
+@pytest.mark.parametrize("kind", ["made", "pixelcnn"])
+def test_soft_labels_of_any_float_dtype(kind):
+    """Class weights in float64 (as numpy hands them over) or bfloat16 give the logits of the
+    same weights in float32. Kills the weights' cast to the model's dtype dropped from
+    ``class_weights`` (MADE) and ``ClassEmbedding`` (PixelCNN)."""
+    model = build(kind)
+    x = torch.randint(0, 4, (2, *model.image_shape)).float() / 3
+    w = torch.tensor([[0.25, 0.75, 0.0], [0.5, 0.0, 0.5]])  # exact in bfloat16
+    with torch.no_grad():
+        for dtype in (torch.float64, torch.bfloat16):
+            assert torch.equal(model.logits(x, w.to(dtype)), model.logits(x, w))
