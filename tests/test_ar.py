@@ -4,6 +4,8 @@ positions, the discretised noise against direct CDF differences, the fast sample
 naive one, class conditioning, and a few training steps."""
 import math
 
+import mpmath as mp
+
 import pytest
 import torch
 from scipy import stats
@@ -121,3 +123,29 @@ def test_rejects_bad_hyperparameters(hp):
 def test_loss_decreases():
     torch.manual_seed(0)
     assert_learns(models.build("ar", (1, 8, 8), 2, p=8), lr=5e-2, gain=1.0)
+
+
+@pytest.mark.parametrize("noise", ["logistic", "gaussian"])
+@pytest.mark.parametrize("loc", [-0.5, 1.5])
+def test_level_masses_far_in_either_tail_in_float32(noise, loc):
+    """Bin edges 31 to 69 scales from the location, in float32: the log masses match a 50-digit
+    mpmath reference and their gradients are finite. Kills the Gaussian tail side chosen by
+    ``a - b`` (always the upper tail: below the location its CDFs underflow) and the log1mexp
+    clamp moved to +1e-12 (the branch torch.where discards then holds log 0, whose gradient
+    turns the kept one into NaN)."""
+    mp.mp.dps = 50
+    levels, scale = 5, 0.02
+    cdf = mp.ncdf if noise == "gaussian" else (lambda z: 1 / (1 + mp.exp(-z)))
+    loc_t = torch.tensor(loc, requires_grad=True)
+    log_scale = torch.tensor(math.log(scale), requires_grad=True)
+    lp = discretized_log_prob(torch.arange(levels), loc_t, log_scale, levels, noise)
+    reference = []
+    for k in range(levels):
+        z_up = mp.inf if k == levels - 1 else (mp.mpf(k + 0.5) / (levels - 1) - loc) / scale
+        z_low = -mp.inf if k == 0 else (mp.mpf(k - 0.5) / (levels - 1) - loc) / scale
+        # Above the location, F(z_up) - F(z_low) = F(-z_low) - F(-z_up): no digit lost to 1 - F.
+        mass = cdf(-z_low) - cdf(-z_up) if loc < 0 else cdf(z_up) - cdf(z_low)
+        reference.append(float(mp.log(mass)))
+    assert torch.allclose(lp.double(), torch.tensor(reference, dtype=torch.float64), rtol=1e-4, atol=1e-5), (lp, reference)
+    lp.sum().backward()
+    assert torch.isfinite(loc_t.grad) and torch.isfinite(log_scale.grad)
