@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import models
+from models.layers import channel_groups
 from tests.properties import (
     CASES,
     assert_autoregressive,
@@ -161,3 +162,42 @@ def test_the_label_enters_every_residual_block():
                 if isinstance(m, nn.Embedding) and m is not block.cond:
                     m.weight.zero_()
             assert not torch.allclose(model.logits(x, zeros), model.logits(x, ones)), f"block {i} ignores the label"
+
+
+def test_the_label_enters_both_stacks_of_every_gated_layer():
+    """Conditional gated PixelCNN adds V^T h to the vertical and the horizontal pre-activations
+    of every layer: with every other class embedding zeroed, each alone makes the logits depend
+    on the label. Kills a layer built without its vertical class bias."""
+    x, zeros, ones = torch.rand(4, 1, 3, 3), torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    for i in range(SMALL["num_layers"] + 1):
+        for stack in ("cond_v", "cond_h"):
+            model = build((1, 3, 3), 4, num_classes=3, variant="gated")
+            keep = getattr(model.stack.layers[i], stack)
+            with torch.no_grad():
+                for m in model.modules():
+                    if isinstance(m, nn.Embedding) and m is not keep:
+                        m.weight.zero_()
+                assert not torch.allclose(model.logits(x, zeros), model.logits(x, ones)), f"layer {i}: {stack} ignored"
+
+
+def test_later_gated_layers_read_their_own_colour_and_add_their_input():
+    """After the first layer (mask A), the horizontal stack's centre tap is mask B: at a pixel,
+    colour group g's pre-activations read group g of the layer's input (and not a later group),
+    and the layer adds its input back (the residual). Kills mask A kept after the first layer
+    (``include_same`` falsy, ``later & same``) and the residual dropped."""
+    model = build((3, 3, 3), 4, variant="gated")
+    layer = model.stack.layers[1]
+    c = layer.h_out.out_channels
+    groups = channel_groups(c, 3)  # the channels in R, G, B thirds
+    v, h = torch.randn(1, c, 3, 3), torch.randn(1, c, 3, 3, requires_grad=True)
+    pre = layer.h_conv(torch.nn.functional.pad(h, (layer.pad, 0, 0, 0)))[0, :, 1, 1]  # (2c,)
+    for out in range(2 * c):
+        (grad,) = torch.autograd.grad(pre[out], h, retain_graph=True)
+        reads = grad[0, :, 1, 1] != 0
+        g = groups[out % c]
+        assert reads[groups == g].any(), f"pre-activation {out} (group {g}) does not read its own group"
+        assert not reads[groups > g].any(), f"pre-activation {out} (group {g}) reads a later group"
+    with torch.no_grad():
+        layer.h_out.weight.zero_()
+        layer.h_out.bias.zero_()
+        assert torch.equal(layer(v, h, None)[1], h), "a later layer does not add its input back"
