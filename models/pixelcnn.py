@@ -88,11 +88,10 @@ def class_embedding(num_classes: int | None, dim: int) -> ClassEmbedding | None:
     return emb
 
 
-def masked_weight(conv: nn.Conv2d, rows: int | None = None) -> torch.Tensor:
-    """The effective weight of a (masked) convolution, its first ``rows`` kernel rows,
+def masked_weight(conv: MaskedConv2d, rows: int | None = None) -> torch.Tensor:
+    """The effective weight of a masked convolution, its first ``rows`` kernel rows,
     flattened to (out, in * kh * kw) once, for computing single output positions."""
-    weight = conv.mask * conv.weight if isinstance(conv, MaskedConv2d) else conv.weight
-    return weight[:, :, :rows].flatten(1).contiguous()
+    return (conv.mask * conv.weight)[:, :, :rows].flatten(1).contiguous()
 
 
 def conv_at(weight: torch.Tensor, bias: torch.Tensor | None, patch: torch.Tensor) -> torch.Tensor:

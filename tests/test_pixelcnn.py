@@ -148,36 +148,25 @@ def test_tall_images_and_wider_kernels(variant, shape, hp):
     assert_fast_sampler_matches_naive(model, n=32)
 
 
-def test_the_label_enters_every_residual_block():
-    """Conditional PixelCNN adds a class bias in every layer, not only in the head: with every
-    other class embedding zeroed, block i's alone still makes the logits depend on the label.
-    Kills a block built without its class embedding (``cond = None``, ``num_classes`` not
-    passed to the blocks)."""
+@pytest.mark.parametrize("variant,expected", [("plain", ["stack.blocks.0.cond", "stack.blocks.1.cond", "head.cond"]),
+                                              ("gated", [f"stack.layers.{i}.cond_{s}" for i in range(3) for s in "vh"] + ["head.cond"])])
+def test_the_label_enters_every_layer(variant, expected):
+    """Conditional PixelCNN adds a class bias V^T h in every layer, not only in one: the plain
+    network in each residual block and the head, the gated one in both stacks of every layer
+    and the head. With every other class embedding zeroed, each alone makes the logits depend
+    on the label. Kills any of them built without its class embedding (``cond = None``,
+    ``num_classes`` not passed on)."""
     x, zeros, ones = torch.rand(4, 1, 3, 3), torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
-    for i in range(SMALL["num_layers"]):
-        model = build((1, 3, 3), 4, num_classes=3)
-        block = model.stack.blocks[i]
+    names = [n for n, m in build((1, 3, 3), 4, num_classes=3, variant=variant).named_modules() if isinstance(m, nn.Embedding)]
+    assert sorted(names) == sorted(expected)
+    for name in expected:
+        model = build((1, 3, 3), 4, num_classes=3, variant=variant)
+        keep = model.get_submodule(name)
         with torch.no_grad():
             for m in model.modules():
-                if isinstance(m, nn.Embedding) and m is not block.cond:
+                if isinstance(m, nn.Embedding) and m is not keep:
                     m.weight.zero_()
-            assert not torch.allclose(model.logits(x, zeros), model.logits(x, ones)), f"block {i} ignores the label"
-
-
-def test_the_label_enters_both_stacks_of_every_gated_layer():
-    """Conditional gated PixelCNN adds V^T h to the vertical and the horizontal pre-activations
-    of every layer: with every other class embedding zeroed, each alone makes the logits depend
-    on the label. Kills a layer built without its vertical class bias."""
-    x, zeros, ones = torch.rand(4, 1, 3, 3), torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
-    for i in range(SMALL["num_layers"] + 1):
-        for stack in ("cond_v", "cond_h"):
-            model = build((1, 3, 3), 4, num_classes=3, variant="gated")
-            keep = getattr(model.stack.layers[i], stack)
-            with torch.no_grad():
-                for m in model.modules():
-                    if isinstance(m, nn.Embedding) and m is not keep:
-                        m.weight.zero_()
-                assert not torch.allclose(model.logits(x, zeros), model.logits(x, ones)), f"layer {i}: {stack} ignored"
+            assert not torch.allclose(model.logits(x, zeros), model.logits(x, ones)), f"{name} ignores the label"
 
 
 def test_later_gated_layers_read_their_own_colour_and_add_their_input():
