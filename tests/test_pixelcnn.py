@@ -190,3 +190,18 @@ def test_later_gated_layers_read_their_own_colour_and_add_their_input():
         layer.h_out.weight.zero_()
         layer.h_out.bias.zero_()
         assert torch.equal(layer(v, h, None)[1], h), "a later layer does not add its input back"
+
+
+@pytest.mark.parametrize("shape,hp", [
+    ((1, 2, 2), dict(kernel_size=1, first_kernel_size=1)),  # a 1x1 mask-A network: each pixel alone
+    ((1, 2, 2), dict(num_layers=0)),
+    ((1, 2, 2), dict(hidden_channels=2, head_channels=1)),  # 2 per colour in the plain network
+    ((3, 1, 2), dict(hidden_channels=6, head_channels=3)),
+    ((3, 1, 2), dict(gated=True, hidden_channels=3, head_channels=3)),  # 1 per colour in the gated one
+    ((1, 2, 2), dict(embed_levels=True, embed_dim=1)),
+])
+def test_the_smallest_valid_hyperparameters_build_and_normalise(shape, hp):
+    """The limits of the checks are the model's own: kills each check tightened by one
+    (``<= 1`` or ``< 2`` for ``< 1``, ``< 1`` for ``< 0`` layers, ``3 * colors`` or the plain
+    minimum for the gated one, ``<=`` for ``<``)."""
+    assert_normalised(models.build("pixelcnn", shape, 4, **{**SMALL, **hp}))

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import models
+from models.pixelrnn import lstm_scan
 from tests.properties import assert_autoregressive, assert_normalised, assert_samples_match, dependencies
 
 NAMES = ["row_lstm", "diagonal_bilstm"]
@@ -155,7 +156,6 @@ def test_bad_hyperparameters():
 def test_lstm_scan_backward_is_the_gradient(groups, kernel, padding):
     """The recurrence's hand-written backward (both models' configurations: the Row LSTM's k x 1
     kernels, the Diagonal BiLSTM's two streams with a 2 x 1 kernel) against finite differences."""
-    from models.pixelrnn import lstm_scan
 
     torch.manual_seed(0)
     hidden = 3
@@ -201,3 +201,15 @@ def test_each_layer_stepped_pixel_by_pixel_equals_its_parallel_pass(name, kernel
             layer.begin_row(state, r, image[:, r - 1] if r else torch.zeros(n, w, c))
             for j in range(w):
                 assert torch.allclose(layer.step(state, stream[:, r, j], j), parallel[:, r, j], atol=1e-5), (r, j)
+
+
+def test_lstm_scan_runs_in_float32_under_bf16_autocast():
+    """Given bfloat16 gates and weights under autocast, the scan returns float32 states equal to
+    float32's scan of the same values: the state carried over hundreds of steps is never
+    rounded to 8 bits. Kills the float32 cast dropped (``... and False``)."""
+    torch.manual_seed(0)
+    gates, weight = torch.randn(12, 2, 8, 5).bfloat16(), (torch.randn(8, 2, 3) * 0.5).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        states = lstm_scan(gates, weight, 1)
+    assert states.dtype == torch.float32
+    assert torch.allclose(states, lstm_scan(gates.float(), weight.float(), 1), atol=1e-6)
