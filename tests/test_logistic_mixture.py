@@ -202,3 +202,19 @@ def test_a_conditional_mixture_scores_with_its_labels(kind):
         out = model._head_output(x, y)
     params_axis = 1 if kind.endswith("pixelcnn") else -1
     assert out.shape[params_axis] == mixture_param_count(3, 3)
+
+
+@pytest.mark.parametrize("kind", list(SMALL))
+def test_one_logistic_is_a_mixture_too(kind):
+    """``mixtures = 1`` is the smallest mixture (a single discretised logistic per pixel): it
+    builds and normalises. Kills ``< 2`` and ``<= 1`` for ``< 1`` in the check."""
+    assert_normalised(build(kind, (3, 1, 2), 3, mixtures=1), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", list(SMALL))
+def test_every_mask_is_zero_or_one(kind):
+    """A mask only cuts connections; it never scales the weights it keeps (which would change
+    their initial scale and learning rate). Kills a mask entry set to 2."""
+    model = build(kind, (3, 3, 3), 4)
+    masks = [b for name, b in model.named_buffers() if "mask" in name]
+    assert masks and all(set(m.unique().tolist()) <= {0.0, 1.0} for m in masks)

@@ -112,3 +112,13 @@ def test_vae_temperature_scales_the_prior():
     assert torch.equal(model.sample(8, mean=True, temperature=0.5), model.sample(8, z=0.5 * z, mean=True))
     with pytest.raises(ValueError, match="temperature"):
         model.sample(2, temperature=0)
+
+
+def test_a_uniform_just_below_one_draws_a_valid_level():
+    """In float32 the CDF of 256 levels often ends below the largest uniform torch.rand gives
+    (1 - 2^-24): the draw must still be a level, the last. Kills the clamp at L + 1."""
+    torch.manual_seed(0)
+    logits = torch.randn(4000, 256) * 3
+    assert (torch.softmax(logits, -1).cumsum(-1)[:, -1] < 1 - 2**-24).any(), "no CDF ends short of the uniform"
+    draws = inverse_cdf(logits, torch.full((4000,), 1 - 2**-24), 256)
+    assert draws.max() == 255
