@@ -30,6 +30,15 @@ def pytest_configure(config):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
+def pytest_collection_modifyitems(config, items):
+    # The app's tests drive it end to end (Pilot sessions over trained runs, real terminals): with
+    # the other end-to-end tests they are `slow`, so that `-m "not slow"` is a quick loop over the
+    # library's own tests. The README's test command runs them all.
+    for item in items:
+        if item.path.name.startswith("test_tui_"):
+            item.add_marker(pytest.mark.slow)
+
+
 def descendants(pid: int) -> list[int]:
     """Every living descendant of ``pid``, whatever its session or process group (through /proc)."""
     found, todo = [], [pid]

@@ -41,6 +41,7 @@ def test_only_the_tui_package_imports_textual():
     assert offenders == []
 
 
+@pytest.mark.slow
 def test_headless_run_never_imports_textual(tiny_preset, isolated):
     env = {**os.environ}
     out = _python("import sys\nfrom workbench.cli import main\n"
@@ -50,6 +51,7 @@ def test_headless_run_never_imports_textual(tiny_preset, isolated):
     assert "EXIT 0" in out.stdout and "LOADED []" in out.stdout, out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_diff_and_export_load_only_what_they_were_asked_for(tiny_preset, isolated):
     """genwb diff reads files (no torch, no extra); export tensorboard loads tensorboardX (whose
     package imports torch itself) and not wandb."""

@@ -107,6 +107,7 @@ def test_test_nll_is_computed_when_the_trainer_did_not_write_it(tiny_run):
     assert [p for p, _ in fractions] == ["sampling"] * 2 + ["features of the samples"] * 2 + ["test likelihood"] * 3
 
 
+@pytest.mark.slow
 def test_the_classifiers_first_training_says_so_and_prints_progress_lines_to_a_file(tiny_run, isolated, capfd):
     """Mutants: a silent first training (the 41 silent minutes of issue 16), no progress lines
     when stdout is a file, the training phase missing from the queue's (phase, fraction)."""
@@ -137,6 +138,7 @@ def test_the_classifiers_first_training_says_so_and_prints_progress_lines_to_a_f
     assert int(training[1]) >= 10 and float(training[2]) == 1.0
 
 
+@pytest.mark.slow
 def test_conditional_run_gets_balanced_samples_and_conditional_accuracy(tiny_preset, isolated, monkeypatch):
     run = train_tiny_run(tiny_preset, isolated / "runs", ["model.conditional=true"])
     asked = []
@@ -244,6 +246,7 @@ def test_the_test_nll_says_which_bound_and_whether_a_density(name, hparams, boun
     assert ("density" in text) is density
 
 
+@pytest.mark.slow
 def test_eval_json_keeps_each_extractor_and_n_with_its_checkpoint_step(tiny_run, tmp_path):
     """Mutants: ``-n 1000`` replacing the n=10000 figures (the old single record per extractor),
     a missing checkpoint step, no warning while the run trains. Old files (flat records only) are

@@ -26,6 +26,7 @@ def wandb_records(run_folder) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 def test_export_writes_an_offline_run_with_every_scalar_images_config_and_summary(tiny_data, isolated, monkeypatch):
     """Kills: a scalar left out or at another step, images missing, the summary not from
     eval.json, and a run that goes online because the environment said so."""

@@ -455,6 +455,7 @@ def test_sigterm_mid_run_checkpoints_then_resumes_with_metrics_exactly_once(tiny
     assert _steps(run_dir) == sorted(set(range(2, total + 1, 2)) | {total})  # the last step is always logged
 
 
+@pytest.mark.slow
 def test_kill_9_before_the_first_checkpoint_then_resume(tiny_preset, isolated):
     proc = _start(tiny_preset, isolated, "--set", "train.checkpoint_every=0")
     run_dir = _wait_for_rows(isolated, proc, rows=1)

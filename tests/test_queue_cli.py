@@ -70,6 +70,7 @@ def test_commands_and_their_errors(tiny_preset, isolated):
     assert cli.invoke(main, ["queue", "list", "--runs", runs]).stdout.splitlines()[-1].split()[:3] == ["j3", f"eval-{Path(run_dir).name}", "queued"]
 
 
+@pytest.mark.slow
 def test_a_second_process_adds_and_cancels_while_the_owner_works(tiny_preset, isolated):
     runs = isolated / "runs"
     owner = JobQueue(runs, cpu_slots=1)

@@ -175,6 +175,7 @@ def test_a_run_without_a_checkpoint_is_one_line(runs, tmp_path):
     assert result.exit_code == 2 and "no checkpoint yet" in result.stderr and result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_sample_never_imports_textual(runs):
     paths, _, root = runs
     code = ("import sys\nfrom workbench.cli import main\n"

@@ -10,6 +10,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 INNER_CONFTEST = """
@@ -50,6 +52,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_tests_see_the_cpu_unless_marked_cuda_and_leave_no_process(tmp_path):
     """Catches: the fixture not hiding CUDA from unmarked tests (``auto`` picks the GPU, the
     subprocess sees it), hiding it from ``cuda`` tests, or leaving an orphan in its own session alive."""
