@@ -159,17 +159,29 @@ def test_a_kill_and_a_resume_show_each_step_once(tiny_data, isolated):
                              "--set", "train.val_every=4", "--set", "sample.every=4", "--set", TB],
                             cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:  # a checkpoint, and train rows after it
-        rows = [json.loads(x) for x in b"".join(p.read_bytes() for p in runs.glob("*/metrics.jsonl")).splitlines()]
-        if sum(r["split"] == "train" for r in rows) >= 7 and rows[-1]["step"] % 4:
+    import torch
+
+    def events_past_the_checkpoint() -> bool:
+        """Read while the process is stopped, so that nothing moves between the look and the
+        kill (the events, written by a subscriber thread, may lag the checkpoints under load)."""
+        for run_dir in runs.glob("*"):
+            if (run_dir / "checkpoints" / "last.pt").exists():
+                steps = raw_steps(run_dir, "train/loss")
+                checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"]
+                return len(steps) >= 7 and max(steps) > checkpoint
+        return False
+
+    deadline = time.monotonic() + 300
+    while proc.poll() is None:
+        proc.send_signal(signal.SIGSTOP)
+        if events_past_the_checkpoint():
             break
-        time.sleep(0.02)
+        proc.send_signal(signal.SIGCONT)
+        assert time.monotonic() < deadline, "no events past a checkpoint after 300 s"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     (run_dir,) = runs.iterdir()
-    import torch
-
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"]
     killed_at = max(raw_steps(run_dir, "train/loss"))
     assert killed_at > checkpoint  # events past the checkpoint are on disk: the purge has work to do

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import models
-from tests.properties import assert_normalised, assert_samples_match, dependencies
+from tests.properties import all_images, assert_normalised, assert_samples_match, dependencies
 
 
 class OneMask:
@@ -318,3 +318,17 @@ def test_every_parameter_takes_part_in_the_loss():
     m = models.build("made", (1, 2, 2), 4, num_classes=3, hidden=(6, 5))
     m.loss(torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 2]))["loss"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+def test_samples_of_a_two_set_ensemble_follow_the_ensemble():
+    """Each image draws its mask set uniformly, so the samples follow log (1/2 sum_k p_k(x)), not
+    p_0 alone (weights tripled so that the two sets' models differ). Kills ``num_masks > 2`` for
+    ``> 1`` in the sampler's choice, which draws every image of a two-set MADE from set 0."""
+    torch.manual_seed(0)
+    m = models.build("made", (1, 2, 2), 2, hidden=(16,), num_masks=2, order="random")
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(3)
+    p0, p1 = (PinnedMask(m, k).log_prob(all_images((1, 2, 2), 2)).exp() for k in range(2))
+    assert (p0 - p1).abs().sum() > 0.2, "the two sets' models are too close to tell apart"
+    assert_samples_match(m, n=20000)
