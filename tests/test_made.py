@@ -332,3 +332,12 @@ def test_samples_of_a_two_set_ensemble_follow_the_ensemble():
     p0, p1 = (PinnedMask(m, k).log_prob(all_images((1, 2, 2), 2)).exp() for k in range(2))
     assert (p0 - p1).abs().sum() > 0.2, "the two sets' models are too close to tell apart"
     assert_samples_match(m, n=20000)
+
+
+@pytest.mark.parametrize("num_masks", [1, 2])
+def test_the_loss_reports_its_nll_under_that_name(num_masks):
+    """The Trainer logs and plots the terms a loss returns by name: MADE returns ``loss`` and
+    ``nll``, equal (an exact likelihood has no other term). Kills the ``nll`` key renamed."""
+    m = models.build("made", (1, 2, 2), hidden=(8,), num_masks=num_masks)
+    out = m.loss(torch.randint(2, (3, 1, 2, 2)).float())
+    assert set(out) == {"loss", "nll"} and torch.equal(out["loss"], out["nll"])
