@@ -774,3 +774,306 @@ def test_class_sweep_of_an_autoregressive_model_without_mask_sets():
     sweep = sampling.class_sweep(fvsbn, 2, seed=1)
     assert sweep.shape == (6, 1, 3, 3)
     assert all(torch.equal(sweep[k], sampling.draw(fvsbn, 1, label=k, seed=1)[0]) for k in range(3))
+
+
+def test_parallel_latents_follow_the_line_and_opposite_2d_ones_a_half_circle():
+    """Kills the opposite-vector branch taken for parallel rows (``cos < 0`` -> ``cos < 1``: a half
+    circle between a and 2a), the branch refused to 2-D latents (``shape[-1] > 1`` -> ``> 2``),
+    and the half circle turned through -ortho instead of the documented orthogonal direction:
+    the axis a leans on least, made orthogonal to a."""
+    t = torch.linspace(0, 1, 5)
+    a = torch.tensor([[3.0, -1.0, 2.0, 0.5]])
+    line = (1 - t)[:, None] * a + t[:, None] * 2 * a
+    torch.testing.assert_close(sampling._path(a, 2 * a, t, True)[0], line, atol=1e-6, rtol=0)
+    g = torch.Generator().manual_seed(0)  # float64 rows parallel but for 1e-10: cos just below 1, sin below 1e-6
+    a64 = torch.randn(1, 4, generator=g, dtype=torch.float64)
+    b64 = 1.7 * a64 + 1e-10 * torch.randn(1, 4, generator=g, dtype=torch.float64)
+    assert torch.nn.functional.cosine_similarity(a64, b64).item() < 1
+    line64 = (1 - t.double())[:, None] * a64 + t.double()[:, None] * b64
+    torch.testing.assert_close(sampling._path(a64, b64, t, True)[0], line64, atol=1e-9, rtol=0)
+    flat = torch.tensor([[2.0, 0.0]])
+    circle = sampling._path(flat, -flat, t, True)[0]
+    torch.testing.assert_close(circle[2], torch.tensor([0.0, 2.0]), atol=1e-6, rtol=0)  # (0, 1) leans least
+    torch.testing.assert_close(circle.norm(dim=1), torch.full((5,), 2.0), atol=1e-6, rtol=0)
+    unit = a[0] / a[0].norm()
+    ortho = torch.eye(4)[3] - unit[3] * unit  # |a_3| = 0.5 is the smallest component
+    mid = sampling._path(a, -a, t, True)[0, 2]
+    torch.testing.assert_close(mid, a.norm() * ortho / ortho.norm(), atol=1e-5, rtol=0)
+
+
+def test_interpolate_passes_slerp_labels_and_the_vqvae_line_on(trained_vae):
+    """Kills interpolate dropping ``slerp`` (the VAE's path is the great circle, not the line), a
+    CVAE pair of one class decoded without its label or with labels repeated wrongly, and a
+    VQ-VAE's z_e joined by slerp instead of the line (its decoder is handed the line's points)."""
+    steps, t = 5, torch.linspace(0, 1, 5)
+    x, _ = squares(4, seed=11)
+    vae = trained_vae
+    with torch.no_grad():
+        za, zb = vae.encode(x[:2])[0], vae.encode(x[2:])[0]
+        curved = vae.decode(sampling._path(za, zb, t, True).flatten(0, 1), mean=True)
+        straight = vae.decode(sampling._path(za, zb, t, False).flatten(0, 1), mean=True)
+    torch.testing.assert_close(sampling.interpolate(vae, x[:2], x[2:], steps, slerp=True), curved, atol=1e-6, rtol=0)
+    assert (curved - straight).abs().amax() > 1e-3  # the test can tell
+
+    cvae = build("cvae", num_classes=10, latent_dim=4, arch="mlp", hidden=32)
+    with torch.no_grad():
+        for p in cvae.parameters():
+            p.normal_(0, 0.5)
+    y = torch.tensor([3, 8])
+    rows = sampling.interpolate(cvae, x[:2], x[2:], steps, y=y)
+    with torch.no_grad():
+        za, zb = cvae.encode(x[:2], y)[0], cvae.encode(x[2:], y)[0]
+        z = sampling._path(za, zb, t, False).flatten(0, 1)
+        torch.testing.assert_close(rows, cvae.decode(z, y.repeat_interleave(steps), mean=True), atol=1e-6, rtol=0)
+        assert (rows - cvae.decode(z, y.repeat(steps), mean=True)).abs().amax() > 1e-3
+
+    vq = build("vqvae", num_codes=16, code_dim=4, channels=8, res_channels=4, res_blocks=1)
+    with torch.no_grad():
+        for p in vq.parameters():
+            p.normal_(0, 0.5)
+    decoded = []
+    decode_latent = vq.decode_latent
+    vq.decode_latent = lambda z, mean=True: decoded.append((z.clone(), mean)) or decode_latent(z, mean)
+    sampling.interpolate(vq, x[:2], x[2:], steps)
+    with torch.no_grad():
+        za, zb = vq.encode(x[:2]), vq.encode(x[2:])
+    (z, mean), = decoded
+    assert mean is True
+    torch.testing.assert_close(z, sampling._path(za, zb, t, False).flatten(0, 1), atol=1e-6, rtol=0)
+    assert (z - sampling._path(za, zb, t, True).flatten(0, 1)).abs().amax() > 1e-3  # the test can tell
+
+
+def test_reconstruct_and_class_sweep_in_batches_return_every_image():
+    """Kills the VQ-VAE's reconstruction loop stopped after its first batch (``continue`` ->
+    ``break``), and a class sweep whose short last call draws a full call's rows (``n - start``
+    -> ``n + start``); and a two-set MADE treated as one set (``num_masks > 1`` -> ``> 2``)."""
+    vq = build("vqvae", num_codes=16, code_dim=4, channels=8, res_channels=4, res_blocks=1)
+    x, _ = squares(5, seed=12)
+    torch.testing.assert_close(sampling.reconstruct(vq, x, batch_size=2), sampling.reconstruct(vq, x), atol=1e-6, rtol=0)
+    made = _random_made()
+    sweep = sampling.class_sweep(made, 5, seed=3, batch_size=6)  # rows of 2, then 2, then 1
+    assert sweep.shape == (15, 1, 3, 3) and torch.equal(sweep, sampling.class_sweep(made, 5, seed=3))
+    two = _random_made(num_masks=2)
+    with torch.no_grad():
+        two.label_proj.weight.zero_()  # only the mask set and the noise matter
+    rows = sampling.class_sweep(two, 16, seed=0).view(16, 3, 9)
+    assert all(torch.equal(r[0], r[k]) for r in rows for k in (1, 2))
+
+
+def _message_cases():
+    made = build("made", (1, 2, 2), hidden=[8])
+    cvae = build("cvae", num_classes=10, latent_dim=2, arch="mlp", hidden=8)
+    vq = build("vqvae", num_codes=4, code_dim=2, channels=4, res_channels=2, res_blocks=0)
+    x = torch.zeros(2, 1, 28, 28)
+    return [
+        (lambda run: sampling.parse_mix("x:1"), r"^--mix 'x:1': write class:weight pairs separated by commas, e\.g\. 3:0\.5,7:0\.5$"),
+        (lambda run: sampling.parse_mix("3:1,3:2"), r"^--mix '3:1,3:2': class 3 appears twice$"),
+        (lambda run: sampling.parse_mix("3:-1 "), r"^--mix '3:-1 ': weights must be non-negative numbers, got -1$"),
+        (lambda run: sampling.parse_mix("3:0"), r"^--mix '3:0': the weights sum to 0; give at least one positive weight$"),
+        (lambda run: sampling.soft_label(3, {5: 1.0}), r"^--mix: class 5 is out of range; classes are 0 to 2$"),
+        (lambda run: sampling.soft_label(3, {0: 0.0}), r"^--mix: the weights sum to 0; give at least one positive weight$"),
+        (lambda run: sampling.interpolate(cvae, x, x, 1), r"^--steps must be at least 2 \(the two ends\), got 1$"),
+        (lambda run: sampling.interpolate(cvae, x, x[:1], 3), r"^interpolate needs as many start images as end images$"),
+        (lambda run: sampling.interpolate(cvae, x, x, 50_001), r"^pairs x --steps 100002 is too many for one call"),
+        (lambda run: sampling.interpolate(vq, x, x, 3, slerp=True), r"^--slerp is for the Gaussian latents of vae and cvae; the VQ-VAE's z_e"),
+        (lambda run: sampling.interpolate(cvae, x, x, 3), r"^cvae is class-conditional: interpolate needs the images' labels y$"),
+        (lambda run: sampling.reconstruct(cvae, x), r"^cvae is class-conditional: reconstruct needs the images' labels y$"),
+        (lambda run: sampling.class_sweep(made, 1), r"^--mode classes needs a class-conditional run; this made run is unconditional$"),
+        (lambda run: sampling.class_sweep(cvae, 10_001), r"^-n x classes 100010 is too many for one call"),
+        (lambda run: sampling.test_images(run, 41), r"^-n 41: the fashion-mnist test split has 40 images; ask for 1 to 40$"),
+        (lambda run: sampling.load(run.path, "worst"), r"^checkpoint must be 'best' or 'last', got 'worst'$"),
+        (lambda run: sampling.write(run, made, "samples", steps=3), r"^--steps is the number of images per row of --mode interpolate$"),
+        (lambda run: sampling.write(run, made, "samples", slerp=True), r"^--slerp applies to --mode interpolate$"),
+        (lambda run: sampling.write(run, made, "samples", every=2), r"^--every is the number of subpixels between frames of --mode progress$"),
+    ]
+
+
+def test_each_bad_argument_gets_its_own_one_line_message(fake_run):
+    """Kills every message of the checks replaced (by None, or by another case): each bad argument
+    is named with its value and what to do."""
+    for call, message in _message_cases():
+        with pytest.raises(UserError, match=message):
+            call(fake_run)
+
+
+def test_write_checks_its_arguments_before_drawing(fake_run, tmp_path):
+    """Kills write calling ``check`` without the label, the mix, the temperature or ``mean``: each
+    bad one is refused with check's message, before anything is drawn or written."""
+    made = _random_made()
+    vq = build("vqvae", num_codes=4, code_dim=2, channels=4, res_channels=2, res_blocks=0)
+    out = tmp_path / "never.png"
+    for model, kwargs, message in [(made, {"label": 3}, "--label 3 is out of range"),
+                                   (made, {"mix": {7: 1.0}}, "--mix: class 7 is out of range"),
+                                   (vq, {"temperature": 0.5}, "--temperature: vqvae has no temperature"),
+                                   (made, {"mean": True}, "--mean is the decoder's mean of a latent model")]:
+        with pytest.raises(UserError, match=message):
+            sampling.write(fake_run, model, "samples", n=2, out=out, **kwargs)
+    assert not out.exists()
+
+
+def test_load_says_what_state_a_run_without_a_checkpoint_is_in(tmp_path, monkeypatch):
+    """Kills the run's state read under another key or with another default in the message."""
+    from workbench import runs
+
+    class Stand:
+        path = tmp_path
+        state = {"state": "queued"}
+
+        def checkpoint_path(self, which):
+            return tmp_path / f"{which}.pt"
+
+        def status(self):
+            return self.state
+
+        def no_checkpoint(self, otherwise):
+            return otherwise
+
+    stand = Stand()
+    monkeypatch.setattr(runs, "open_run", lambda run_dir: stand)
+    with pytest.raises(UserError, match=r"no checkpoint yet \(state: queued\); wait for the first one"):
+        sampling.load(tmp_path)
+    stand.state = {}
+    with pytest.raises(UserError, match=r"no checkpoint yet \(state: unknown\)"):
+        sampling.load(tmp_path)
+
+
+def test_defaults_of_test_images_codes_view_and_the_split_root(fake_run, tmp_path, monkeypatch):
+    """Kills the default seed of test_images and codes_view (0), codes_view's default temperature
+    (1), and the run's data root dropped where a mode counts the test split."""
+    assert torch.equal(sampling.test_images(fake_run, 5)[0], sampling.test_images(fake_run, 5, 0)[0])
+    vq = build("vqvae", num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=0)
+    prior = build("vqvae_prior", vqvae=vq, hidden_channels=8, num_layers=2, head_channels=8)
+    with torch.no_grad():
+        for p in prior.prior.parameters():
+            p.normal_(0, 1.0)
+    grid, _ = sampling.codes_view(fake_run, prior, 4)
+    assert torch.equal(grid.codes, sampling.code_grid(prior, n=4, seed=0, temperature=1.0).codes)
+    assert not torch.equal(grid.codes, sampling.code_grid(prior, n=4, seed=0, temperature=2.0).codes)
+    seen = []
+    monkeypatch.setattr(sampling, "_test_split", lambda *args: seen.append(args) or squares(3))
+    run = _Run(tmp_path)
+    run.config.data.root = "/data/here"
+    assert len(sampling._test_split_of(run)) == 3 and seen == [("fashion-mnist", "/data/here", "dynamic", 2)]
+
+
+def test_draw_and_progress_use_the_seeds_cpu_uniforms_and_the_seeded_global_stream():
+    """The documented contract: the uniforms come from a CPU generator seeded with ``seed``; what a
+    model draws on its own (a MADE's mask set per image) comes from the global stream seeded with
+    it. Kills the uniforms left to the model or drawn from the global stream (``gen`` -> None,
+    ``noise`` dropped), the temperature dropped at T = 2 (``!= 1.0`` -> ``!= 2.0``) or in
+    progress, and progress's classes in turn counted from 1."""
+    made = _random_made((1, 3, 3), num_masks=2)
+    n, seed = 7, 5
+    noise = torch.rand((n, 1, 3, 3), generator=torch.Generator().manual_seed(seed))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        expected = made.sample(n, y=torch.arange(n) % 3, noise=noise, temperature=2.0)
+    assert torch.equal(sampling.draw(made, n, temperature=2.0, seed=seed), expected)
+    frames = list(sampling.progress(made, n, every=9, temperature=2.0, seed=seed))
+    assert torch.equal(frames[-1][1], expected)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        assert not torch.equal(expected, made.sample(n, y=torch.arange(n) % 3, noise=noise))  # T matters
+    assert [d for d, _ in sampling.progress(_random_made(), 1, every=4)] == [4, 8, 9]  # the default seed is 0
+    assert torch.equal(list(sampling.progress(made, 2, every=9))[-1][1], sampling.draw(made, 2, seed=0))
+
+
+def test_code_grid_defaults_batches_seed_and_usage_length():
+    """Kills code_grid's defaults (16 images, seed 0, T = 1), a short last batch of prior draws
+    sized as a full one, the conditional prior's classes in turn lost across batches, a bare
+    VQ-VAE's uniform codes drawn from the global stream (not reproducible by the seed), and the
+    usage histogram cut short where the last codes are unused (``minlength`` dropped)."""
+    vq = build("vqvae", num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=0)
+    prior = build("vqvae_prior", vqvae=vq, num_classes=3, hidden_channels=8, num_layers=2, head_channels=8)
+    with torch.no_grad():
+        for p in prior.prior.parameters():
+            p.normal_(0, 1.0)
+    default = sampling.code_grid(prior)
+    assert len(default.codes) == 16
+    assert torch.equal(default.codes, sampling.code_grid(prior, n=16, seed=0, temperature=1.0).codes)
+    assert not torch.equal(default.codes, sampling.code_grid(prior, n=16, seed=0, temperature=2.0).codes)
+    assert torch.equal(sampling.code_grid(prior, n=5, batch_size=2).codes, sampling.code_grid(prior, n=5).codes)
+    torch.manual_seed(1)
+    bare = sampling.code_grid(vq, n=3, seed=4).codes
+    torch.manual_seed(2)
+    assert torch.equal(bare, sampling.code_grid(vq, n=3, seed=4).codes)
+    assert torch.equal(bare, torch.randint(8, (3, 7, 7), generator=torch.Generator().manual_seed(4)))
+    wide = build("vqvae", num_codes=64, code_dim=2, channels=4, res_channels=2, res_blocks=0)
+    grid = sampling.code_grid(wide, torch.zeros(2, 1, 28, 28))
+    assert grid.usage.shape == (64,) and grid.usage.sum() == 2 * 49 and grid.used < 64
+
+
+def test_code_colours_without_a_size_and_a_usage_of_ones():
+    """Kills colour_codes that always resizes (it must keep the code grid's own size without
+    ``size``), and usage bars scaled by at least 2 (a histogram of ones is bars of full height)."""
+    codes = torch.tensor([[[0, 1], [-1, 2]]])
+    coloured = sampling.colour_codes(codes, 3)
+    assert coloured.shape == (1, 3, 2, 2)
+    assert torch.equal(coloured[0, :, 1, 0], torch.zeros(3)) and torch.equal(coloured[0, :, 0, 1], sampling.palette(3)[1])
+    picture = sampling.usage_picture(torch.tensor([1, 0, 1]), height=4, bar=1)
+    assert torch.equal(picture[:, :, 0], sampling.palette(3)[0].view(3, 1).expand(3, 4))  # the whole column
+    assert torch.equal(picture[:, :, 1], torch.full((3, 4), 0.15))
+
+
+def test_write_names_its_file_by_mode_and_time_and_scales_every_picture(fake_run, tmp_path):
+    """Kills the default file name (RUN_DIR/samples/<mode>-<time>.png), the scale dropped from the
+    reconstructions, class sweeps and progress strips, class sweeps without ``mean``, and a bare
+    VQ-VAE's code view written without its run (it reads the run's test images)."""
+    import re
+
+    from workbench.images import grid
+
+    made = _random_made((1, 3, 3))
+    (path,), _ = sampling.write(fake_run, made, "samples", n=2)
+    assert path.parent == tmp_path / "samples" and re.fullmatch(r"samples-\d{8}-\d{6}\.png", path.name)
+    out = tmp_path / "s.png"
+    cvae = build("cvae", num_classes=10, latent_dim=2, arch="mlp", hidden=8)
+    sampling.write(fake_run, cvae, "classes", n=1, mean=True, scale=2, seed=3, out=out)
+    assert np.array_equal(_png(out)[::2, ::2], grid(sampling.class_sweep(cvae, 1, seed=3, mean=True), nrow=10))
+    assert not np.array_equal(_png(out)[::2, ::2], grid(sampling.class_sweep(cvae, 1, seed=3), nrow=10))
+    sampling.write(fake_run, cvae, "recon", n=2, scale=2, out=out)
+    assert _png(out).shape[:2] == (2 * (2 * 29 + 1), 2 * (2 * 29 + 1))
+    (strip, _), _ = sampling.write(fake_run, made, "progress", n=1, scale=3, out=out)
+    assert _png(strip).shape[:2] == (3 * (3 + 2), 3 * (9 * 4 + 1))  # 9 frames of 3x3 with a 1-pixel border
+    vq = build("vqvae", num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=0)
+    _, note = sampling.write(fake_run, vq, "codes", n=2, out=out)
+    assert note.startswith("codes of 2 test images; usage over 40 test images")
+
+
+def test_progress_of_a_prior_over_a_wide_code_grid_counts_its_codes(fake_run, tmp_path):
+    """Kills the prior's code count taken as the grid's width squared: 7 x 3 codes."""
+    vq = build("vqvae", (1, 28, 12), num_codes=8, code_dim=2, channels=4, res_channels=2, res_blocks=0)
+    prior = build("vqvae_prior", (1, 28, 12), vqvae=vq, hidden_channels=8, num_layers=2, head_channels=8)
+    _, note = sampling.write(fake_run, prior, "progress", n=1, out=tmp_path / "p.png")
+    assert note == "21 frames, one every 1 of 21 codes"
+
+
+def test_more_bad_arguments_get_their_own_messages(fake_run, tmp_path):
+    """Kills each of these messages replaced, and the flag named wrong (``--label`` for ``--mix``)."""
+    made = build("made", (1, 2, 2), hidden=[8])
+    made_c = build("made", (1, 2, 2), num_classes=3, hidden=[8])
+    cvae = build("cvae", num_classes=10, latent_dim=2, arch="mlp", hidden=8)
+    vae = build("vae", latent_dim=2, arch="mlp", hidden=8)
+    cases = [
+        (lambda: sampling.check(made, "paint"), r"^unknown mode 'paint'; allowed: samples, recon, interpolate, classes, progress, codes$"),
+        (lambda: sampling.check(made, "recon"), r"^--mode recon needs a model with an encoder \(cvae, vae, vqvae, vqvae_prior\); this run's model is made$"),
+        (lambda: sampling.check(made, "samples", mean=True), r"^--mean is the decoder's mean of a latent model \(cvae, vae, vqvae, vqvae_prior\); made has none$"),
+        (lambda: sampling.check(made_c, "samples", label=1, mix={1: 1}), r"^give --label or --mix, not both$"),
+        (lambda: sampling.check(made, "samples", label=1), r"^--label given, but this made run is not class-conditional$"),
+        (lambda: sampling.check(made, "samples", mix={1: 1}), r"^--mix given, but this made run is not class-conditional$"),
+        (lambda: sampling.check(made_c, "classes", mix={1: 1}), r"^--mix applies to samples, progress and codes; --mode classes uses every class$"),
+        (lambda: sampling.check(cvae, "recon", label=1), r"^--label applies to samples, progress and codes; --mode recon uses the test images' own labels$"),
+        (lambda: sampling.check(made_c, "samples", label=3), r"^--label 3 is out of range; classes are 0 to 2$"),
+        (lambda: sampling._check_count(0), r"^-n must be a positive whole number, got 0$"),
+        (lambda: sampling._check_count(100_001), r"^-n 100001 is too many for one call; at most 100,000 \(run it several times with --seed\)$"),
+        (lambda: next(sampling.progress(made, 0, every=1)), r"^-n 0: progress keeps every frame in memory; ask for 1 to 256 images$"),
+        (lambda: next(sampling.progress(made, 1, every=0)), r"^--every must be a positive whole number of subpixels, got 0$"),
+        (lambda: next(sampling.progress(vae, 1, every=1)), r"^--mode progress: vae does not generate step by step$"),
+        (lambda: sampling.code_grid(made), r"^--mode codes needs a VQ-VAE \(vqvae, vqvae_prior\); this run's model is made$"),
+        (lambda: sampling.write(fake_run, made, "samples", scale=0), r"^--scale must be a whole number from 1 to 16, got 0$"),
+        (lambda: sampling.write(fake_run, made, "samples", out=tmp_path / "p.jpg"), r"^--out .*p\.jpg: give a \.png file name$"),
+        (lambda: sampling.write(fake_run, cvae, "interpolate", n=21), r"^-n 21: each pair takes two of the 40 test images; ask for at most 20 pairs$"),
+    ]
+    for call, message in cases:
+        with pytest.raises(UserError, match=message):
+            call()
