@@ -305,7 +305,8 @@ class _Judge:
 
 
 def test_evaluate_run_passes_the_runs_settings_on_and_reports_them(monkeypatch, tmp_path):
-    """Mutants of evaluate_run's wiring, on a stand-in run (no training): the data root not
+    """Mutants of evaluate_run's wiring, on a stand-in run (no training): the data root, the
+    Inception weights, the progress flag or the budget not passed to the extractor, the data root not
     passed to the judging classifier, the test split loaded without its levels, no warning for
     a paused run, the likelihood fields (which the table reads) missing from the result."""
     from types import SimpleNamespace
@@ -336,12 +337,15 @@ def test_evaluate_run_passes_the_runs_settings_on_and_reports_them(monkeypatch, 
     features = np.random.default_rng(0).standard_normal((60, 8))
     real = RealStatistics(*metrics.gaussian_statistics(features), features, np.full((60, 10), 0.1), np.arange(60) % 10)
     monkeypatch.setattr(runs, "open_run", lambda run_dir: run)
-    monkeypatch.setattr(evaluate, "get_extractor", lambda *args, **kwargs: _Judge("inception"))
+    monkeypatch.setattr(evaluate, "get_extractor", lambda *args, **kwargs: asked.setdefault("ext", args) and _Judge("inception"))
     monkeypatch.setattr(evaluate, "real_statistics", lambda *args, **kwargs: real)
     monkeypatch.setattr(evaluate, "load_classifier",
                         lambda *args, **kwargs: asked.setdefault("judge", args) and _Judge("classifier"))
-    result = evaluate.evaluate_run(tmp_path, n=20, batch_size=5, extractor="inception", device="cpu", progress=False)
-    assert asked["judge"][:2] == ("fashion-mnist", "/the/root")
+    budget = object()
+    result = evaluate.evaluate_run(tmp_path, n=20, batch_size=5, extractor="inception", device="cpu", progress=False,
+                                   inception_weights="w.pth", budget=budget)
+    assert asked["ext"] == ("inception", "fashion-mnist", "/the/root", "w.pth", torch.device("cpu"), False, budget, "grey")
+    assert asked["judge"][:3] == ("fashion-mnist", "/the/root", budget)
     assert result["conditional_accuracy"] == 1.0 and result["conditional_accuracy_by"] == "classifier"
     assert "still training" in result["warning"] and result["run"] == str(tmp_path)
     assert (result["test_nll"], result["likelihood"], result["bound"], result["density"]) == (80.0, "exact", "exact", False)
@@ -388,3 +392,119 @@ def test_a_prior_over_a_density_vqvae_reports_a_density():
     assert not is_density(prior("logistic"))  # a probability mass: not a density
     notes = likelihood_notes(prior("mse"))
     assert notes["density"] is True and notes["bound"] == "point-mass ELBO, PixelCNN code prior"
+
+
+@pytest.mark.parametrize("binarize, levels, domain", [("none", 4, "grey"), ("none", 2, "binary"), ("dynamic", 2, "binary")])
+def test_reference_figures_pass_every_setting_on_and_draw_from_their_seed(monkeypatch, binarize, levels, domain):
+    """Mutants of reference_figures' wiring, on stand-ins for the data, the extractor and the
+    metrics: the root, the Inception weights, the progress flag, the budget or the classifier's
+    domain not passed on; the real side not processed like the model's data; the training images
+    not picked by the seed's generator or not put in the model's domain with the seed; the
+    noise drawn from the global stream; the metrics' seed dropped; result fields renamed."""
+    from workbench import evaluate
+    from workbench.data import to_model_domain
+
+    ext, calls, seeds = ShownExtractor(), {}, []
+    train = torch.randint(0, 256, (50, 1, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    features = np.random.default_rng(0).standard_normal((40, 8))
+    real = RealStatistics(*metrics.gaussian_statistics(features), features, np.full((40, 10), 0.1), np.arange(40) % 10)
+    monkeypatch.setattr(evaluate, "get_extractor", lambda *args: calls.setdefault("extractor", args) and ext)
+    monkeypatch.setattr(evaluate, "real_statistics", lambda *args: calls.setdefault("real", args) and real)
+    monkeypatch.setattr(evaluate, "load_split", lambda *args: calls.setdefault("split", args) and (train, None))
+    monkeypatch.setattr(evaluate, "sample_quality", lambda real_, fake, seed: seeds.append(seed) or {"fid": seed})
+    budget = object()
+    torch.manual_seed(123)  # the global stream must not matter
+    ref = evaluate.reference_figures("mnist", n=20, binarize=binarize, levels=levels, root="/the/root",
+                                     inception_weights="w.pth", batch_size=7, device="cpu", seed=3, budget=budget)
+    assert calls["extractor"] == ("classifier", "mnist", "/the/root", "w.pth", torch.device("cpu"), True, budget, domain)
+    assert calls["real"] == (ext, "mnist", "test", binarize, levels, "/the/root", 7, True)
+    assert calls["split"] == ("mnist", "train", "/the/root")
+    gen = torch.Generator().manual_seed(3)
+    pick = torch.randperm(50, generator=gen)[:20]
+    assert torch.equal(ext.shown["real train images"], to_model_domain(train[pick], binarize, levels, seed=3))
+    grid = 2 if binarize != "none" else levels
+    noise = torch.randint(0, grid, (20, 1, 28, 28), generator=gen).float() / (grid - 1)
+    assert torch.equal(ext.shown["uniform noise"], noise)
+    assert seeds == [3, 3] and ref["floor"] == ref["ceiling"] == {"fid": 3}
+    is_mean, is_std = metrics.inception_score(real.probs.astype(np.float64), splits=10)
+    assert (ref["extractor_label"], ref["real_is_mean"], ref["real_is_std"]) == ("recording", is_mean, is_std)
+    assert (ref["n"], ref["real_images"], ref["labels"]) == (20, 40, evaluate.metric_labels(ext))
+
+
+def test_keep_evaluation_merges_old_flat_records_and_replaces_its_own():
+    """Mutants of keep_evaluation: an old flat record kept out of the list when the list holds one
+    of its extractor or of its n (``and`` -> ``or``, ``==`` -> ``!=``), its extractor taken from
+    anything but its own field or its key, an evaluation of the same extractor and n kept beside
+    its replacement, the list not sorted by extractor, and the headline not replaced by a later
+    evaluation of the same n (``<=`` -> ``<``) or kept with a non-integer n."""
+    from workbench.evaluate import keep_evaluation
+
+    def rec(extractor, n, fid):
+        return {"extractor": extractor, "n": n, "fid": fid}
+
+    previous = {"evaluations": [rec("inception", 100, 1.0), rec("classifier", 50, 2.0)],
+                "classifier": {"n": 100, "fid": 3.0},  # flat, without its field: its key names it
+                "inception": rec("inception", 100, 1.0), "mine": {"extractor": "classifier", "n": 70, "fid": 4.0}}
+    kept = keep_evaluation(previous, rec("inception", 100, 9.0))
+    assert [(r["extractor"], r["n"], r["fid"]) for r in kept["evaluations"]] == \
+        [("classifier", 100, 3.0), ("classifier", 70, 4.0), ("classifier", 50, 2.0), ("inception", 100, 9.0)]
+    assert kept["inception"]["fid"] == 9.0  # the same n again: the latest is the headline
+    odd = keep_evaluation({"evaluations": [{"extractor": "classifier", "n": "many", "fid": 1.0}],
+                           "classifier": {"extractor": "classifier", "n": "many", "fid": 1.0}}, rec("classifier", 10, 2.0))
+    assert [r["n"] for r in odd["evaluations"]] == [10, "many"] and odd["classifier"]["n"] == 10
+
+
+def test_progress_fractions_stop_at_one():
+    """Mutants of _Progress: a fraction past 1 when the images outrun the total (``min(1.0, ...)``
+    -> 2.0), and a total of 1 read as 2."""
+    from workbench.evaluate import _Progress
+
+    seen = []
+    report = _Progress(lambda phase, fraction: seen.append((phase, fraction)))
+    advance = report.phase("sampling")
+    advance(1)
+    report.total = 4
+    advance(1)
+    advance(5)
+    assert seen == [("sampling", 1.0), ("sampling", 0.5), ("sampling", 1.0)]
+    assert _Progress(None).phase("x") is None and _Progress(None).training() is None
+
+
+def test_results_table_reads_exactly_as_users_see_it():
+    """The table ``genwb eval`` prints, line by line: kills every change of its title, caption,
+    column heads, alignment, labels, hints and value formats (display mutants a check of values
+    alone lets through), and the title without a run or checkpoint step."""
+    from rich.console import Console
+
+    from workbench.evaluate import results_table
+
+    result = {"run": "runs/made-1", "checkpoint_step": 400, "n": 10, "seed": 2, "extractor_label": "the x",
+              "labels": {"fid": "FID (x)", "kid": "KID (x)", "is": "IS (x)", "precision": "precision (x)", "recall": "recall (x)"},
+              "real_images": 5, "fid": 12.3456, "kid_mean": 0.000123, "kid_std": 4.56e-05, "is_mean": 3.14159, "is_std": 0.01,
+              "precision": 0.123, "recall": 0.456, "conditional_accuracy": 0.875, "conditional_accuracy_by": "classifier",
+              "test_nll": 87.654, "test_bpd": 0.16125, "likelihood": "exact", "bound": "exact", "density": False}
+
+    def shown(result):
+        console = Console(record=True, width=110, color_system=None)
+        console.print(results_table(result))
+        return [line.rstrip() for line in console.export_text().splitlines()]
+
+    rule = ("━" * 22, "━" * 23, "━" * 48)
+    assert shown(result) == [
+        "                         made-1: 10 samples, seed 2, checkpoint step 400",
+        "┏" + "┳".join(rule) + "┓",
+        "┃ metric               ┃                 value ┃" + " " * 48 + "┃",
+        "┡" + "╇".join(rule) + "┩",
+        "│ FID (x)              │                 12.35 │ lower is better                                │",
+        "│ KID (x)              │ 1.230e-04 ± 4.560e-05 │ lower is better                                │",
+        "│ IS (x)               │         3.142 ± 0.010 │ higher is better                               │",
+        "│ precision (x)        │                 0.123 │ share of samples on the data manifold          │",
+        "│ recall (x)           │                 0.456 │ share of the data manifold covered             │",
+        "│ conditional accuracy │                 0.875 │ samples classified as asked, by the classifier │",
+        "│ test NLL (nats)      │                87.654 │ exact                                          │",
+        "│ bits/dim             │                0.1613 │ exact                                          │",
+        "└" + "┴".join(r.replace("━", "─") for r in rule) + "┘",
+        "                           extractor: the x; real side: 5 test images",
+    ]
+    bare = {k: v for k, v in result.items() if k not in ("run", "checkpoint_step")}
+    assert shown(bare)[0].strip() == "evaluation: 10 samples, seed 2"
