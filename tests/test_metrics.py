@@ -4,6 +4,7 @@ import pytest
 import scipy.linalg
 import torch
 
+from workbench import metrics
 from workbench.metrics import (conditional_accuracy, frechet_distance, frechet_distance_from_features,
                                gaussian_statistics, inception_score, kernel_distance, precision_recall,
                                trace_sqrt_product)
@@ -285,3 +286,47 @@ def test_conditional_accuracy_takes_labels_of_any_shape():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     assert conditional_accuracy(probs, torch.tensor([[0], [1], [1]])) == pytest.approx(2 / 3)
     assert conditional_accuracy(probs, [[0], [0], [0]]) == pytest.approx(2 / 3)
+
+
+_I2, _Z2, _NAN2 = np.eye(2), np.zeros(2), np.array([[1.0, np.nan], [0.0, 1.0]])
+_F = np.random.default_rng(0).standard_normal((6, 2))
+_P = np.full((6, 3), 1 / 3)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: metrics.gaussian_statistics(np.zeros(3)), r"^features must have 2 dimension\(s\), got shape \(3,\)$"),
+    (lambda: metrics.gaussian_statistics(_NAN2), r"^features contains NaN or infinite values$"),
+    (lambda: metrics.gaussian_statistics(np.zeros((1, 3))), r"^need at least 2 feature vectors for a covariance, got 1$"),
+    (lambda: metrics.trace_sqrt_product(_Z2, _I2), r"^sigma1 must have 2 dimension\(s\), got shape \(2,\)$"),
+    (lambda: metrics.trace_sqrt_product(_I2, _NAN2), r"^sigma2 contains NaN or infinite values$"),
+    (lambda: metrics.trace_sqrt_product(_I2, np.eye(3)), r"^covariances must be square and of one shape, got \(2, 2\) and \(3, 3\)$"),
+    (lambda: metrics.trace_sqrt_product(np.zeros((2, 3)), np.zeros((2, 3))), r"^covariances must be square and of one shape, got \(2, 3\) and \(2, 3\)$"),
+    (lambda: metrics.frechet_distance(_I2, _I2, _Z2, _I2), r"^mu1 must have 1 dimension\(s\), got shape \(2, 2\)$"),
+    (lambda: metrics.frechet_distance(_Z2, _I2, [np.inf, 0.0], _I2), r"^mu2 contains NaN or infinite values$"),
+    (lambda: metrics.frechet_distance(_Z2, _I2, np.zeros(3), _I2), r"^means differ in shape: \(2,\) and \(3,\)$"),
+    (lambda: metrics.frechet_distance(_Z2, _NAN2, _Z2, _I2), r"^sigma1 contains NaN or infinite values$"),
+    (lambda: metrics.frechet_distance(_Z2, _I2, _Z2, _Z2), r"^sigma2 must have 2 dimension\(s\), got shape \(2,\)$"),
+    (lambda: metrics.frechet_distance(_Z2, np.eye(3), _Z2, _I2), r"^sigma1 has shape \(3, 3\), expected \(2, 2\)$"),
+    (lambda: metrics.frechet_distance_from_features(_Z2, _F), r"^features1 must have 2 dimension\(s\), got shape \(2,\)$"),
+    (lambda: metrics.frechet_distance_from_features(_F, _NAN2), r"^features2 contains NaN or infinite values$"),
+    (lambda: metrics.frechet_distance_from_features(_F, np.zeros((6, 3))), r"^feature dimensions differ: 2 and 3$"),
+    (lambda: metrics.frechet_distance_from_features(_F, _F[:1]), r"^need at least 2 feature vectors on each side$"),
+    (lambda: metrics.kernel_distance(_NAN2, _F), r"^features1 contains NaN or infinite values$"),
+    (lambda: metrics.kernel_distance(_F, _Z2), r"^features2 must have 2 dimension\(s\), got shape \(2,\)$"),
+    (lambda: metrics.kernel_distance(_F, np.zeros((6, 3))), r"^feature dimensions differ: 2 and 3$"),
+    (lambda: metrics.kernel_distance(_F[:1], _F), r"^KID needs at least 2 feature vectors on each side$"),
+    (lambda: metrics.inception_score(np.full(3, 1 / 3)), r"^probs must have 2 dimension\(s\), got shape \(3,\)$"),
+    (lambda: metrics.inception_score(_P * 2), r"^probs must be rows of class probabilities \(non-negative, summing to 1\)$"),
+    (lambda: metrics.inception_score(_P, splits=7), r"^splits must be between 1 and the number of samples \(6\), got 7$"),
+    (lambda: metrics.precision_recall(_Z2, _F), r"^real must have 2 dimension\(s\), got shape \(2,\)$"),
+    (lambda: metrics.precision_recall(_F, _NAN2), r"^fake contains NaN or infinite values$"),
+    (lambda: metrics.precision_recall(_F, np.zeros((6, 3))), r"^feature dimensions differ: 2 and 3$"),
+    (lambda: metrics.precision_recall(_F, _F, k=6), r"^k must be at least 1 and below the number of vectors on each side, got 6$"),
+    (lambda: metrics.conditional_accuracy(_Z2, [0, 1]), r"^probs must have 2 dimension\(s\), got shape \(2,\)$"),
+    (lambda: metrics.conditional_accuracy(_P, [0, 1]), r"^6 predictions but 2 labels$"),
+])
+def test_each_bad_input_is_named_with_what_is_wrong(call, message):
+    """Every check of the metrics names the argument and the value at fault. Kills each message
+    replaced or emptied, and an argument named for another (``sigma1`` for ``sigma2``)."""
+    with pytest.raises(ValueError, match=message):
+        call()
