@@ -1,7 +1,9 @@
 """Evaluation tests that fail for a wrong implementation: the random stream of an evaluation,
 precision/recall on sets of known overlap, the Inception Score of a hand-made p(y|x) and of the
 samples' side, and conditional accuracy against the classes asked for."""
+import datetime as dt
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -304,36 +306,41 @@ class _Judge:
         return Extracted(features, _judge(images, 10))
 
 
+class _StandInRun:
+    """A run folder's interface over a conditional NoiseModel: its eval.json is ``saved``, and
+    what the evaluation writes is kept in ``written``."""
+
+    def __init__(self, path, saved, state="paused"):
+        self.path, self.saved, self.state = path, saved, state
+        self.config = SimpleNamespace(data=SimpleNamespace(dataset="fashion-mnist", root="/the/root", binarize="none",
+                                                           levels=256), model=SimpleNamespace(name="noise"))
+
+    def load_model(self, which, device):
+        model = NoiseModel(num_classes=10)
+        model.exact_likelihood, model.registered_name, model.num_dims, model.checkpoint_step = True, "noise", 16, 9
+        model.log_prob = lambda x, y: -(x.flatten(1).sum(1) + y + torch.rand(len(x)))  # the seed's stream counts
+        return model
+
+    def read_eval(self):
+        return dict(self.saved)
+
+    def update_eval(self, values):
+        self.written = values
+
+    def status(self):
+        return {"state": self.state, "step": 7}
+
+
 def test_evaluate_run_passes_the_runs_settings_on_and_reports_them(monkeypatch, tmp_path):
     """Mutants of evaluate_run's wiring, on a stand-in run (no training): the data root, the
     Inception weights, the progress flag or the budget not passed to the extractor, the data root not
     passed to the judging classifier, the test split loaded without its levels, no warning for
-    a paused run, the likelihood fields (which the table reads) missing from the result."""
-    from types import SimpleNamespace
-
+    a paused run, the likelihood fields (which the table reads) missing from the result, the
+    trainer's test NLL fields (``test_bpd``, ``test_checkpoint_step``) not kept."""
     from workbench import evaluate, runs
 
-    class Run:
-        path = tmp_path
-        config = SimpleNamespace(data=SimpleNamespace(dataset="fashion-mnist", root="/the/root", binarize="none", levels=256),
-                                 model=SimpleNamespace(name="noise"))
-        saved = {"test_nll": 80.0, "test_bpd": 0.1, "likelihood": "exact"}
-
-        def load_model(self, which, device):
-            model = NoiseModel(num_classes=10)
-            model.exact_likelihood, model.registered_name = True, "noise"
-            return model
-
-        def read_eval(self):
-            return dict(self.saved)
-
-        def update_eval(self, values):
-            self.written = values
-
-        def status(self):
-            return {"state": "paused", "step": 7}
-
-    run, asked = Run(), {}
+    run, asked = _StandInRun(tmp_path, {"test_nll": 80.0, "test_bpd": 0.1, "likelihood": "exact",
+                                        "test_checkpoint_step": 5, "other": 1}), {}
     features = np.random.default_rng(0).standard_normal((60, 8))
     real = RealStatistics(*metrics.gaussian_statistics(features), features, np.full((60, 10), 0.1), np.arange(60) % 10)
     monkeypatch.setattr(runs, "open_run", lambda run_dir: run)
@@ -349,7 +356,10 @@ def test_evaluate_run_passes_the_runs_settings_on_and_reports_them(monkeypatch, 
     assert result["conditional_accuracy"] == 1.0 and result["conditional_accuracy_by"] == "classifier"
     assert "still training" in result["warning"] and result["run"] == str(tmp_path)
     assert (result["test_nll"], result["likelihood"], result["bound"], result["density"]) == (80.0, "exact", "exact", False)
-    assert run.written["inception"]["n"] == 20 and run.written["test_nll"] == 80.0
+    assert run.written["inception"]["n"] == 20
+    kept = {k: v for k, v in run.written.items() if k not in ("inception", "evaluations")}
+    assert kept == {"test_nll": 80.0, "test_bpd": 0.1, "likelihood": "exact", "test_checkpoint_step": 5,
+                    "bound": "exact", "density": False}  # the trainer's figures, with the fields it may lack
 
     run.saved = {}  # no test NLL yet: it is computed on the run's own test split
 
@@ -361,6 +371,68 @@ def test_evaluate_run_passes_the_runs_settings_on_and_reports_them(monkeypatch, 
     with pytest.raises(_StopAfterTheExtractor):
         evaluate.evaluate_run(tmp_path, n=20, batch_size=5, extractor="inception", device="cpu", progress=False)
     assert asked["split"] == ("fashion-mnist", "none", 256, "/the/root")
+
+
+class _PixelFeatures(_Judge):
+    """A stand-in extractor whose features are the images' pixels: the figures depend on the samples."""
+
+    def extract(self, images, batch_size=500, progress=True, description="", on_advance=None):
+        if on_advance is not None:
+            on_advance(len(images))
+        return Extracted(images.flatten(1)[:, 1:9].double().numpy(), _judge(images, 10))
+
+
+def test_evaluate_run_records_every_figure_of_its_own_draw_and_reports_progress_to_one(monkeypatch, tmp_path):
+    """Mutants of evaluate_run past the wiring: the seed not passed to the draw, the metrics or the
+    test likelihood (each figure is recomputed here from the same seed); the progress total
+    missing a phase or counting one twice (the phases' fractions in order, ending at exactly 1);
+    the classifier's training not reported; a field of the record dropped, renamed or given
+    another value; the test NLL not computed when eval.json has none, or its checkpoint step
+    dropped; a warning for a finished run."""
+    from workbench import evaluate, runs
+    from workbench.evaluate import draw_samples, metric_labels, sample_quality, test_likelihood
+
+    run, seen = _StandInRun(tmp_path, {}, state="done"), []
+    features = np.random.default_rng(0).standard_normal((60, 8))
+    real = RealStatistics(*metrics.gaussian_statistics(features), features, np.full((60, 10), 0.1), np.arange(60) % 10)
+    x, y = torch.rand(60, 1, 4, 4), torch.arange(60) % 10  # the real side's split
+
+    def get_extractor(*args, on_progress=None):
+        on_progress(1.0)
+        return _PixelFeatures("inception")
+
+    def load_classifier(*args, on_progress=None):
+        on_progress(0.5)
+        return _PixelFeatures("classifier")
+
+    monkeypatch.setattr(runs, "open_run", lambda run_dir: run)
+    monkeypatch.setattr(evaluate, "get_extractor", get_extractor)
+    monkeypatch.setattr(evaluate, "real_statistics", lambda *args: real)
+    monkeypatch.setattr(evaluate, "load_classifier", load_classifier)
+    monkeypatch.setattr(evaluate, "load_test_split", lambda *args: (x, y))
+    torch.manual_seed(0)  # the global stream must not matter
+    result = evaluate.evaluate_run(tmp_path, n=20, batch_size=5, extractor="inception", device="cpu", seed=3,
+                                   progress=False, on_progress=lambda phase, fraction: seen.append((phase, fraction)))
+
+    total = 2 * 20 + 20 + 60  # samples, their features, their judging, the test split
+    assert seen == [("training the classifier", 1.0), *[("sampling", k / total) for k in (5, 10, 15, 20)],
+                    ("features of the samples", 40 / total), ("training the classifier", 0.5),
+                    ("classifying the samples", 60 / total),
+                    *[("test likelihood", k / total) for k in range(65, 121, 5)]]
+    model = run.load_model("best", "cpu")
+    samples, labels = draw_samples(model, 20, 5, 3, progress=False)
+    quality = sample_quality(real, _PixelFeatures("inception").extract(samples), 3)
+    likelihood = test_likelihood(model, x, y, 5, 3, progress=False)
+    record = {"extractor": "inception", "extractor_label": "inception", "extractor_version": "v0",
+              "labels": metric_labels(_PixelFeatures("inception")), **quality, "conditional_accuracy": 1.0,
+              "conditional_accuracy_by": "classifier", "n": 20, "seed": 3, "real_split": "test", "real_images": 60,
+              "binarize": "none", "levels": 256, "checkpoint_step": 9}
+    evaluated = result.pop("evaluated")
+    assert abs(dt.datetime.fromisoformat(evaluated) - dt.datetime.now()) < dt.timedelta(hours=1)
+    assert result == {"run": str(tmp_path), "model": "noise", **record, "warning": None,
+                      **{k: likelihood[k] for k in ("test_nll", "test_bpd", "likelihood", "bound", "density")}}
+    record["evaluated"] = evaluated
+    assert run.written == {**likelihood, "test_checkpoint_step": 9, "evaluations": [record], "inception": record}
 
 
 def test_kid_uses_the_conventional_subsets_by_default(monkeypatch):
