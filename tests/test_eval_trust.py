@@ -133,6 +133,28 @@ def test_precision_and_recall_reach_the_results_in_order():
     assert quality["is_mean"] == pytest.approx(4.0, rel=1e-9) and quality["is_std"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_precision_and_recall_take_three_neighbours_against_a_seeded_subset_of_the_real_side():
+    """Precision and recall as Kynkaanniemi et al. define them, k = 3, against a random subset of
+    the real features as large as the fake set, drawn from the seed: the same seed gives the same
+    figures, another seed another subset. Mutants: another k, the subset drawn from an unseeded
+    generator, all the real features taken."""
+    gen = torch.Generator().manual_seed(6)
+    real_features = torch.randn(80, 2, generator=gen, dtype=torch.float64).numpy()
+    real = RealStatistics(*metrics.gaussian_statistics(real_features), real_features, np.full((80, 4), 0.25),
+                          np.arange(80) % 4)
+    fake = Extracted(torch.randn(30, 2, generator=gen, dtype=torch.float64).numpy() * 1.5, np.full((30, 4), 0.25))
+    figures = {}
+    for seed in (5, 6):
+        subset = real_features[np.random.default_rng(seed).permutation(80)[:30]]
+        figures[seed] = metrics.precision_recall(subset, fake.features, k=3)
+        quality = sample_quality(real, fake, seed=seed, kid_subsets=2, kid_subset_size=10)
+        assert (quality["precision"], quality["recall"]) == figures[seed]
+    assert figures[5] != figures[6]
+    subset = real_features[np.random.default_rng(5).permutation(80)[:30]]
+    assert figures[5] not in [metrics.precision_recall(subset, fake.features, k=k) for k in (2, 4)]
+    assert metrics.precision_recall(real_features, fake.features, k=3) != figures[5]
+
+
 class FixedLikelihood:
     """log p(x | y) = -(sum of x) - y - 1, exact: the test NLL is known in closed form."""
 
@@ -162,16 +184,16 @@ def test_test_likelihood_is_the_mean_nll_and_its_bits_per_dimension():
 def test_evaluation_arguments_and_cache_keys():
     """Mutants: off-by-one limits (10 samples and batches of 1 are allowed, 9 and 0 are not), and a
     cache key that forgets one of dataset, split, extractor, its version, binarisation or levels
-    (stale real statistics served after any of them changes)."""
-    from types import SimpleNamespace
-
+    (stale real statistics served after any of them changes), a message that does not name the
+    argument and its value."""
     from workbench.errors import UserError
     from workbench.evaluate import MAX_SAMPLES, MIN_SAMPLES, check_arguments, stats_path
 
     check_arguments(MIN_SAMPLES, 1)
     check_arguments(MAX_SAMPLES, 500)
-    for n, batch in ((MIN_SAMPLES - 1, 500), (MAX_SAMPLES + 1, 500), (MIN_SAMPLES, 0)):
-        with pytest.raises(UserError):
+    for n, batch, named in ((MIN_SAMPLES - 1, 500, "-n 9 is too few"), (MAX_SAMPLES + 1, 500, "-n 1000001 is more"),
+                            (MIN_SAMPLES, 0, "--batch-size 0 must be at least 1")):
+        with pytest.raises(UserError, match=named):
             check_arguments(n, batch)
     base = ("fashion-mnist", "test", ("classifier", "v1"), "dynamic", 2)
     changed = [("mnist",), (None, "train"), (None, None, ("inception", "v1")), (None, None, ("classifier", "v2")),
@@ -200,10 +222,11 @@ class ShownExtractor:
         return Extracted(features.numpy(), np.eye(10)[np.arange(len(images)) % 10])
 
 
-@pytest.mark.parametrize("binarize, levels", [("none", 4), ("dynamic", 2)])
+@pytest.mark.parametrize("binarize, levels", [("none", 4), ("dynamic", 2), ("threshold", 256)])
 def test_reference_ceiling_is_uniform_noise_on_the_models_level_grid(tiny_data, monkeypatch, binarize, levels):
     """Mutants: noise on a grid other than the model's (2 levels where there are 4, a scale of
-    1/(L+1), so never reaching 1), the count of images off by one: n noise images that take every
+    1/(L+1), so never reaching 1; the levels asked for, not 2, for binarised data, which the
+    figures report as 2 levels), the count of images off by one: n noise images that take every
     level k/(L-1) and only those, beside n training images on the same grid; the data root not
     passed on (only the given root holds the data here); progress bars off by default or for one
     of the three sets; the settings missing from the result (bench_fid prints them)."""
@@ -216,6 +239,7 @@ def test_reference_ceiling_is_uniform_noise_on_the_models_level_grid(tiny_data, 
                                      device="cpu")
     assert asked[0][:3] == ("classifier", "fashion-mnist", str(tiny_data))
     assert set(ext.progress.values()) == {True} and len(ext.progress) == 3
+    levels = 2 if binarize != "none" else levels
     assert (ref["dataset"], ref["binarize"], ref["levels"], ref["real_images"]) == ("fashion-mnist", binarize, levels, 60)
     noise, train = ext.shown["uniform noise"], ext.shown["real train images"]
     assert noise.shape == (30, 1, 28, 28) and train.shape == (30, 1, 28, 28) and ref["n"] == 30
@@ -310,15 +334,16 @@ class _StandInRun:
     """A run folder's interface over a conditional NoiseModel: its eval.json is ``saved``, and
     what the evaluation writes is kept in ``written``."""
 
-    def __init__(self, path, saved, state="paused"):
-        self.path, self.saved, self.state = path, saved, state
+    def __init__(self, path, saved, state="paused", num_classes=10):
+        self.path, self.saved, self.state, self.num_classes = path, saved, state, num_classes
         self.config = SimpleNamespace(data=SimpleNamespace(dataset="fashion-mnist", root="/the/root", binarize="none",
                                                            levels=256), model=SimpleNamespace(name="noise"))
 
     def load_model(self, which, device):
-        model = NoiseModel(num_classes=10)
+        model = NoiseModel(num_classes=self.num_classes)
         model.exact_likelihood, model.registered_name, model.num_dims, model.checkpoint_step = True, "noise", 16, 9
-        model.log_prob = lambda x, y: -(x.flatten(1).sum(1) + y + torch.rand(len(x)))  # the seed's stream counts
+        # the seed's stream counts, and so does the label of a conditional model
+        model.log_prob = lambda x, y: -(x.flatten(1).sum(1) + (0 if y is None else y) + torch.rand(len(x)))
         return model
 
     def read_eval(self):
@@ -336,7 +361,10 @@ def test_evaluate_run_passes_the_runs_settings_on_and_reports_them(monkeypatch, 
     Inception weights, the progress flag or the budget not passed to the extractor, the data root not
     passed to the judging classifier, the test split loaded without its levels, no warning for
     a paused run, the likelihood fields (which the table reads) missing from the result, the
-    trainer's test NLL fields (``test_bpd``, ``test_checkpoint_step``) not kept."""
+    trainer's test NLL fields (``test_bpd``, ``test_checkpoint_step``) not kept; the real side
+    without its root, batch size or progress flag; the judging classifier without its device,
+    progress flag or domain, or run at another batch size; a warning without the state and step,
+    or none for a running run."""
     from workbench import evaluate, runs
 
     run, asked = _StandInRun(tmp_path, {"test_nll": 80.0, "test_bpd": 0.1, "likelihood": "exact",
@@ -345,16 +373,22 @@ def test_evaluate_run_passes_the_runs_settings_on_and_reports_them(monkeypatch, 
     real = RealStatistics(*metrics.gaussian_statistics(features), features, np.full((60, 10), 0.1), np.arange(60) % 10)
     monkeypatch.setattr(runs, "open_run", lambda run_dir: run)
     monkeypatch.setattr(evaluate, "get_extractor", lambda *args, **kwargs: asked.setdefault("ext", args) and _Judge("inception"))
-    monkeypatch.setattr(evaluate, "real_statistics", lambda *args, **kwargs: real)
-    monkeypatch.setattr(evaluate, "load_classifier",
-                        lambda *args, **kwargs: asked.setdefault("judge", args) and _Judge("classifier"))
+    monkeypatch.setattr(evaluate, "real_statistics", lambda *args: asked.setdefault("real", args) and real)
+    judge = _PixelFeatures("classifier")
+    monkeypatch.setattr(evaluate, "load_classifier", lambda *args, on_progress: asked.setdefault("judge", args) and judge)
     budget = object()
     result = evaluate.evaluate_run(tmp_path, n=20, batch_size=5, extractor="inception", device="cpu", progress=False,
                                    inception_weights="w.pth", budget=budget)
     assert asked["ext"] == ("inception", "fashion-mnist", "/the/root", "w.pth", torch.device("cpu"), False, budget, "grey")
-    assert asked["judge"][:3] == ("fashion-mnist", "/the/root", budget)
+    assert asked["real"][1:] == ("fashion-mnist", "test", "none", 256, "/the/root", 5, False)
+    assert asked["judge"] == ("fashion-mnist", "/the/root", budget, torch.device("cpu"), False, "grey")
+    assert judge.calls == [("classifying samples", 20, 5, False)]
     assert result["conditional_accuracy"] == 1.0 and result["conditional_accuracy_by"] == "classifier"
-    assert "still training" in result["warning"] and result["run"] == str(tmp_path)
+    assert result["warning"] == f"{tmp_path.name} is still training (status paused at step 7): these figures are of checkpoint step 9"
+    assert result["run"] == str(tmp_path)
+    run.state = "running"
+    assert evaluate.evaluate_run(tmp_path, n=20, batch_size=5, extractor="inception", device="cpu",
+                                 progress=False)["warning"].startswith(f"{tmp_path.name} is still training (status running")
     assert (result["test_nll"], result["likelihood"], result["bound"], result["density"]) == (80.0, "exact", "exact", False)
     assert run.written["inception"]["n"] == 20
     kept = {k: v for k, v in run.written.items() if k not in ("inception", "evaluations")}
@@ -374,12 +408,44 @@ def test_evaluate_run_passes_the_runs_settings_on_and_reports_them(monkeypatch, 
 
 
 class _PixelFeatures(_Judge):
-    """A stand-in extractor whose features are the images' pixels: the figures depend on the samples."""
+    """A stand-in extractor whose features are the images' pixels: the figures depend on the
+    samples. ``calls`` records (description, images, batch size, progress) of each call."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.calls = []
 
     def extract(self, images, batch_size=500, progress=True, description="", on_advance=None):
+        self.calls.append((description, len(images), batch_size, progress))
         if on_advance is not None:
             on_advance(len(images))
         return Extracted(images.flatten(1)[:, 1:9].double().numpy(), _judge(images, 10))
+
+
+@pytest.mark.parametrize("num_classes, extractor, saved", [(None, "inception", {}), (10, "classifier", {}),
+                                                           (10, "inception", {"test_nll": 1.0}), (None, "classifier", {})])
+def test_progress_ends_at_exactly_one_whatever_the_evaluation_computes(monkeypatch, tmp_path, num_classes, extractor,
+                                                                        saved):
+    """The share of images through the phases ends at exactly 1 whether samples are judged apart
+    (a conditional model under Inception) or not, and whether the test likelihood is computed.
+    Mutants: ``judged_apart`` with ``or`` or with another name for the classifier, the test NLL's
+    key misspelt in ``needs_likelihood`` (each leaves the bar short of 1); the dataset classifier
+    loaded again when it is the extractor."""
+    from workbench import evaluate, runs
+
+    run, seen, loaded = _StandInRun(tmp_path, saved, "done", num_classes), [], []
+    features = np.random.default_rng(0).standard_normal((60, 8))
+    real = RealStatistics(*metrics.gaussian_statistics(features), features, np.full((60, 10), 0.1), np.arange(60) % 10)
+    monkeypatch.setattr(runs, "open_run", lambda run_dir: run)
+    monkeypatch.setattr(evaluate, "get_extractor", lambda *args, on_progress: _PixelFeatures(extractor))
+    monkeypatch.setattr(evaluate, "real_statistics", lambda *args: real)
+    monkeypatch.setattr(evaluate, "load_classifier",
+                        lambda *args, on_progress: loaded.append(args) or _PixelFeatures("classifier"))
+    monkeypatch.setattr(evaluate, "load_test_split", lambda *args: (torch.rand(60, 1, 4, 4), torch.arange(60) % 10))
+    evaluate.evaluate_run(tmp_path, n=20, batch_size=5, extractor=extractor, device="cpu", progress=False,
+                          on_progress=lambda phase, fraction: seen.append(fraction))
+    assert seen[-1] == 1.0 and seen == sorted(seen) and all(f < 1.0 for f in seen[:-1])
+    assert len(loaded) == (num_classes is not None and extractor != "classifier")
 
 
 def test_evaluate_run_records_every_figure_of_its_own_draw_and_reports_progress_to_one(monkeypatch, tmp_path):
@@ -580,3 +646,5 @@ def test_results_table_reads_exactly_as_users_see_it():
     ]
     bare = {k: v for k, v in result.items() if k not in ("run", "checkpoint_step")}
     assert shown(bare)[0].strip() == "evaluation: 10 samples, seed 2"
+    # the KID's spread in two significant digits above 1e-3 (a 3 or the default 4 show more)
+    assert "│ 1.230e-04 ± 0.0046 │" in "\n".join(shown({**result, "kid_std": 0.0045678}))

@@ -1,6 +1,7 @@
 """genwb eval end to end on a tiny trained run: metrics written to eval.json and named by their
 extractor, the real side cached and processed like the training data, reference figures."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -203,6 +204,41 @@ def test_real_side_is_processed_like_the_training_data(tiny_data, binarize, leve
     assert len(ext.seen) > 0
 
 
+def test_real_statistics_cache_is_read_back_exactly_and_recomputed_when_stale_or_unreadable(tiny_data):
+    """The cache returns what was computed, field for field and in its dtypes, leaves no temporary
+    file, and is computed again (and rewritten) when its fingerprint is of other data or the file
+    is corrupt or lacks a field. Kills: the fingerprint comparison negated or dropped, the
+    except clause narrowed, the fields read back in another order, the probabilities kept in
+    float64, the temporary file left beside the cache."""
+    ext = RecordingExtractor()
+    first = real_statistics(ext, "fashion-mnist", "test", "dynamic", 2, progress=False)
+    path = evaluate.stats_path("fashion-mnist", "test", ext, "dynamic", 2)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    fields = ("mu", "sigma", "features", "probs", "labels")
+    dtypes = (np.float64, np.float64, np.float32, np.float32, np.int64)
+    assert [getattr(first, f).dtype for f in fields] == list(dtypes)
+
+    def same(stats):
+        return all(np.array_equal(getattr(stats, f), getattr(first, f)) and getattr(stats, f).dtype == d
+                   for f, d in zip(fields, dtypes))
+
+    ext.seen.clear()
+    assert same(real_statistics(ext, "fashion-mnist", "test", "dynamic", 2, progress=False)) and ext.seen == []
+    with np.load(path) as saved:
+        kept = dict(saved)
+    for stale in ({**kept, "fingerprint": np.array("of other images")},  # the dataset changed under it
+                  {k: v for k, v in kept.items() if k != "probs"}):      # a file from an older layout
+        np.savez(path, **{k: (np.zeros_like(v) if k == "mu" else v) for k, v in stale.items()})
+        ext.seen.clear()
+        assert same(real_statistics(ext, "fashion-mnist", "test", "dynamic", 2, progress=False)) and ext.seen != []
+    path.write_bytes(b"not an npz file")
+    ext.seen.clear()
+    assert same(real_statistics(ext, "fashion-mnist", "test", "dynamic", 2, progress=False)) and ext.seen != []
+    ext.seen.clear()  # rewritten: read back again
+    assert same(real_statistics(ext, "fashion-mnist", "test", "dynamic", 2, progress=False)) and ext.seen == []
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
 def test_reference_figures_separate_real_data_from_noise(tiny_data):
     ref = reference_figures("fashion-mnist", n=60, device="cpu", progress=False, budget=TINY)
     floor, ceiling = ref["floor"], ref["ceiling"]
@@ -224,6 +260,7 @@ def test_too_few_samples_and_missing_runs_are_user_errors(tmp_path):
 @pytest.mark.parametrize("name, hparams, bound, density", [
     ("vqvae", {}, "point-mass ELBO, uniform code prior", False),
     ("vae", {"likelihood": "mse", "iw_samples": 4}, "IWAE, K=4", True),
+    ("vae", {"likelihood": "mae", "iw_samples": 2}, "IWAE, K=2", True),
     ("vae", {}, "IWAE, K=16", False),
     ("made", {}, "exact", False),
 ])
@@ -244,6 +281,18 @@ def test_the_test_nll_says_which_bound_and_whether_a_density(name, hparams, boun
     else:
         assert f"upper bound ({bound})" in text and ("IWAE" in text) == bound.startswith("IWAE")
     assert ("density" in text) is density
+
+
+def test_a_bound_of_a_model_outside_the_course_and_the_labels_of_each_extractor():
+    """Mutants: the fallback bound's name (a lower bound of a model genwb does not know), and the
+    Inception extractor's metrics not named after Inception v3 (their figures compare only with
+    other Inception v3 figures)."""
+    other = SimpleNamespace(exact_likelihood=False, registered_name="flow")
+    assert evaluate.bound_name(other) == "lower bound"
+    assert evaluate.metric_labels(SimpleNamespace(name="inception")) == {
+        "fid": "FID (Inception v3)", "kid": "KID (Inception v3)", "is": "IS (inception)",
+        "precision": "precision (Inception v3)", "recall": "recall (Inception v3)"}
+    assert evaluate.metric_labels(SimpleNamespace(name="classifier"))["fid"] == "FID (classifier features)"
 
 
 @pytest.mark.slow

@@ -35,8 +35,6 @@ from workbench.features import (Extracted, FeatureExtractor, classifier_domain, 
                                 load_classifier, progress_bar)
 from workbench.paths import cache_dir
 
-#: Seed with which the trainer binarises the test split (workbench.data.load_data); the real
-#: side of the metrics and the test NLL use the same draw.
 MIN_SAMPLES = 10
 MAX_SAMPLES = 1_000_000
 
@@ -95,17 +93,17 @@ def real_statistics(extractor: FeatureExtractor, dataset: str, split: str = "tes
 
 def sample_quality(real: RealStatistics, fake: Extracted, seed: int = 0, kid_subsets: int = 100,
                    kid_subset_size: int = 1000, k: int = 3) -> dict[str, float]:
-    """FID against the real statistics, KID, IS of the fake side, and precision/recall against
-    a random subset of the real features as large as the fake set."""
-    n = len(fake.features)
+    """FID against the real statistics, KID, IS of the fake side (10 splits), and precision/recall
+    with k neighbours against a random subset of the real features as large as the fake set
+    (at least ``MIN_SAMPLES`` on each side)."""
     mu, sigma = metrics.gaussian_statistics(fake.features)
     fid = metrics.frechet_distance(real.mu, real.sigma, mu, sigma)
     kid_mean, kid_std = metrics.kernel_distance(real.features, fake.features, subsets=kid_subsets,
                                                 subset_size=kid_subset_size, seed=seed)
-    is_mean, is_std = metrics.inception_score(fake.probs, splits=min(10, n))
+    is_mean, is_std = metrics.inception_score(fake.probs, splits=10)
     rng = np.random.default_rng(seed)
-    real_subset = real.features[rng.permutation(len(real.features))[:n]]
-    precision, recall = metrics.precision_recall(real_subset, fake.features, k=min(k, n - 1, len(real_subset) - 1))
+    real_subset = real.features[rng.permutation(len(real.features))[:len(fake.features)]]
+    precision, recall = metrics.precision_recall(real_subset, fake.features, k=k)
     return {"fid": fid, "kid_mean": kid_mean, "kid_std": kid_std, "is_mean": is_mean, "is_std": is_std,
             "precision": precision, "recall": recall}
 
@@ -300,7 +298,10 @@ def reference_figures(dataset: str = "fashion-mnist", n: int = 10000, extractor:
                       budget=None) -> dict:
     """What the metrics read for a perfect model and for a useless one: the real test split
     against n real training images (the floor; a model that reproduces the training data) and
-    against n images of uniform noise on the model's level grid (the ceiling)."""
+    against n images of uniform noise on the model's level grid (the ceiling). Binarised data
+    has 2 levels, whatever ``levels`` says."""
+    check_arguments(n, batch_size)
+    levels = 2 if binarize != "none" else levels
     dev = resolve_device(device)
     ext = get_extractor(extractor, dataset, root, inception_weights, dev, progress, budget,
                         classifier_domain(binarize, levels))
@@ -309,8 +310,7 @@ def reference_figures(dataset: str = "fashion-mnist", n: int = 10000, extractor:
     gen = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(train_images), generator=gen)[:n]
     train_x = to_model_domain(train_images[pick], binarize, levels, seed=seed)
-    grid = 2 if binarize != "none" else levels
-    noise_x = torch.randint(0, grid, (len(pick), *dataset_info(dataset).image_shape), generator=gen).float() / (grid - 1)
+    noise_x = torch.randint(0, levels, (len(pick), *dataset_info(dataset).image_shape), generator=gen).float() / (levels - 1)
     floor = sample_quality(real, ext.extract(train_x, batch_size, progress, "real train images"), seed)
     ceiling = sample_quality(real, ext.extract(noise_x, batch_size, progress, "uniform noise"), seed)
     real_is = metrics.inception_score(real.probs.astype(np.float64), splits=10)
