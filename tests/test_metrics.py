@@ -311,6 +311,7 @@ _P = np.full((6, 3), 1 / 3)
     (lambda: metrics.frechet_distance_from_features(_F, _NAN2), r"^features2 contains NaN or infinite values$"),
     (lambda: metrics.frechet_distance_from_features(_F, np.zeros((6, 3))), r"^feature dimensions differ: 2 and 3$"),
     (lambda: metrics.frechet_distance_from_features(_F, _F[:1]), r"^need at least 2 feature vectors on each side$"),
+    (lambda: metrics.frechet_distance_from_features(_F[:1], _F), r"^need at least 2 feature vectors on each side$"),
     (lambda: metrics.kernel_distance(_NAN2, _F), r"^features1 contains NaN or infinite values$"),
     (lambda: metrics.kernel_distance(_F, _Z2), r"^features2 must have 2 dimension\(s\), got shape \(2,\)$"),
     (lambda: metrics.kernel_distance(_F, np.zeros((6, 3))), r"^feature dimensions differ: 2 and 3$"),
@@ -330,3 +331,39 @@ def test_each_bad_input_is_named_with_what_is_wrong(call, message):
     replaced or emptied, and an argument named for another (``sigma1`` for ``sigma2``)."""
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("scale", [1e-9, 1e9])
+def test_the_trace_term_holds_at_any_scale_of_a_singular_covariance(scale):
+    """tr((S S)^(1/2)) = tr(S) for a rank-deficient S (5 samples in 6 dimensions) far from unit
+    scale, and FID scales with the square of the features. Kills the eigenvalue cut-off made
+    absolute below unit scale (``max(w.max(), 1.0)``: every eigenvalue of a 1e-18 covariance
+    dropped, the trace term 0)."""
+    rng = np.random.default_rng(3)
+    f, g = rng.standard_normal((5, 6)), rng.standard_normal((5, 6)) + 0.5
+    _, s = metrics.gaussian_statistics(f * scale)
+    assert metrics.trace_sqrt_product(s, s) == pytest.approx(np.trace(s), rel=1e-9, abs=0)
+    base = metrics.frechet_distance(*metrics.gaussian_statistics(f), *metrics.gaussian_statistics(g))
+    scaled = metrics.frechet_distance(*metrics.gaussian_statistics(f * scale), *metrics.gaussian_statistics(g * scale))
+    assert scaled == pytest.approx(base * scale ** 2, rel=1e-9, abs=0)
+
+
+def test_kid_subsets_are_as_large_as_the_smaller_side_and_two_vectors_suffice():
+    """KID's subsets hold min(subset_size, n1, n2) vectors: asking for more than the smaller side
+    has equals asking for exactly that many (the same draws), whichever side is smaller; two
+    vectors a side is the smallest valid KID. Kills the subset size capped by one side only and
+    the minimum raised to 3."""
+    rng = np.random.default_rng(4)
+    big, small = rng.standard_normal((50, 3)), rng.standard_normal((20, 3)) + 0.2
+    assert metrics.kernel_distance(big, small, subsets=3, subset_size=1000, seed=1) == \
+        metrics.kernel_distance(big, small, subsets=3, subset_size=20, seed=1)
+    assert metrics.kernel_distance(small, big, subsets=3, subset_size=1000, seed=1) == \
+        metrics.kernel_distance(small, big, subsets=3, subset_size=20, seed=1)
+    assert np.isfinite(metrics.kernel_distance(big[:2], small[:2], subsets=2)).all()
+
+
+def test_two_vectors_have_a_mean_and_an_unbiased_covariance():
+    """The smallest valid input: two feature vectors, whose unbiased covariance divides by 1.
+    Kills the minimum raised to 3 (``<= 2``, ``< 3``)."""
+    mu, sigma = metrics.gaussian_statistics([[0.0, 0.0], [2.0, 4.0]])
+    assert np.array_equal(mu, [1.0, 2.0]) and np.array_equal(sigma, [[2.0, 4.0], [4.0, 8.0]])

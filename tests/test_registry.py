@@ -1,5 +1,8 @@
 """The model registry (models/__init__.py): every architecture of the course is found by name,
 built with the contract's arguments and its own hyper-parameters, and a wrong name gets a hint."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -32,6 +35,19 @@ def test_every_model_of_the_course_is_registered_and_sorted():
     assert models.names() == COURSE
     for name in COURSE:
         assert models.get(name).registered_name == name
+
+
+def test_a_fresh_process_finds_every_model_by_discovery_alone():
+    """In a process that has imported no model module, ``names()`` imports them all itself (the
+    test process has imported them through the tests, so discovery cannot be seen here). Kills
+    ``_discover`` walking another path, importing only base and layers, only private modules,
+    or failing on ``startswith(None)``."""
+    assert models.names() == COURSE  # in-process too, so that mutation testing runs this test for _discover
+    code = "import models, sys; sys.stdout.write(' '.join(models.names()))"
+    # a deadline that names what it waited for: the import of torch and the models
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == COURSE
 
 
 def test_an_unknown_name_gets_the_closest_and_the_list():
