@@ -330,6 +330,12 @@ class _Judge:
         return Extracted(features, _judge(images, 10))
 
 
+def _real_side() -> RealStatistics:
+    """The statistics of 60 real test images with random features, 10 classes in turn."""
+    features = np.random.default_rng(0).standard_normal((60, 8))
+    return RealStatistics(*metrics.gaussian_statistics(features), features, np.full((60, 10), 0.1), np.arange(60) % 10)
+
+
 class _StandInRun:
     """A run folder's interface over a conditional NoiseModel: its eval.json is ``saved``, and
     what the evaluation writes is kept in ``written``."""
@@ -369,8 +375,7 @@ def test_evaluate_run_passes_the_runs_settings_on_and_reports_them(monkeypatch, 
 
     run, asked = _StandInRun(tmp_path, {"test_nll": 80.0, "test_bpd": 0.1, "likelihood": "exact",
                                         "test_checkpoint_step": 5, "other": 1}), {}
-    features = np.random.default_rng(0).standard_normal((60, 8))
-    real = RealStatistics(*metrics.gaussian_statistics(features), features, np.full((60, 10), 0.1), np.arange(60) % 10)
+    real = _real_side()
     monkeypatch.setattr(runs, "open_run", lambda run_dir: run)
     monkeypatch.setattr(evaluate, "get_extractor", lambda *args, **kwargs: asked.setdefault("ext", args) and _Judge("inception"))
     monkeypatch.setattr(evaluate, "real_statistics", lambda *args: asked.setdefault("real", args) and real)
@@ -434,8 +439,7 @@ def test_progress_ends_at_exactly_one_whatever_the_evaluation_computes(monkeypat
     from workbench import evaluate, runs
 
     run, seen, loaded = _StandInRun(tmp_path, saved, "done", num_classes), [], []
-    features = np.random.default_rng(0).standard_normal((60, 8))
-    real = RealStatistics(*metrics.gaussian_statistics(features), features, np.full((60, 10), 0.1), np.arange(60) % 10)
+    real = _real_side()
     monkeypatch.setattr(runs, "open_run", lambda run_dir: run)
     monkeypatch.setattr(evaluate, "get_extractor", lambda *args, on_progress: _PixelFeatures(extractor))
     monkeypatch.setattr(evaluate, "real_statistics", lambda *args: real)
@@ -459,8 +463,7 @@ def test_evaluate_run_records_every_figure_of_its_own_draw_and_reports_progress_
     from workbench.evaluate import draw_samples, metric_labels, sample_quality, test_likelihood
 
     run, seen = _StandInRun(tmp_path, {}, state="done"), []
-    features = np.random.default_rng(0).standard_normal((60, 8))
-    real = RealStatistics(*metrics.gaussian_statistics(features), features, np.full((60, 10), 0.1), np.arange(60) % 10)
+    real = _real_side()
     x, y = torch.rand(60, 1, 4, 4), torch.arange(60) % 10  # the real side's split
 
     def get_extractor(*args, on_progress=None):
