@@ -1,17 +1,21 @@
 """CUDA graphs of the samplers (models.cudagraph): on CUDA, ``sample`` replays a captured graph
 from its second call on and draws exactly the images the eager sampler draws from the same
 noise; off CUDA nothing is captured. The CUDA tests skip where no GPU is available; on a GPU,
-``python -m pytest tests/test_cudagraph.py -q`` runs them all."""
+``python -m pytest tests/test_cudagraph.py -q`` runs them all. ``CudaGraphs``' bookkeeping (eager
+first, captured second, replayed after; at most ``max_graphs`` kept; a failed capture eager for
+good) is checked on any machine, with its three CUDA steps stood in for on the CPU."""
 from __future__ import annotations
 
+import contextlib
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
 import models
 from models.base import _sample_graphs
-from models.cudagraph import CudaGraphs
+from models.cudagraph import CudaGraphs, device_lock
 
 _needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device; none here")
 
@@ -47,6 +51,113 @@ def test_off_cuda_run_is_the_plain_call_and_captures_nothing():
     for _ in range(3):
         assert torch.equal(graphs.run("double", lambda t: t * 2, x), x * 2)
     assert not graphs.graphs and not graphs.seen and not graphs.failed
+
+
+class _HostGraphs(CudaGraphs):
+    """``CudaGraphs`` with its CUDA steps stood in for on the CPU: a "graph" is ``fn`` kept with
+    static copies of the inputs, and a replay calls it again on them into the static output."""
+
+    def __init__(self, max_graphs: int = 4, fails: Exception | None = None):
+        super().__init__(max_graphs)
+        self.captures, self.replays, self.fails = 0, 0, fails
+        self.held: list[torch.device] = []  # the devices whose lock ``run`` took
+
+    @staticmethod
+    def _graphable(inputs) -> bool:
+        return True
+
+    def _holding(self, device):
+        self.held.append(device)
+        return self.lock
+
+    def _capture(self, fn, inputs):
+        self.captures += 1
+        if self.fails is not None:
+            raise self.fails
+        static = [t.clone() for t in inputs]
+        result, output = fn(*static), fn(*static)
+        owner = self
+
+        class Graph:
+            def replay(self):
+                owner.replays += 1
+                output.copy_(fn(*static))
+
+        return result, (static, output, Graph())
+
+
+class _Counted:
+    """``t * 2 + 1``, counting its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, t):
+        self.calls += 1
+        return t * 2 + 1
+
+
+def test_graphs_are_eager_first_captured_second_and_replayed_after():
+    """Kills: the first call captured (``or`` made ``and``), a key never marked seen (never
+    captured), a replay without copying the new inputs in, the static output returned without
+    ``clone`` (the next replay would overwrite what an earlier call returned), and the inputs'
+    device not passed on to take its lock."""
+    graphs, fn = _HostGraphs(), _Counted()
+    xs = [torch.arange(4.0) + 10 * i for i in range(5)]
+    assert torch.equal(graphs.run("k", fn, xs[0]), xs[0] * 2 + 1)
+    assert (fn.calls, graphs.captures, len(graphs.graphs)) == (1, 0, 0)
+    assert torch.equal(graphs.run("k", fn, xs[1]), xs[1] * 2 + 1)  # the warm-up's answer
+    assert (graphs.captures, len(graphs.graphs), graphs.replays) == (1, 1, 0)
+    returned = [graphs.run("k", fn, x) for x in xs[2:]]
+    assert (graphs.captures, graphs.replays, fn.calls) == (1, 3, 1 + 2 + 3)
+    for x, y in zip(xs[2:], returned):
+        assert torch.equal(y, x * 2 + 1)
+    assert graphs.held == [torch.device("cpu")] * 5
+
+
+def test_the_key_holds_the_input_shapes_and_dtypes_and_calls_without_inputs_are_plain():
+    """Kills: shapes or dtypes left out of the key (a replay of another shape's graph), and the
+    ``not inputs`` guard removed (``inputs[0]`` of no inputs)."""
+    graphs, fn = _HostGraphs(), _Counted()
+    for x in (torch.arange(4.0), torch.arange(6.0), torch.arange(4, dtype=torch.float64)):
+        for _ in range(3):
+            assert torch.equal(graphs.run("k", fn, x), x * 2 + 1)
+    assert graphs.captures == 3 and len(graphs.graphs) == 3
+    for _ in range(3):
+        assert torch.equal(graphs.run("none", lambda: torch.ones(2)), torch.ones(2))
+    assert graphs.captures == 3 and ("none", ()) not in graphs.seen
+
+
+def test_at_most_max_graphs_are_kept_and_the_least_recently_replayed_goes():
+    """Kills: ``>`` made ``>=`` (one graph too few), the newest evicted instead of the oldest,
+    and a replay that does not count as a use (``move_to_end`` dropped)."""
+    graphs, fn, x = _HostGraphs(max_graphs=2), _Counted(), torch.arange(3.0)
+    for key in ("a", "a", "b", "b", "a", "c", "c"):
+        graphs.run(key, fn, x)
+    assert [key for key, _ in graphs.graphs] == ["a", "c"]
+    assert graphs.captures == 3
+
+
+def test_a_capture_that_fails_warns_once_in_one_line_and_stays_eager():
+    """Kills: a failed key retried at every call, a second warning, the warning's text (type,
+    whitespace folded, message cut at 160 characters) and where it points (a caller, not
+    models/cudagraph.py itself)."""
+    graphs = _HostGraphs(fails=RuntimeError("waits  for\nthe device " + "x" * 300))
+    fn, x = _Counted(), torch.arange(4.0)
+    with pytest.warns(RuntimeWarning) as caught:
+        results = [graphs.run("k", fn, x) for _ in range(4)]
+    assert len(caught) == 1 and Path(caught[0].filename).name != "cudagraph.py"  # mutmut adds a frame
+    assert str(caught[0].message) == ("CUDA graph capture failed, sampling without it (RuntimeError: "
+                                      + ("waits for the device " + "x" * 300)[:160] + ")")
+    assert all(torch.equal(r, x * 2 + 1) for r in results)
+    assert (graphs.captures, fn.calls, len(graphs.graphs)) == (1, 4, 0) and graphs.failed
+
+
+def test_the_device_lock_off_cuda_is_a_null_context():
+    """Kills ``device.type != "cuda"`` made ``==``: CPU code would take (or, without CUDA, fail
+    to find) a GPU's lock."""
+    for device in ("cpu", torch.device("cpu")):
+        assert isinstance(device_lock(device), contextlib.nullcontext)
 
 
 def test_cpu_sampling_is_unchanged():
