@@ -898,16 +898,21 @@ def test_each_bad_argument_gets_its_own_one_line_message(fake_run):
 
 def test_write_checks_its_arguments_before_drawing(fake_run, tmp_path):
     """Kills write calling ``check`` without the label, the mix, the temperature or ``mean``: each
-    bad one is refused with check's message, before anything is drawn or written."""
+    bad one is refused with check's message, before anything is drawn or written. A mix that
+    ``soft_label`` would refuse anyway does not tell; one given with a label, or to a mode that
+    does not take one, does (write_9, write_15)."""
     made = _random_made()
     vq = build("vqvae", num_codes=4, code_dim=2, channels=4, res_channels=2, res_blocks=0)
     out = tmp_path / "never.png"
-    for model, kwargs, message in [(made, {"label": 3}, "--label 3 is out of range"),
-                                   (made, {"mix": {7: 1.0}}, "--mix: class 7 is out of range"),
-                                   (vq, {"temperature": 0.5}, "--temperature: vqvae has no temperature"),
-                                   (made, {"mean": True}, "--mean is the decoder's mean of a latent model")]:
+    for model, mode, kwargs, message in [
+            (made, "samples", {"label": 3}, "--label 3 is out of range"),
+            (made, "samples", {"mix": {7: 1.0}}, "--mix: class 7 is out of range"),
+            (made, "samples", {"label": 1, "mix": {0: 1.0}}, "give --label or --mix, not both"),
+            (made, "classes", {"mix": {0: 1.0}}, "--mix applies to samples, progress and codes; --mode classes"),
+            (vq, "samples", {"temperature": 0.5}, "--temperature: vqvae has no temperature"),
+            (made, "samples", {"mean": True}, "--mean is the decoder's mean of a latent model")]:
         with pytest.raises(UserError, match=message):
-            sampling.write(fake_run, model, "samples", n=2, out=out, **kwargs)
+            sampling.write(fake_run, model, mode, n=2, out=out, **kwargs)
     assert not out.exists()
 
 

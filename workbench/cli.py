@@ -92,7 +92,7 @@ def run(preset, overrides, out_dir, device, resume_dir, which, nproc):
     if which != "last" and not resume_dir:
         raise UserError("--checkpoint chooses where a resume starts; use it with --resume RUN_DIR")
     from workbench import distributed
-    from workbench.launch import launch, run_config  # light: torch loads in the ranks only
+    from workbench.launch import launch, run_config
 
     world = distributed.from_env()
     if nproc is None:  # [run] gpus of the run to start or resume
@@ -102,7 +102,7 @@ def run(preset, overrides, out_dir, device, resume_dir, which, nproc):
             raise UserError("--nproc starts torchrun itself; under torchrun leave it out")
         if resume_dir:  # refused before torchrun starts; rank 0 takes the lease itself
             _refuse_if_written(resume_dir)
-        sys.exit(launch(nproc, preset, overrides, out_dir, device, resume_dir, which))  # torch loads in the ranks only
+        sys.exit(launch(nproc, preset, overrides, out_dir, device, resume_dir, which))
     from workbench.config import load_config
     from workbench.devices import resolve_device
     from workbench.runs import Run, check_resume, open_run, prepare, writing

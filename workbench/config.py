@@ -203,7 +203,7 @@ def _build(source: str, raw: dict[str, Any], check_model: bool = True) -> RunCon
         if name == "model" and not check_model:  # a run's own config.toml, checked when the run was made
             values["hparams"] = extra
         elif name == "model":
-            import models  # the registry only: cheap next to reading a preset
+            import models  # loads torch: the model classes' signatures are the hyper-parameters
 
             if not values.get("name"):
                 raise UserError(f"{where}: name is missing; allowed: {', '.join(models.names())}")

@@ -61,7 +61,7 @@ def _check(nproc: int, preset, overrides, device, resume_dir) -> None:
     config = run_config(preset, overrides, resume_dir)
     distributed.check_batch(config.data.batch_size, nproc)
     spec = (device or config.run.device or "auto").strip().lower()
-    if spec != "cpu":  # only then is torch worth loading here
+    if spec != "cpu":  # only then are the GPUs counted
         import torch
 
         from workbench.devices import resolve_device

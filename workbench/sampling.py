@@ -193,8 +193,6 @@ def check(model, op: str, *, label=None, mix=None, temperature: float = 1.0, mea
     if op in ("recon", "interpolate", "classes"):
         raise UserError(f"{flag} applies to samples, progress and codes; --mode {op} uses "
                         + ("every class" if op == "classes" else "the test images' own labels"))
-    if op == "codes" and name == "vqvae":
-        raise UserError(f"{flag}: the VQ-VAE's codes come from test images; condition its prior instead")
     if isinstance(label, torch.Tensor) and label.is_floating_point():
         if label.shape != (model.num_classes,):
             raise UserError(f"{flag}: class weights must have shape ({model.num_classes},)")
