@@ -116,6 +116,8 @@ def test_builds_at_tiny_shapes_with_a_default_vqvae(shape):
     assert isinstance(m.vqvae, VQVAE)
     x = batch(shape, n=4)
     assert m.log_prob(x).shape == (4,) and m.sample(3).shape == (3, *shape)
+    # the fresh VQ-VAE is built for the prior's levels (kills it built with its own default)
+    assert models.build("vqvae_prior", shape, 4, **SMALL_PRIOR).vqvae.levels == 4
 
 
 def test_a_mismatched_vqvae_is_refused():
@@ -123,8 +125,19 @@ def test_a_mismatched_vqvae_is_refused():
         models.build("vqvae_prior", (1, 28, 28), 2, vqvae=small_vqvae((1, 4, 4)))
     with pytest.raises(ValueError, match="levels"):
         models.build("vqvae_prior", (1, 4, 4), 256, vqvae=small_vqvae((1, 4, 4)))
-    with pytest.raises(ValueError, match="VQ-VAE"):
+    with pytest.raises(ValueError) as refused:
         models.build("vqvae_prior", (1, 4, 4), 2, vqvae=torch.nn.Linear(2, 2))
+    assert str(refused.value) == "vqvae must be a built VQ-VAE model (models.build('vqvae', ...)), got Linear"
+
+
+def test_every_hyper_parameter_reaches_the_pixelcnn():
+    """The prior is the PixelCNN that ``models.build("pixelcnn", ...)`` makes from the same
+    hyper-parameters, parameter for parameter. Kills num_layers, kernel_size, first_kernel_size
+    or embed_dim left at the PixelCNN's default."""
+    hp = dict(hidden_channels=6, num_layers=3, kernel_size=5, first_kernel_size=5, head_channels=10, embed_dim=3)
+    m = models.build("vqvae_prior", (1, 8, 8), 2, 3, vqvae=small_vqvae((1, 8, 8), num_codes=5), **hp)
+    alone = models.build("pixelcnn", (1, *m.code_shape), 5, 3, gated=True, embed_levels=True, **hp)
+    assert {k: v.shape for k, v in m.prior.state_dict().items()} == {k: v.shape for k, v in alone.state_dict().items()}
 
 
 # -- found by mutation testing (mutmut run "models.vqvae_prior*") --------------------------
@@ -136,6 +149,17 @@ def _random_conditional_prior():
     with torch.no_grad():
         for p in m.prior.parameters():
             p.copy_(torch.randn_like(p) * 0.5)
+    return m.eval()
+
+
+def _random_square_prior():
+    """As ``_random_conditional_prior`` on a 2x2 code grid, where h / w is not h * w."""
+    torch.manual_seed(0)
+    m = models.build("vqvae_prior", (1, 8, 8), 2, 3, vqvae=small_vqvae((1, 8, 8), num_codes=3), **SMALL_PRIOR)
+    with torch.no_grad():
+        for p in m.prior.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    assert m.code_shape == (2, 2)
     return m.eval()
 
 
@@ -180,22 +204,30 @@ def test_partial_decoding_shows_exactly_the_codes_drawn():
                                    m.vqvae.likelihood.mean(m.vqvae.decoder(torch.zeros_like(z)).float()))
 
 
-def test_progress_frames_hold_the_codes_drawn_so_far_and_end_at_the_sample():
+@pytest.mark.parametrize("prior", [_random_conditional_prior, _random_square_prior])
+def test_progress_frames_hold_the_codes_drawn_so_far_and_end_at_the_sample(prior):
     """With ``codes=True`` the frame after ``done`` codes holds the final codes at the first
     ``done`` raster positions and -1 after them; the default (one frame a code, decoded means)
-    ends at sample(mean=True) from the same noise, labels and temperature. Kills mutants of the
-    -1 fill, of the position test, and of the noise, labels or temperature passed on."""
-    m = _random_conditional_prior()
-    y, u = torch.arange(60) % 3, torch.rand(60, 1, 2, 1, generator=torch.Generator().manual_seed(2))
+    ends at sample(mean=True) from the same noise, labels and temperature, and without a
+    temperature at the exact sample (T = 1). Kills mutants of the -1 fill, of the position test
+    (``h / w`` for ``h * w``, which a 2x1 grid cannot tell), of the noise, labels (other than
+    the classes in turn that a prior given none draws) or temperature passed on, and of the
+    default temperature."""
+    m = prior()
+    h, w = m.code_shape
+    y, u = (torch.arange(60) + 1) % 3, torch.rand(60, 1, h, w, generator=torch.Generator().manual_seed(2))
     final = m.sample_codes(60, y, temperature=0.4, noise=u)
     assert not torch.equal(final, m.sample_codes(60, y, noise=u))  # the temperature matters here
+    assert not torch.equal(final, m.sample_codes(60, None, temperature=0.4, noise=u))  # so do the labels
     frames = list(m.sample_progress(60, y, noise=u, temperature=0.4, codes=True))
-    assert [done for done, _ in frames] == [1, 2]
+    assert [done for done, _ in frames] == list(range(1, h * w + 1))
     for done, grid in frames:
         flat, want = grid.flatten(1), final.flatten(1)
         assert torch.equal(flat[:, :done], want[:, :done]) and (flat[:, done:] == -1).all()
     images = list(m.sample_progress(60, y, noise=u, temperature=0.4))
     torch.testing.assert_close(images[-1][1], m.sample(60, y, noise=u, temperature=0.4, mean=True))
+    exact = list(m.sample_progress(60, y, noise=u, codes=True))[-1][1]
+    assert torch.equal(exact, m.sample_codes(60, y, temperature=1.0, noise=u))
     drawn = list(m.sample_progress(60, y, noise=u, mean=False))[-1][1]
     assert set(drawn.unique().tolist()) <= {0.0, 1.0}  # mean=False passed on: binary draws
 
@@ -211,9 +243,10 @@ def test_the_prior_is_a_gated_pixelcnn_with_level_embeddings():
 
 
 def test_bits_per_code_is_the_code_nll_over_positions_and_log_2():
-    """Kills `/` -> `*` in bits_per_code: nats per image / (h w ln 2)."""
-    m = _random_conditional_prior()
-    x, y = batch((1, 4, 2), n=6), torch.arange(6) % 3
+    """Kills `/` -> `*` in bits_per_code, and `h / w` for `h * w` (a 2x2 grid: a 2x1 one cannot
+    tell): nats per image / (h w ln 2)."""
+    m = _random_square_prior()
+    x, y = batch((1, 8, 8), n=6), torch.arange(6) % 3
     with torch.no_grad():
         out = m.loss(x, y)
-    assert out["bits_per_code"].item() == pytest.approx(out["nll_codes"].item() / (2 * np.log(2)), rel=1e-6)
+    assert out["bits_per_code"].item() == pytest.approx(out["nll_codes"].item() / (4 * np.log(2)), rel=1e-6)
