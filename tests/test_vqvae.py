@@ -375,14 +375,40 @@ def test_kmeans_keeps_the_centre_of_an_empty_cluster():
 
 def test_quantizer_hyper_parameter_bounds():
     """decay 0 (no memory) is allowed, 1 (no update) is not; one code and one dimension are
-    allowed, zero are not. Kills the boundary mutants of those checks."""
+    allowed, zero are not. Kills the boundary mutants of those checks, and of their messages,
+    matched whole."""
     VectorQuantizer(1, 1, decay=0.0, usage_window=1)
-    for kw in ({"decay": 1.0}, {"decay": -0.1}, {"usage_window": 0}):
-        with pytest.raises(ValueError):
+    positive = "num_codes, code_dim and usage_window must be positive"
+    for kw, message in (({"decay": 1.0}, "decay must be in [0, 1), got 1.0"),
+                        ({"decay": -0.1}, "decay must be in [0, 1), got -0.1"), ({"usage_window": 0}, positive)):
+        with pytest.raises(ValueError) as refused:
             VectorQuantizer(4, 2, **kw)
+        assert str(refused.value) == message
     for k, d in ((0, 2), (4, 0)):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError) as refused:
             VectorQuantizer(k, d)
+        assert str(refused.value) == positive
+
+
+def test_the_vqvae_refusals_are_whole_messages():
+    """Kills the VQ-VAE's two refusals' text changed or dropped."""
+    for args, kw, message in [
+            ((2, 3), {}, "vqvae is unconditional; set [model] conditional = true on the prior (vqvae_prior) instead"),
+            ((2,), {"channels": 1}, "channels >= 2, res_channels >= 1, res_blocks >= 0, downsamples >= 0 and beta >= 0 are required")]:
+        with pytest.raises(ValueError) as refused:
+            models.build("vqvae", (1, 4, 4), *args, **kw)
+        assert str(refused.value) == message
+
+
+def test_configured_usage_window_reaches_the_quantizer():
+    """With ``usage_window = 1`` a VQ-VAE's ``codes_used`` counts only the last batch's codes.
+    Kills ``usage_window`` not passed from VQVAE to its quantizer (100 steps instead)."""
+    m = models.build("vqvae", (1, 4, 4), 2, num_codes=8, code_dim=1, channels=4, res_channels=2, res_blocks=1,
+                     usage_window=1, ema=False, kmeans_init=False, restart_dead=False)
+    q = m.quantizer
+    q.embedding.data = torch.arange(8.0)[:, None]
+    used = [q(torch.full((1, 1, 1, 1), float(code)))["codes_used"].item() for code in (0, 1, 2)]
+    assert used == [1, 1, 1]
 
 
 def test_only_a_quantizer_without_dead_code_restarts_is_graph_capturable():
