@@ -141,25 +141,14 @@ def test_every_hyper_parameter_reaches_the_pixelcnn():
 
 
 # -- found by mutation testing (mutmut run "models.vqvae_prior*") --------------------------
-def _random_conditional_prior():
-    """A 2x1 code grid with 3 codes and 3 classes, every parameter of the prior random (a fresh
-    class embedding is zero, which would hide a dropped label)."""
+def _random_conditional_prior(shape=(1, 4, 2)):
+    """A 2x1 code grid (2x2 for an 8x8 ``shape``) with 3 codes and 3 classes, every parameter of
+    the prior random (a fresh class embedding is zero, which would hide a dropped label)."""
     torch.manual_seed(0)
-    m = models.build("vqvae_prior", (1, 4, 2), 2, 3, vqvae=small_vqvae((1, 4, 2), num_codes=3), **SMALL_PRIOR)
+    m = models.build("vqvae_prior", shape, 2, 3, vqvae=small_vqvae(shape, num_codes=3), **SMALL_PRIOR)
     with torch.no_grad():
         for p in m.prior.parameters():
             p.copy_(torch.randn_like(p) * 0.5)
-    return m.eval()
-
-
-def _random_square_prior():
-    """As ``_random_conditional_prior`` on a 2x2 code grid, where h / w is not h * w."""
-    torch.manual_seed(0)
-    m = models.build("vqvae_prior", (1, 8, 8), 2, 3, vqvae=small_vqvae((1, 8, 8), num_codes=3), **SMALL_PRIOR)
-    with torch.no_grad():
-        for p in m.prior.parameters():
-            p.copy_(torch.randn_like(p) * 0.5)
-    assert m.code_shape == (2, 2)
     return m.eval()
 
 
@@ -204,8 +193,8 @@ def test_partial_decoding_shows_exactly_the_codes_drawn():
                                    m.vqvae.likelihood.mean(m.vqvae.decoder(torch.zeros_like(z)).float()))
 
 
-@pytest.mark.parametrize("prior", [_random_conditional_prior, _random_square_prior])
-def test_progress_frames_hold_the_codes_drawn_so_far_and_end_at_the_sample(prior):
+@pytest.mark.parametrize("shape", [(1, 4, 2), (1, 8, 8)])
+def test_progress_frames_hold_the_codes_drawn_so_far_and_end_at_the_sample(shape):
     """With ``codes=True`` the frame after ``done`` codes holds the final codes at the first
     ``done`` raster positions and -1 after them; the default (one frame a code, decoded means)
     ends at sample(mean=True) from the same noise, labels and temperature, and without a
@@ -213,7 +202,7 @@ def test_progress_frames_hold_the_codes_drawn_so_far_and_end_at_the_sample(prior
     (``h / w`` for ``h * w``, which a 2x1 grid cannot tell), of the noise, labels (other than
     the classes in turn that a prior given none draws) or temperature passed on, and of the
     default temperature."""
-    m = prior()
+    m = _random_conditional_prior(shape)
     h, w = m.code_shape
     y, u = (torch.arange(60) + 1) % 3, torch.rand(60, 1, h, w, generator=torch.Generator().manual_seed(2))
     final = m.sample_codes(60, y, temperature=0.4, noise=u)
@@ -245,7 +234,8 @@ def test_the_prior_is_a_gated_pixelcnn_with_level_embeddings():
 def test_bits_per_code_is_the_code_nll_over_positions_and_log_2():
     """Kills `/` -> `*` in bits_per_code, and `h / w` for `h * w` (a 2x2 grid: a 2x1 one cannot
     tell): nats per image / (h w ln 2)."""
-    m = _random_square_prior()
+    m = _random_conditional_prior((1, 8, 8))
+    assert m.code_shape == (2, 2)
     x, y = batch((1, 8, 8), n=6), torch.arange(6) % 3
     with torch.no_grad():
         out = m.loss(x, y)
