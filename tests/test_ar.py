@@ -114,10 +114,14 @@ def test_p_zero_is_white_noise_around_c():
     assert torch.equal(lp, lp[:1, :, :1, :1, :1].expand_as(lp))
 
 
-@pytest.mark.parametrize("hp", [{"p": -1}, {"noise": "cauchy"}])
-def test_rejects_bad_hyperparameters(hp):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("hp,message", [
+    ({"p": -1}, "p must be a non-negative number of previous subpixels, got -1"),
+    ({"noise": "cauchy"}, "noise must be one of logistic, gaussian, got 'cauchy'")])
+def test_rejects_bad_hyperparameters(hp, message):
+    """Kills the messages changed or dropped: matched whole."""
+    with pytest.raises(ValueError) as refused:
         models.build("ar", (1, 4, 4), **hp)
+    assert str(refused.value) == message
 
 
 def test_loss_decreases():
